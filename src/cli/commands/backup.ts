@@ -1,0 +1,137 @@
+import type { Command } from "commander";
+import { DbkeepError } from "../../core/errors.js";
+import { backupPrefix, openEngine, openStore, prune, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
+import { isLocation } from "../../config/urls.js";
+import { oneOffPlan, type Context } from "../context.js";
+import { formatBytes, formatDuration, table } from "../format.js";
+
+interface BackupFlags {
+  all?: boolean;
+  to?: string;
+  prune?: boolean;
+  parallel?: string;
+  format?: string;
+  compression?: string;
+  level?: string;
+  verify?: boolean;
+  json?: boolean;
+}
+
+export function registerBackup(program: Command, ctx: () => Context): void {
+  program
+    .command("backup")
+    .description("back up one or more jobs of the config, or a database given by URL")
+    .argument("[targets...]", "job names, or one source URL with --to")
+    .option("--all", "run every job of the config")
+    .option("--to <store>", "one-off mode: store URL or directory to back up into")
+    .option("--prune", "apply the job's retention after a successful backup")
+    .option("--parallel <n>", "run up to N jobs at once", "1")
+    .option("--format <format>", "one-off mode: dump format (plain, custom, directory)")
+    .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none")
+    .option("--level <n>", "one-off mode: compression level")
+    .option("--verify", "read the backup back and check it after upload")
+    .option("--json", "print the results as one JSON document")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep backup sqlite:./app.db --to ./backups
+  dbkeep backup postgres://app@db.internal:5432/app --to ./backups --compression zstd
+  dbkeep backup 'postgres://app@localhost/app?format=custom' --to /var/backups
+  dbkeep -c dbkeep.yaml backup appdb-backup
+  dbkeep backup --all --parallel 4 --prune`,
+    )
+    .action(async (targets: string[], flags: BackupFlags) => {
+      const c = ctx();
+      const plans = planBackups(c, targets, flags);
+      const parallel = Math.max(1, Number.parseInt(flags.parallel ?? "1", 10) || 1);
+      const results = await runPool(plans, parallel, async (plan) => {
+        const progress = plans.length === 1 ? c.progress(`backing up ${plan.name === "one-off" ? "" : plan.name + " "}`.trimEnd()) : undefined;
+        try {
+          const r = await runJob(plan, { log: c.log, signal: c.signal, ...(progress ? { onProgress: progress.update } : {}) });
+          progress?.clear();
+          if (r.ok && flags.prune && plan.retention) {
+            const engine = await openEngine(plan);
+            const store = await openStore(plan);
+            try {
+              await prune(store, backupPrefix(plan, engine), plan.retention, { dryRun: false, timezone: plan.timezone, log: c.log.child({ job: plan.name }) });
+            } finally {
+              await store.close();
+            }
+          } else if (r.ok && flags.prune) {
+            c.log.info({ job: plan.name }, "no retention rules: nothing to prune");
+          }
+          return r;
+        } finally {
+          progress?.clear();
+        }
+      });
+      report(c, results, flags.json ?? false);
+      if (results.some((r) => !r.ok)) process.exitCode = 1;
+    });
+}
+
+function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan[] {
+  const locations = targets.filter(isLocation);
+  if (locations.length > 0) {
+    if (targets.length !== 1) throw new DbkeepError("USAGE", "give one source URL at a time, without job names");
+    if (!flags.to) throw new DbkeepError("USAGE", "one-off backups need --to STORE", { hint: `dbkeep backup ${targets[0]} --to ./backups` });
+    return [oneOffPlan(targets[0], flags.to, flags, c.log)];
+  }
+  if (flags.to) throw new DbkeepError("USAGE", "--to goes with a source URL; jobs of the config use their own store");
+  const config = c.config();
+  const names = flags.all ? Object.keys(config.jobs) : targets;
+  if (names.length === 0) {
+    throw new DbkeepError("USAGE", "name the jobs to run, or --all", { hint: `jobs: ${Object.keys(config.jobs).join(", ") || "none defined"}` });
+  }
+  return names.map((n) => c.plan(n));
+}
+
+async function runPool<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+function report(c: Context, results: JobResult[], json: boolean): void {
+  if (json) {
+    const doc = {
+      ok: results.every((r) => r.ok),
+      succeeded: results.filter((r) => r.ok).length,
+      failed: results.filter((r) => !r.ok).length,
+      jobs: results.map((r) => ({
+        job: r.job,
+        ok: r.ok,
+        attempts: r.attempts,
+        seconds: Math.round(r.seconds * 100) / 100,
+        store: r.store,
+        ...(r.manifest ? { backup: r.manifest.id, key: r.manifest.key, bytes: r.manifest.stored_bytes, raw_bytes: r.manifest.raw_bytes, sha256: r.manifest.sha256 } : {}),
+        ...(r.error ? { error: r.error.message, code: r.error.code, ...(r.error.hint ? { hint: r.error.hint } : {}) } : {}),
+      })),
+    };
+    process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+    return;
+  }
+  for (const r of results) {
+    if (r.error) {
+      c.log.error({ job: r.job, code: r.error.code, ...(r.error.details ? { details: r.error.details } : {}), ...(r.error.hint ? { hint: r.error.hint } : {}) }, `job ${r.job} failed: ${r.error.message}`);
+    }
+  }
+  if (results.length === 1) {
+    const r = results[0]!;
+    if (r.manifest) {
+      process.stdout.write(`${r.manifest.id}  ${formatBytes(r.manifest.stored_bytes)} (${formatBytes(r.manifest.raw_bytes)} raw)  ${r.store}  ${r.manifest.key}\n`);
+    }
+    return;
+  }
+  const rows = results.map((r) => [r.job, r.ok ? "ok" : "FAILED", formatDuration(r.seconds), r.manifest ? formatBytes(r.manifest.stored_bytes) : "-", r.store, String(r.attempts)]);
+  const ok = results.filter((r) => r.ok).length;
+  process.stdout.write(`${table(["JOB", "RESULT", "DURATION", "SIZE", "STORE", "ATTEMPTS"], rows)}\n${ok} succeeded, ${results.length - ok} failed\n`);
+}

@@ -1,0 +1,51 @@
+import type { Command } from "commander";
+import { stringify } from "yaml";
+import type { Config, Section } from "../../config/load.js";
+import type { Context } from "../context.js";
+
+export function registerConfig(program: Command, ctx: () => Context): void {
+  const config = program.command("config").description("inspect the configuration");
+  config
+    .command("check")
+    .description("validate the config and print it as dbkeep reads it, secrets redacted")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep config check
+  dbkeep -c /etc/dbkeep/dbkeep.yaml config check --json
+
+Exit code 2 and every problem with its dotted path when the config is invalid.`,
+    )
+    .action((flags: { json?: boolean }) => {
+      const c = ctx();
+      const cfg = c.config();
+      const doc = redacted(cfg);
+      process.stdout.write(flags.json ? JSON.stringify(doc, null, 2) + "\n" : `# ${cfg.file ?? "config"}: valid\n${stringify(doc)}`);
+    });
+}
+
+/** The config with literal secrets shown as *** and each *_env / *_file marked as set or missing. */
+function redacted(cfg: Config): Record<string, unknown> {
+  const section = (s: Section) => {
+    const out: Record<string, unknown> = { ...s.options };
+    for (const f of s.secretFields) {
+      if (out[f] !== undefined) out[f] = "***";
+      const env = out[`${f}_env`];
+      if (typeof env === "string") out[`${f}_env`] = `${env} (${process.env[env] ? "set" : "NOT SET"})`;
+    }
+    return out;
+  };
+  const map = <T extends Section>(rec: Record<string, T>) => Object.fromEntries(Object.entries(rec).map(([k, v]) => [k, section(v)]));
+  return {
+    datasources: map(cfg.datasources),
+    stores: map(cfg.stores),
+    ...(Object.keys(cfg.notifications).length ? { notifications: map(cfg.notifications) } : {}),
+    jobs: Object.fromEntries(Object.entries(cfg.jobs).map(([k, j]) => {
+      const { store: _s, ...rest } = j;
+      return [k, rest];
+    })),
+    timezone: cfg.timezone,
+  };
+}

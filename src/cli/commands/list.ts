@@ -1,0 +1,65 @@
+import type { Command } from "commander";
+import { isLocation } from "../../config/urls.js";
+import { backupPrefix, openEngine, openStore, type JobPlan } from "../../core/jobs.js";
+import { listBackups } from "../../core/manifest.js";
+import type { Store } from "../../stores/store.js";
+import { oneOffPlan, type Context } from "../context.js";
+import { formatBytes, table } from "../format.js";
+
+/** The store and prefix a command works on: a job of the config, or a store URL (all backups in it). */
+export async function openTarget(c: Context, target: string): Promise<{ plan: JobPlan; store: Store; prefix: string }> {
+  if (isLocation(target)) {
+    const plan = oneOffPlan(undefined, target, {}, c.log);
+    return { plan, store: await openStore(plan), prefix: "" };
+  }
+  const plan = c.plan(target);
+  const engine = await openEngine(plan);
+  return { plan, store: await openStore(plan), prefix: backupPrefix(plan, engine) };
+}
+
+export function registerList(program: Command, ctx: () => Context): void {
+  program
+    .command("list")
+    .description("list the backups of a job, or of every database in a store")
+    .argument("<target>", "job name, or store URL / directory")
+    .option("--json", "print JSON")
+    .option("--all", "also show leftovers of failed or killed runs and unreadable manifests")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep list ./backups
+  dbkeep list appdb-backup --json
+  dbkeep list ./backups --all`,
+    )
+    .action(async (target: string, flags: { json?: boolean; all?: boolean }) => {
+      const c = ctx();
+      const { store, prefix } = await openTarget(c, target);
+      try {
+        const listing = await listBackups(store, prefix);
+        if (flags.json) {
+          const doc = {
+            store: store.name,
+            backups: listing.backups,
+            ...(flags.all ? { incomplete: listing.orphans.map((o) => ({ key: o.key, size: o.size, modified: o.modified.toISOString(), partial: o.partial ?? false })), broken: listing.broken } : {}),
+          };
+          process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+          return;
+        }
+        if (listing.backups.length === 0) process.stdout.write(`no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}\n`);
+        else {
+          const rows = listing.backups.map((b) => [b.id, b.started_at.replace("T", " ").slice(0, 19), formatBytes(b.stored_bytes), `${b.format}/${b.compression}`, b.key]);
+          process.stdout.write(table(["BACKUP", "TAKEN (UTC)", "SIZE", "FORMAT", "KEY"], rows) + "\n");
+        }
+        if (flags.all) {
+          if (listing.orphans.length + listing.broken.length === 0) process.stdout.write("no leftovers of failed or killed runs\n");
+          for (const o of listing.orphans) process.stdout.write(`incomplete  ${o.key}  ${formatBytes(o.size)}  ${o.modified.toISOString()}${o.partial ? "  (interrupted upload)" : "  (no manifest)"}\n`);
+          for (const b of listing.broken) process.stdout.write(`broken      ${b.key}  ${b.error}\n`);
+        } else if (listing.orphans.length > 0) {
+          c.log.info(`${listing.orphans.length} leftover object(s) of failed or killed runs: see list --all; prune removes them`);
+        }
+      } finally {
+        await store.close();
+      }
+    });
+}

@@ -1,0 +1,61 @@
+import type { Command } from "commander";
+import { DbkeepError } from "../../core/errors.js";
+import { prune } from "../../core/jobs.js";
+import type { RetentionPolicy } from "../../core/retention.js";
+import { durationSeconds } from "../../config/schema.js";
+import type { Context } from "../context.js";
+import { table } from "../format.js";
+import { openTarget } from "./list.js";
+
+interface PruneFlags {
+  dryRun?: boolean;
+  json?: boolean;
+  keepLast?: string;
+  now?: string;
+  orphanGrace?: string;
+}
+
+export function registerPrune(program: Command, ctx: () => Context): void {
+  program
+    .command("prune")
+    .description("apply the retention policy: delete expired backups and leftovers of failed runs")
+    .argument("<target>", "job name, or store URL / directory (with --keep-last)")
+    .option("--dry-run", "show what would be kept and deleted, and why; delete nothing")
+    .option("--json", "print the decisions as JSON")
+    .option("--keep-last <n>", "keep the N newest backups (overrides the job's keep_last)")
+    .option("--now <iso>", "evaluate the policy as if it were this time (with --dry-run)")
+    .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this", "1h")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep prune appdb-backup --dry-run
+  dbkeep prune appdb-backup
+  dbkeep prune ./backups --keep-last 7 --dry-run
+
+The newest backup is never deleted. Without retention rules nothing is deleted.`,
+    )
+    .action(async (target: string, flags: PruneFlags) => {
+      const c = ctx();
+      const { plan, store, prefix } = await openTarget(c, target);
+      try {
+        const policy: RetentionPolicy = { ...(plan.retention ?? {}), ...(flags.keepLast ? { keep_last: Number(flags.keepLast) } : {}) };
+        const now = flags.now ? new Date(flags.now) : undefined;
+        if (now && Number.isNaN(now.getTime())) throw new DbkeepError("USAGE", `--now: not a date: ${flags.now}`, { hint: "e.g. --now 2027-01-01T00:00:00Z" });
+        const grace = durationSeconds(flags.orphanGrace);
+        if (grace === undefined) throw new DbkeepError("USAGE", `--orphan-grace: not a duration: ${flags.orphanGrace}`, { hint: "e.g. 30m, 1h, 2d" });
+        const r = await prune(store, prefix, policy, { dryRun: flags.dryRun ?? false, timezone: plan.timezone, ...(now ? { now } : {}), orphanGraceSeconds: grace, log: c.log });
+        if (flags.json) {
+          process.stdout.write(JSON.stringify({ dry_run: r.dryRun, policy, backups: r.entries, orphans: r.orphans.map((o) => o.key), deleted: r.deleted }, null, 2) + "\n");
+          return;
+        }
+        const rows = r.entries.map((e) => [e.action === "keep" ? "KEEP" : r.dryRun ? "DELETE" : "DELETED", e.id, e.at.replace("T", " ").slice(0, 19), e.reasons.join(", ")]);
+        if (rows.length > 0) process.stdout.write(table(["ACTION", "BACKUP", "TAKEN (UTC)", "WHY"], rows) + "\n");
+        for (const o of r.orphans) process.stdout.write(`${r.dryRun ? "DELETE" : "DELETED"}  ${o.key}  (leftover of a failed or killed run)\n`);
+        const del = r.entries.filter((e) => e.action === "delete").length;
+        process.stdout.write(`${r.entries.length - del} kept, ${del} ${r.dryRun ? "to delete" : "deleted"}${r.orphans.length ? `, ${r.orphans.length} leftover(s) ${r.dryRun ? "to remove" : "removed"}` : ""}${r.dryRun ? " (dry run)" : ""}\n`);
+      } finally {
+        await store.close();
+      }
+    });
+}

@@ -1,0 +1,111 @@
+import type { Command } from "commander";
+import { isLocation, sourceFromUrl } from "../../config/urls.js";
+import { DbkeepError } from "../../core/errors.js";
+import { openEngine, type JobPlan } from "../../core/jobs.js";
+import { findBackup, listBackups } from "../../core/manifest.js";
+import { runRestore } from "../../core/restore.js";
+import type { Context } from "../context.js";
+import { formatBytes, formatDuration } from "../format.js";
+import { openTarget } from "./list.js";
+
+interface RestoreFlags {
+  to?: string;
+  autoConfirm?: boolean;
+  jobs?: string;
+  json?: boolean;
+}
+
+export function registerRestore(program: Command, ctx: () => Context): void {
+  program
+    .command("restore")
+    .description("restore a backup (the latest by default) into the job's datasource or another target")
+    .argument("<target>", "job name, or store URL / directory")
+    .argument("[backup]", "backup id or file name, or latest", "latest")
+    .option("--to <datasource>", "restore into this datasource of the config, or a database URL")
+    .option("--auto-confirm", "replace existing tables in the target without asking")
+    .option("--jobs <n>", "parallel restore jobs (pg_restore -j) for custom and directory dumps")
+    .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep restore ./backups latest --to sqlite:./restored.db
+  dbkeep restore ./backups app-20260210-143000 --to postgres://app@localhost/app_copy
+  dbkeep restore appdb-backup                      # latest, into the job's own datasource
+  dbkeep restore appdb-backup app-20260210-143000.sql.gz --to staging-db --auto-confirm
+
+The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
+backup was read, verified and restored beside it, so a damaged backup never changes the target.`,
+    )
+    .action(async (target: string, ref: string, flags: RestoreFlags) => {
+      const c = ctx();
+      const { plan, store, prefix } = await openTarget(c, target);
+      try {
+        const listing = await listBackups(store, prefix);
+        let candidates = listing.backups;
+        if (plan.oneOff && (!ref || ref === "latest")) {
+          const dbs = new Set(candidates.map((b) => b.database));
+          if (dbs.size > 1) {
+            throw new DbkeepError("USAGE", `${store.name} holds backups of ${dbs.size} databases (${[...dbs].join(", ")}): "latest" is ambiguous`, {
+              hint: "name the backup: dbkeep list " + target,
+            });
+          }
+        }
+        const m = findBackup(candidates, ref);
+        if (!m) {
+          throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}` : `backup "${ref}" not found in ${store.name}`, {
+            hint: `see dbkeep list ${target}`,
+          });
+        }
+        candidates = [];
+        const engine = await openEngine(targetPlan(c, plan, flags.to));
+        const progress = c.progress(`restoring ${m.id}`, { read: "read", written: "restored" });
+        let result;
+        try {
+          result = await runRestore({
+            manifest: m,
+            store,
+            engine,
+            log: c.log,
+            signal: c.signal,
+            ...(flags.jobs ? { jobs: Number(flags.jobs) } : {}),
+            onProgress: progress.update,
+            confirm: async (objects, what) => {
+              const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
+              c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
+              if (flags.autoConfirm) return true;
+              progress.clear();
+              return c.confirm(`Replace ${what} (${objects.length} tables/views) with backup ${m.id}?`);
+            },
+          });
+        } finally {
+          progress.clear();
+        }
+        if (flags.json) process.stdout.write(JSON.stringify({ backup: m.id, target: result.target, seconds: result.seconds, bytes: result.storedBytes, replaced: result.replaced }, null, 2) + "\n");
+        else process.stdout.write(`restored ${m.id} into ${result.target} (${formatBytes(m.raw_bytes)} in ${formatDuration(result.seconds)})\n`);
+      } finally {
+        await store.close();
+      }
+    });
+}
+
+/** The datasource to restore into: --to (a datasource of the config or a URL), else the job's own. */
+function targetPlan(c: Context, plan: JobPlan, to: string | undefined): Pick<JobPlan, "datasource" | "oneOff"> {
+  if (to && isLocation(to)) {
+    const source = sourceFromUrl(to);
+    for (const w of source.warnings) c.log.warn(w);
+    return { datasource: { path: "--to", section: source }, oneOff: true };
+  }
+  if (to) {
+    const config = c.config();
+    const ds = config.datasources[to];
+    if (!ds) {
+      throw new DbkeepError("USAGE", `unknown datasource "${to}"`, { hint: `datasources: ${Object.keys(config.datasources).join(", ")}, or a URL such as postgres://user@host/db` });
+    }
+    return { datasource: { path: `datasources.${to}`, section: ds }, oneOff: false };
+  }
+  if (plan.oneOff) {
+    throw new DbkeepError("USAGE", "restoring from a store URL needs --to", { hint: "e.g. --to sqlite:./restored.db or --to postgres://user@host/app_copy" });
+  }
+  return plan;
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from "commander";
+import { DbkeepError, formatError, toDbkeepError } from "../core/errors.js";
+import { redact } from "../core/redact.js";
+import { VERSION } from "../core/version.js";
+import { registerBackup } from "./commands/backup.js";
+import { registerConfig } from "./commands/config.js";
+import { registerList } from "./commands/list.js";
+import { registerPrune } from "./commands/prune.js";
+import { registerRestore } from "./commands/restore.js";
+import { Context, type GlobalOptions } from "./context.js";
+
+/** The only place that decides exit codes: 0 ok, 1 a job or operation failed, 2 usage or config error. */
+async function main(argv: string[]): Promise<number> {
+  const abort = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) process.exit(sig === "SIGINT" ? 130 : 143); // second signal: stop now
+    interrupted = sig;
+    process.stderr.write(`\n${sig}: stopping, cleaning up...\n`);
+    abort.abort(new DbkeepError("ABORTED", `interrupted by ${sig}`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  let context: Context | undefined;
+  const program = new Command("dbkeep")
+    .description("Database backups: streaming, compressed, checksummed, verified.")
+    .version(VERSION, "-V, --version")
+    .option("-c, --config <file>", "config file (default: $DBKEEP_CONFIG or ./dbkeep.yaml)")
+    .addOption(new Option("--log-format <format>", "log lines as text or json (default: text on a TTY, json otherwise)").choices(["text", "json"]))
+    .option("-q, --quiet", "only warnings and errors")
+    .option("--debug", "debug logs and stack traces")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep backup sqlite:./examples/app.db --to ./backups
+  dbkeep list ./backups
+  dbkeep restore ./backups latest --to sqlite:./restored.db
+  dbkeep -c dbkeep.yaml backup --all --parallel 2 --prune
+  dbkeep config check
+
+Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
+    );
+  const ctx = () => (context ??= new Context(program.opts<GlobalOptions>(), abort.signal));
+  registerBackup(program, ctx);
+  registerList(program, ctx);
+  registerRestore(program, ctx);
+  registerPrune(program, ctx);
+  registerConfig(program, ctx);
+  for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
+
+  try {
+    await program.parseAsync(argv);
+    if (interrupted) return interrupted === "SIGINT" ? 130 : 143;
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.code === "commander.help") return 0;
+      return 2;
+    }
+    const e = toDbkeepError(err);
+    if (interrupted && e.code === "ABORTED") {
+      process.stderr.write(`error: interrupted by ${interrupted}; nothing half-written was left visible\n`);
+      return interrupted === "SIGINT" ? 130 : 143;
+    }
+    const debug = process.argv.includes("--debug");
+    process.stderr.write(redact(formatError(e)) + "\n");
+    if (debug && e.stack) process.stderr.write(redact(e.stack) + "\n");
+    return e.exitCode;
+  }
+}
+
+main(process.argv).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`internal error: ${redact(String(err))}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,243 @@
+import { readFileSync, statSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseDocument } from "yaml";
+import type { z } from "zod";
+import { DbkeepError } from "../core/errors.js";
+import { Secret } from "../core/redact.js";
+import { ENGINES, PLANNED_ENGINES } from "../engines/registry.js";
+import { NOTIFIERS } from "../notifiers/registry.js";
+import { STORES } from "../stores/registry.js";
+import { configSchema, type JobConfig } from "./schema.js";
+
+export interface Section {
+  /** Options as the plug-in's schema normalised them. */
+  options: Record<string, unknown>;
+  /** Secret fields of the plug-in, resolved lazily when the thing is used. */
+  secretFields: readonly string[];
+}
+
+export interface Config {
+  file?: string;
+  datasources: Record<string, Section & { engine: string }>;
+  stores: Record<string, Section & { type: string }>;
+  notifications: Record<string, Section & { type: string }>;
+  jobs: Record<string, JobConfig & { stores: string[] }>;
+  timezone: string;
+  warnings: string[];
+}
+
+export interface Problem {
+  path: string;
+  message: string;
+}
+
+export function configError(file: string | undefined, problems: Problem[]): DbkeepError {
+  const where = file ? `config ${file}` : "config";
+  const lines = problems.map((p) => `  ${p.path ? `${p.path}: ` : ""}${p.message}`).join("\n");
+  const n = problems.length;
+  return new DbkeepError("CONFIG_INVALID", `${where} has ${n} problem${n === 1 ? "" : "s"}`, {
+    details: lines,
+    hint: "fix the lines above; `dbkeep config check` shows the config as dbkeep reads it",
+  });
+}
+
+/** Where the config file is: -c, then $DBKEEP_CONFIG (or seed 000's $DBBACKUP_CONFIG), then ./dbkeep.yaml. */
+export function configPath(explicit?: string): { path: string; explicit: boolean } {
+  const given = explicit ?? process.env.DBKEEP_CONFIG ?? process.env.DBBACKUP_CONFIG;
+  return given ? { path: resolve(given), explicit: true } : { path: resolve("dbkeep.yaml"), explicit: false };
+}
+
+export function loadConfigFile(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new DbkeepError("CONFIG_INVALID", `cannot read config ${path}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, {
+      hint: code === "ENOENT" ? "pass -c FILE, set DBKEEP_CONFIG, or use URLs (dbkeep backup sqlite:./app.db --to ./backups)" : undefined,
+    });
+  }
+  const config = parseConfig(text, path);
+  const mode = safeMode(path);
+  if (mode !== undefined && (mode & 0o044) !== 0) {
+    for (const lit of literalSecrets(config)) {
+      config.warnings.push(`config ${path} is readable by others (mode ${(mode & 0o777).toString(8)}) and holds a literal secret at ${lit}: chmod 600 it, or use ${lit.split(".").pop()}_env / _file`);
+    }
+  }
+  return config;
+}
+
+function safeMode(path: string): number | undefined {
+  try {
+    return statSync(path).mode;
+  } catch {
+    return undefined;
+  }
+}
+
+export function parseConfig(text: string, file?: string): Config {
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw configError(file, doc.errors.map((e) => ({ path: "", message: `YAML: ${e.message.split("\n")[0]}` })));
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  return validateConfig(raw, file);
+}
+
+function issuePath(prefix: (string | number)[], path: readonly PropertyKey[]): string {
+  return [...prefix, ...path.map((p) => String(p))].join(".");
+}
+
+function zodProblems(err: z.ZodError, prefix: (string | number)[]): Problem[] {
+  return err.issues.map((i) => {
+    if (i.code === "unrecognized_keys") {
+      return { path: issuePath(prefix, i.path), message: `unknown key${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `"${k}"`).join(", ")}` };
+    }
+    return { path: issuePath(prefix, i.path), message: i.message };
+  });
+}
+
+export function validateConfig(raw: unknown, file?: string): Config {
+  const problems: Problem[] = [];
+  const top = configSchema.safeParse(raw);
+  if (!top.success) throw configError(file, zodProblems(top.error, []));
+  const c = top.data;
+  const out: Config = { ...(file ? { file } : {}), datasources: {}, stores: {}, notifications: {}, jobs: {}, timezone: c.timezone ?? "UTC", warnings: [] };
+
+  for (const [name, ds] of Object.entries(c.datasources)) {
+    const engine = typeof ds.engine === "string" ? ds.engine : undefined;
+    const plugin = engine ? ENGINES[engine] : undefined;
+    if (!engine) {
+      problems.push({ path: `datasources.${name}.engine`, message: `missing engine (one of: ${Object.keys(ENGINES).join(", ")})` });
+      continue;
+    }
+    if (!plugin) {
+      const planned = PLANNED_ENGINES.includes(engine);
+      problems.push({
+        path: `datasources.${name}.engine`,
+        message: planned ? `engine "${engine}" is not available in this version of dbkeep` : `unknown engine "${engine}" (available: ${Object.keys(ENGINES).join(", ")})`,
+      });
+      continue;
+    }
+    const parsed = plugin.schema.safeParse(ds);
+    if (!parsed.success) problems.push(...zodProblems(parsed.error, ["datasources", name]));
+    else {
+      problems.push(...secretProblems(parsed.data, plugin.secrets, `datasources.${name}`));
+      out.datasources[name] = { engine, options: parsed.data, secretFields: plugin.secrets };
+    }
+  }
+
+  for (const [name, st] of Object.entries(c.stores)) {
+    const type = typeof st.type === "string" ? st.type : undefined;
+    const plugin = type ? STORES[type] : undefined;
+    if (!type || !plugin) {
+      problems.push({ path: `stores.${name}.type`, message: type ? `unknown store type "${type}" (available: ${Object.keys(STORES).join(", ")})` : "missing type" });
+      continue;
+    }
+    const parsed = plugin.schema.safeParse(st);
+    if (!parsed.success) problems.push(...zodProblems(parsed.error, ["stores", name]));
+    else {
+      problems.push(...secretProblems(parsed.data, plugin.secrets, `stores.${name}`));
+      out.stores[name] = { type, options: parsed.data, secretFields: plugin.secrets };
+      if (!plugin.available) out.warnings.push(`stores.${name}: store type "${type}" is accepted but not available in this version; jobs using it will fail`);
+    }
+  }
+
+  for (const [name, n] of Object.entries(c.notifications)) {
+    const type = typeof n.type === "string" ? n.type : undefined;
+    const plugin = type ? NOTIFIERS[type] : undefined;
+    if (!type || !plugin) {
+      problems.push({ path: `notifications.${name}.type`, message: type ? `unknown notifier type "${type}" (available: ${Object.keys(NOTIFIERS).join(", ")})` : "missing type" });
+      continue;
+    }
+    const parsed = plugin.schema.safeParse(n);
+    if (!parsed.success) problems.push(...zodProblems(parsed.error, ["notifications", name]));
+    else {
+      problems.push(...secretProblems(parsed.data, plugin.secrets, `notifications.${name}`));
+      out.notifications[name] = { type, options: parsed.data, secretFields: plugin.secrets };
+      if (!plugin.available) out.warnings.push(`notifications.${name}: "${type}" notifications are accepted but not sent by this version`);
+    }
+  }
+
+  const defined = (rec: Record<string, unknown>) => Object.keys(rec).join(", ") || "none";
+  for (const [name, job] of Object.entries(c.jobs)) {
+    const p = `jobs.${name}`;
+    if (!(job.datasource in c.datasources)) problems.push({ path: `${p}.datasource`, message: `unknown datasource "${job.datasource}" (defined: ${defined(c.datasources)})` });
+    if (job.store && job.stores) problems.push({ path: p, message: "give either store or stores, not both" });
+    const stores = job.stores ?? (job.store ? [job.store] : []);
+    if (stores.length === 0) problems.push({ path: `${p}.store`, message: "missing store" });
+    if (stores.length > 1) problems.push({ path: `${p}.stores`, message: "several stores per job are not available in this version; give one" });
+    for (const s of stores) {
+      if (!(s in c.stores)) problems.push({ path: `${p}.${job.stores ? "stores" : "store"}`, message: `unknown store "${s}" (defined: ${defined(c.stores)})` });
+    }
+    for (const [i, n] of (job.notify ?? []).entries()) {
+      if (!(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
+    }
+    out.jobs[name] = { ...job, stores };
+  }
+  if (c.timezone && !validTimeZone(c.timezone)) problems.push({ path: "timezone", message: `unknown time zone "${c.timezone}"` });
+
+  if (problems.length > 0) throw configError(file, problems);
+  return out;
+}
+
+function validTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function secretProblems(options: Record<string, unknown>, fields: readonly string[], path: string): Problem[] {
+  const problems: Problem[] = [];
+  for (const f of fields) {
+    const given = [f, `${f}_env`, `${f}_file`].filter((k) => options[k] !== undefined);
+    if (given.length > 1) problems.push({ path: `${path}.${f}`, message: `give only one of ${given.join(", ")}` });
+  }
+  return problems;
+}
+
+function literalSecrets(config: Config): string[] {
+  const found: string[] = [];
+  const scan = (kind: string, rec: Record<string, Section>) => {
+    for (const [name, s] of Object.entries(rec)) {
+      for (const f of s.secretFields) if (typeof s.options[f] === "string") found.push(`${kind}.${name}.${f}`);
+    }
+  };
+  scan("datasources", config.datasources);
+  scan("stores", config.stores);
+  scan("notifications", config.notifications);
+  return found;
+}
+
+/**
+ * Resolves secret `field` of a section: the literal, `<field>_env` (the variable must be set) or `<field>_file`
+ * (Docker/Kubernetes secrets; trailing newline removed; a file others can read gets a warning).
+ */
+export function resolveSecret(section: Section, field: string, path: string, warn: (msg: string) => void = () => undefined): Secret | undefined {
+  const o = section.options;
+  if (typeof o[field] === "string") return new Secret(o[field]);
+  const env = o[`${field}_env`];
+  if (typeof env === "string") {
+    const v = process.env[env];
+    if (v === undefined || v === "") {
+      throw new DbkeepError("SECRET_MISSING", `${path}.${field}_env: environment variable ${env} is not set`, { hint: `export ${env}=... before running dbkeep` });
+    }
+    return new Secret(v);
+  }
+  const file = o[`${field}_file`];
+  if (typeof file === "string") {
+    let v: string;
+    try {
+      v = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+      const mode = statSync(file).mode;
+      if ((mode & 0o044) !== 0) warn(`${path}.${field}_file: ${file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+    } catch (err) {
+      throw new DbkeepError("SECRET_MISSING", `${path}.${field}_file: cannot read ${file}: ${(err as Error).message}`);
+    }
+    return new Secret(v);
+  }
+  return undefined;
+}

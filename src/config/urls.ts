@@ -1,0 +1,96 @@
+import { DbkeepError } from "../core/errors.js";
+import { ENGINES } from "../engines/registry.js";
+import { STORES } from "../stores/registry.js";
+import type { Section } from "./load.js";
+
+/** True for what looks like a URL or a path rather than a job name. */
+export function isLocation(arg: string): boolean {
+  return /^[a-z][a-z0-9+.-]*:/i.test(arg) || arg.startsWith(".") || arg.startsWith("/") || arg.startsWith("~");
+}
+
+function usage(message: string, hint: string): DbkeepError {
+  return new DbkeepError("USAGE", message, { hint });
+}
+
+const SOURCE_EXAMPLES = "postgres://user@host:5432/app or sqlite:./app.db";
+
+/**
+ * A datasource from a URL: `postgres://user[:password]@host[:port]/db?format=custom&compression=zstd&sslmode=require`
+ * (a socket directory goes in `?host=/var/run/postgresql`), or `sqlite:PATH`.
+ * Query parameters are the datasource's keys (format, compression, compression_level, jobs, ...).
+ */
+export function sourceFromUrl(url: string): Section & { engine: string; warnings: string[] } {
+  const warnings: string[] = [];
+  if (/^sqlite:/i.test(url)) {
+    const rest = url.replace(/^sqlite:(\/\/)?/i, "");
+    const [path = "", query = ""] = rest.split("?", 2);
+    if (!path) throw usage(`no path in ${url}`, "write sqlite:./app.db or sqlite:///abs/path/app.db");
+    return finish("sqlite", { engine: "sqlite", path, ...params(new URLSearchParams(query)) }, warnings);
+  }
+  if (/^postgres(ql)?:\/\//i.test(url)) {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw usage(`not a valid URL: ${redactUrl(url)}`, `write ${SOURCE_EXAMPLES}`);
+    }
+    const database = decodeURIComponent(u.pathname.replace(/^\//, ""));
+    if (!database) throw usage(`no database in ${redactUrl(url)}`, "write postgres://user@host:5432/DATABASE");
+    const q = params(u.searchParams);
+    const opts: Record<string, unknown> = {
+      engine: "postgres",
+      host: (q.host as string | undefined) ?? (u.hostname ? decodeURIComponent(u.hostname) : "localhost"),
+      ...(u.port ? { port: Number(u.port) } : {}),
+      ...(u.username ? { user: decodeURIComponent(u.username) } : {}),
+      database,
+      ...q,
+    };
+    if (u.password) {
+      opts.password = decodeURIComponent(u.password);
+      warnings.push("a password in a URL is visible to other users in the process list; use PGPASSWORD or ~/.pgpass instead");
+    }
+    return finish("postgres", opts, warnings);
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
+  throw usage(`unsupported source ${scheme ? `"${scheme}:" ` : ""}${redactUrl(url)}`, `write ${SOURCE_EXAMPLES}`);
+}
+
+/** A store from a URL or path: `./backups`, `/var/backups`, `file:///var/backups`, `local:./backups`. */
+export function storeFromUrl(url: string): Section & { type: string } {
+  let path: string | undefined;
+  if (/^file:\/\//i.test(url)) path = decodeURIComponent(new URL(url).pathname);
+  else if (/^local:/i.test(url)) path = url.slice("local:".length);
+  else if (!/^[a-z][a-z0-9+.-]*:/i.test(url)) path = url.startsWith("~") ? url.replace(/^~/, process.env.HOME ?? "~") : url;
+  if (path) {
+    const opts = STORES.local!.schema.parse({ type: "local", path });
+    return { type: "local", options: opts, secretFields: [] };
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase() ?? "";
+  throw usage(`store URL scheme "${scheme}:" is not available in this version`, "give a directory, e.g. --to ./backups");
+}
+
+function params(q: URLSearchParams): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of q) out[k] = /^\d+$/.test(v) && k !== "host" ? Number(v) : v === "true" ? true : v === "false" ? false : v;
+  if (out.level !== undefined) {
+    out.compression_level = out.level;
+    delete out.level;
+  }
+  return out;
+}
+
+function finish(engine: string, options: Record<string, unknown>, warnings: string[]): Section & { engine: string; warnings: string[] } {
+  const plugin = ENGINES[engine]!;
+  const parsed = plugin.schema.safeParse(options);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    const key = i?.path.join(".") ?? "";
+    const msg = i?.code === "unrecognized_keys" ? `unknown parameter ${i.keys.map((k) => `"${k}"`).join(", ")}` : `${key}: ${i?.message ?? "invalid"}`;
+    throw usage(`invalid ${engine} URL: ${msg}`, "parameters are the datasource's keys, e.g. ?format=custom&compression=zstd");
+  }
+  return { engine, options: parsed.data, secretFields: plugin.secrets, warnings };
+}
+
+export function redactUrl(url: string): string {
+  return url.replace(/(:\/\/[^:/?#@]*):[^@/?#]*@/, "$1:***@");
+}

@@ -1,0 +1,221 @@
+import { checkLevel, type Compression } from "./compression.js";
+import { runBackup } from "./backup.js";
+import { DbkeepError, toDbkeepError } from "./errors.js";
+import type { Logger } from "./log.js";
+import { joinKey, listBackups, manifestKeyOf, type Manifest } from "./manifest.js";
+import type { Progress } from "./pipeline.js";
+import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
+import { configError, resolveSecret, type Config, type Section } from "../config/load.js";
+import { durationSeconds } from "../config/schema.js";
+import { ENGINES } from "../engines/registry.js";
+import type { Engine } from "../engines/engine.js";
+import { STORES } from "../stores/registry.js";
+import type { Store, StoreObject } from "../stores/store.js";
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  delaySeconds: number;
+  multiplier: number;
+  maxDelaySeconds?: number;
+}
+
+/** Everything needed to run, list, restore or prune one job, from the config or from URLs. */
+export interface JobPlan {
+  name: string;
+  datasource: { path: string; section: Section & { engine: string } };
+  store: { name: string; section: Section & { type: string } };
+  prefix?: string;
+  compression: Compression;
+  level?: number;
+  verify: boolean;
+  retry: RetryPolicy;
+  retention?: RetentionPolicy;
+  timezone: string;
+  oneOff: boolean;
+}
+
+export function planJob(config: Config, name: string): JobPlan {
+  const job = config.jobs[name];
+  if (!job) {
+    const names = Object.keys(config.jobs);
+    throw new DbkeepError("USAGE", `unknown job "${name}"${config.file ? ` in ${config.file}` : ""}`, {
+      hint: names.length ? `jobs: ${names.join(", ")}` : "the config defines no jobs",
+    });
+  }
+  const ds = config.datasources[job.datasource]!;
+  const storeName = job.stores[0]!;
+  const options = { ...ds.options, ...(job.format ? { format: job.format } : {}) };
+  const compression = (job.compression ?? ds.options.compression ?? "gzip") as Compression;
+  const level = job.compression_level ?? (ds.options.compression_level as number | undefined);
+  const bad = checkLevel(compression, level);
+  if (bad) throw configError(config.file, [{ path: `jobs.${name}`, message: bad }]);
+  return {
+    name,
+    datasource: { path: `datasources.${job.datasource}`, section: { ...ds, options } },
+    store: { name: storeName, section: config.stores[storeName]! },
+    ...(job.prefix ? { prefix: job.prefix } : {}),
+    compression,
+    ...(level !== undefined ? { level } : {}),
+    verify: job.verify,
+    retry: {
+      maxAttempts: job.retry?.max_attempts ?? 1,
+      delaySeconds: durationSeconds(job.retry?.delay) ?? 30,
+      multiplier: job.retry?.backoff_multiplier ?? 2,
+      ...(job.retry?.max_delay !== undefined ? { maxDelaySeconds: durationSeconds(job.retry.max_delay)! } : {}),
+    },
+    ...(job.retention ? { retention: job.retention } : {}),
+    timezone: config.timezone,
+    oneOff: false,
+  };
+}
+
+export async function openEngine(plan: Pick<JobPlan, "datasource" | "oneOff">, warn: (m: string) => void = () => undefined): Promise<Engine> {
+  const { section, path } = plan.datasource;
+  const plugin = ENGINES[section.engine]!;
+  return plugin.create(section.options, { secret: (f) => resolveSecret(section, f, path, warn), oneOff: plan.oneOff });
+}
+
+export async function openStore(plan: Pick<JobPlan, "store">, warn: (m: string) => void = () => undefined): Promise<Store> {
+  const { section, name } = plan.store;
+  return STORES[section.type]!.create(name, section.options, { secret: (f) => resolveSecret(section, f, `stores.${name}`, warn) });
+}
+
+/** Where a datasource's backups live in its store: `<prefix>/<database>/`. */
+export function backupPrefix(plan: Pick<JobPlan, "prefix">, engine: Pick<Engine, "database">): string {
+  return joinKey(plan.prefix, engine.database) + "/";
+}
+
+export interface JobRunOptions {
+  log: Logger;
+  signal: AbortSignal;
+  now?: () => Date;
+  onProgress?: (p: Progress) => void;
+  /** Waits between attempts; injectable so tests need not sleep. */
+  sleep?: (seconds: number, signal: AbortSignal) => Promise<void>;
+}
+
+export interface JobResult {
+  job: string;
+  ok: boolean;
+  attempts: number;
+  seconds: number;
+  manifest?: Manifest;
+  error?: DbkeepError;
+  store: string;
+}
+
+/** Runs one job with seed 000's retry: only retryable errors are retried, each attempt logged with its reason. */
+export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobResult> {
+  const log = opts.log.child({ job: plan.name });
+  const started = Date.now();
+  const sleep = opts.sleep ?? abortableSleep;
+  let attempts = 0;
+  let delay = plan.retry.delaySeconds;
+  let store: Store | undefined;
+  try {
+    const warn = (m: string) => log.warn(m);
+    const engine = await openEngine(plan, warn);
+    store = await openStore(plan, warn);
+    for (;;) {
+      attempts++;
+      try {
+        const manifest = await runBackup({
+          job: plan.oneOff ? undefined : plan.name,
+          engine,
+          store,
+          prefix: plan.prefix,
+          compression: plan.compression,
+          level: plan.level,
+          verify: plan.verify,
+          log,
+          signal: opts.signal,
+          now: opts.now,
+          onProgress: opts.onProgress,
+        });
+        const seconds = (Date.now() - started) / 1000;
+        log.info({ key: manifest.key, bytes: manifest.stored_bytes, sha256: manifest.sha256, seconds: manifest.duration_seconds }, `backup ${manifest.id} complete`);
+        return { job: plan.name, ok: true, attempts, seconds, manifest, store: store.name };
+      } catch (err) {
+        const e = toDbkeepError(err);
+        if (!e.retryable || attempts >= plan.retry.maxAttempts || opts.signal.aborted) throw e;
+        log.warn({ attempt: attempts, of: plan.retry.maxAttempts, retry_in: delay, reason: e.message }, "attempt failed, retrying");
+        await sleep(delay, opts.signal);
+        delay = Math.min(delay * plan.retry.multiplier, plan.retry.maxDelaySeconds ?? Number.POSITIVE_INFINITY);
+      }
+    }
+  } catch (err) {
+    const error = toDbkeepError(err);
+    return { job: plan.name, ok: false, attempts: Math.max(attempts, 1), seconds: (Date.now() - started) / 1000, error, store: store?.name ?? plan.store.name };
+  } finally {
+    await store?.close();
+  }
+}
+
+function abortableSleep(seconds: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(done, seconds * 1000);
+    function done() {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }
+    function onAbort() {
+      clearTimeout(t);
+      reject(new DbkeepError("ABORTED", "cancelled while waiting to retry"));
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+export interface PruneEntry {
+  id: string;
+  at: string;
+  action: "keep" | "delete";
+  reasons: string[];
+  keys: string[];
+}
+
+export interface PruneResult {
+  entries: PruneEntry[];
+  orphans: StoreObject[];
+  deleted: string[];
+  dryRun: boolean;
+}
+
+/**
+ * Applies a retention policy to the backups under a prefix. Only manifested backups count; the newest is never
+ * deleted; no rules means nothing is deleted. A backup's manifest is deleted first, then its data and sidecar, so
+ * an interrupted prune leaves orphans (removed next time), never a manifest without data. Orphans older than the
+ * grace period (leftovers of killed runs) are removed too.
+ */
+export async function prune(store: Store, prefix: string, policy: RetentionPolicy, o: { dryRun: boolean; timezone?: string; now?: Date; orphanGraceSeconds?: number; log: Logger }): Promise<PruneResult> {
+  const listing = await listBackups(store, prefix);
+  const items = listing.backups.map((m) => ({ id: m.id, at: new Date(m.started_at), m }));
+  const result = applyRetention(items, policy, o.timezone ?? "UTC");
+  const entries: PruneEntry[] = [
+    ...result.keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: keysOf(d.item.m) })),
+    ...result.remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: keysOf(b.m) })),
+  ].sort((a, b) => (a.at < b.at ? 1 : -1));
+  const now = (o.now ?? new Date()).getTime();
+  const grace = (o.orphanGraceSeconds ?? 3600) * 1000;
+  const orphans = listing.orphans.filter((x) => now - x.modified.getTime() >= grace);
+  const deleted: string[] = [];
+  if (!o.dryRun) {
+    for (const b of result.remove) {
+      const keys = keysOf(b.m);
+      await store.delete(keys);
+      deleted.push(...keys);
+      o.log.info({ backup: b.id }, "deleted");
+    }
+    if (orphans.length > 0) {
+      await store.delete(orphans.map((x) => x.key));
+      deleted.push(...orphans.map((x) => x.key));
+      o.log.info({ count: orphans.length }, "removed leftovers of failed or killed runs");
+    }
+  }
+  if (!hasRules(policy)) o.log.info("no retention rules: nothing is deleted");
+  return { entries, orphans, deleted, dryRun: o.dryRun };
+}
+
+function keysOf(m: Manifest): string[] {
+  return [manifestKeyOf(m), m.key, m.checksum_key];
+}

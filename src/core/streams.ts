@@ -1,0 +1,95 @@
+import { createHash } from "node:crypto";
+import { PassThrough, Transform, type Readable, type TransformCallback } from "node:stream";
+import { DbkeepError } from "./errors.js";
+
+/**
+ * Passes `source` through, but ends only after `done` resolves; if `done` rejects, the stream errors instead.
+ * Engines wrap a dump tool's stdout with it so that a tool failing after partial output can never look like a
+ * complete dump to the stages and stores downstream.
+ */
+export function endAfter(source: Readable, done: Promise<unknown>): Readable {
+  const out = new PassThrough();
+  source.on("error", (err) => out.destroy(err));
+  done.catch((err: unknown) => out.destroy(err as Error));
+  source.pipe(out, { end: false });
+  source.once("end", () => {
+    done.then(
+      () => out.end(),
+      (err: unknown) => out.destroy(err as Error),
+    );
+  });
+  out.once("close", () => {
+    if (!source.destroyed && !source.readableEnded) source.destroy();
+  });
+  return out;
+}
+
+/** Counts the bytes that flow through. */
+export class ByteCounter extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    cb(null, chunk);
+  }
+}
+
+export interface Expected {
+  sha256: string;
+  bytes?: number;
+  /** What to call the object in the error message. */
+  what: string;
+}
+
+/**
+ * SHA-256 and byte count of what flows through. With `expected`, the stream fails at its end instead of ending
+ * when the digest or size differs, so nothing downstream ever sees a clean end of unverified data.
+ */
+export class HashStage extends Transform {
+  bytes = 0;
+  sha256 = "";
+  readonly #hash = createHash("sha256");
+  readonly #expected: Expected | undefined;
+
+  constructor(expected?: Expected) {
+    super();
+    this.#expected = expected;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#hash.update(chunk);
+    this.bytes += chunk.length;
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.sha256 = this.#hash.digest("hex");
+    const exp = this.#expected;
+    if (exp && exp.bytes !== undefined && exp.bytes !== this.bytes) {
+      return cb(new DbkeepError("CHECKSUM_MISMATCH", `${exp.what} is ${this.bytes} bytes, the manifest says ${exp.bytes}`, {
+        hint: "the stored object is damaged or truncated; restore another backup",
+      }));
+    }
+    if (exp && exp.sha256 !== this.sha256) {
+      return cb(new DbkeepError("CHECKSUM_MISMATCH", `SHA-256 of ${exp.what} does not match its manifest`, {
+        details: `expected ${exp.sha256}\nactual   ${this.sha256}`,
+        hint: "the stored object is damaged or was changed; restore another backup",
+      }));
+    }
+    cb();
+  }
+}
+
+/** Reads a small stream fully (manifests, sidecars). Refuses more than `limit` bytes. */
+export async function readAll(stream: Readable, limit = 16 * 1024 * 1024): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of stream) {
+    n += (chunk as Buffer).length;
+    if (n > limit) {
+      stream.destroy();
+      throw new DbkeepError("CORRUPT_BACKUP", `object larger than ${limit} bytes where a small file was expected`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,11 @@
+import { readFileSync } from "node:fs";
+
+/** dbkeep's version, read once from package.json (one directory above dist/ and src/). */
+export const VERSION: string = (() => {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string };
+    return pkg.version ?? "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+})();

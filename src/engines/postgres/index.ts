@@ -1,0 +1,379 @@
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import pg from "pg";
+import { DbkeepError } from "../../core/errors.js";
+import type { Secret } from "../../core/redact.js";
+import { endAfter } from "../../core/streams.js";
+import { minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
+import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { PostgresDatasource } from "./schema.js";
+
+export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "password_env" | "password_file" | "compression" | "compression_level" | "engine"> & {
+  password?: Secret;
+  /** One-off mode: let libpq use PGPASSWORD / PGPASSFILE / ~/.pgpass from dbkeep's own environment. */
+  inheritAuthEnv?: boolean;
+};
+
+const EXT: Record<string, string> = { plain: ".sql", custom: ".dump", directory: ".tar" };
+
+export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
+  const format = opts.format ?? "plain";
+  const binDir = opts.bin_dir ?? (opts.pg_version ? `/usr/lib/postgresql/${opts.pg_version}/bin` : undefined);
+  const where = `host ${opts.host}, database ${opts.database}`;
+
+  function toolEnv(database: string): NodeJS.ProcessEnv {
+    const inherited: Record<string, string | undefined> = opts.inheritAuthEnv
+      ? { PGPASSWORD: process.env.PGPASSWORD, PGPASSFILE: process.env.PGPASSFILE, PGSERVICE: process.env.PGSERVICE }
+      : {};
+    return minimalEnv({
+      ...inherited,
+      PGHOST: opts.host,
+      PGPORT: String(opts.port),
+      PGUSER: opts.user,
+      PGDATABASE: database,
+      PGPASSWORD: opts.password?.reveal() ?? inherited.PGPASSWORD,
+      PGSSLMODE: opts.sslmode,
+      PGCONNECT_TIMEOUT: "15",
+      PGAPPNAME: "dbkeep",
+    });
+  }
+
+  function client(database: string): pg.Client {
+    return new pg.Client({
+      host: opts.host,
+      port: opts.port,
+      user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
+      password: opts.password?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
+      database,
+      ssl: opts.sslmode && !["disable", "allow", "prefer"].includes(opts.sslmode) ? { rejectUnauthorized: opts.sslmode === "verify-full" } : undefined,
+      connectionTimeoutMillis: 15000,
+      application_name: "dbkeep",
+    });
+  }
+
+  async function withClient<T>(database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = client(database);
+    c.on("error", () => undefined);
+    try {
+      await c.connect();
+    } catch (err) {
+      throw connectionError(err, opts.host, opts.port, database);
+    }
+    try {
+      return await fn(c);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  const explain = (stderr: string) => explainPgError(stderr);
+
+  async function toolVersion(tool: string): Promise<string> {
+    const path = await resolveTool(tool, binDir);
+    return (await runTool(path, ["--version"])).trim().replace(/^\S+ \(PostgreSQL\) /, "");
+  }
+
+  async function maintenanceDb(): Promise<string> {
+    if (opts.maintenance_db) return opts.maintenance_db;
+    for (const db of ["postgres", "template1"]) {
+      try {
+        await withClient(db, async () => undefined);
+        return db;
+      } catch (err) {
+        if (err instanceof DbkeepError && /does not exist/.test(err.details ?? err.message)) continue;
+        throw err;
+      }
+    }
+    return "postgres";
+  }
+
+  function dump(dopts: DumpOptions): Dump {
+    const out = new PassThrough();
+    let finish!: (r: DumpResult) => void;
+    let fail!: (e: unknown) => void;
+    const done = new Promise<DumpResult>((res, rej) => {
+      finish = res;
+      fail = rej;
+    });
+    done.catch(() => undefined);
+
+    (async () => {
+      const pgDump = await resolveTool("pg_dump", binDir);
+      const toolVer = await toolVersion("pg_dump");
+      const { serverVersion, tables } = await withClient(opts.database, async (c) => {
+        const v = await c.query<{ server_version: string }>("SHOW server_version");
+        const t = await c.query<{ name: string; est: string }>(
+          `SELECT n.nspname || '.' || c.relname AS name, greatest(c.reltuples, 0)::bigint AS est
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+            ORDER BY 1`,
+        );
+        return {
+          serverVersion: (v.rows[0]?.server_version ?? "").split(" ")[0] ?? "",
+          tables: t.rows.map((r): TableInfo => ({ name: r.name, rows_estimate: Number(r.est) })),
+        };
+      });
+      checkVersions(toolVer, serverVersion);
+      const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
+      const common = ["--no-password", ...(format === "plain" ? [] : ["--compress=0"])];
+      const result: DumpResult = { tool: { name: "pg_dump", version: toolVer }, serverVersion, tables };
+
+      if (format !== "directory") {
+        const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
+        const { child, done: exited } = spawnTool(pgDump, args, {
+          env: toolEnv(opts.database), signal: dopts.signal, timeoutMs, context: where, explain,
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        const gated = endAfter(child.stdout as Readable, exited);
+        gated.on("error", (e) => out.destroy(e));
+        gated.pipe(out);
+        await exited;
+        finish(result);
+        return;
+      }
+
+      // Directory format: pg_dump -j needs a directory, so it is written to a private temp dir and then
+      // carried through the pipe as a tar stream; the temp dir is removed as soon as tar has read it.
+      const dir = await mkdtemp(join(tmpdir(), "dbkeep-pgdir-"));
+      try {
+        const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
+        const { done: exited } = spawnTool(pgDump, args, {
+          env: toolEnv(opts.database), signal: dopts.signal, timeoutMs, context: where, explain,
+          stdio: ["ignore", "ignore", "pipe"],
+        });
+        await exited;
+        const tar = await resolveTool("tar");
+        const t = spawnTool(tar, ["-C", join(dir, "dump"), "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
+        const gated = endAfter(t.child.stdout as Readable, t.done);
+        gated.on("error", (e) => out.destroy(e));
+        gated.pipe(out);
+        await t.done;
+        finish(result);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    })().catch((err: unknown) => {
+      out.destroy(err as Error);
+      fail(err);
+    });
+
+    return { stream: out, done };
+  }
+
+  async function inspectTarget(): Promise<TargetState> {
+    const admin = await maintenanceDb();
+    const exists = await withClient(admin, async (c) => {
+      const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [opts.database]);
+      return (r.rowCount ?? 0) > 0;
+    });
+    if (!exists) return { exists: false, objects: [] };
+    const objects = await withClient(opts.database, async (c) => {
+      const r = await c.query<{ name: string }>(
+        `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' AND c.relispartition = false
+            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('e', 'i', 'a'))
+          ORDER BY 1`,
+      );
+      return r.rows.map((x) => x.name);
+    });
+    return { exists: true, objects };
+  }
+
+  /**
+   * Restores into a new staging database and swaps it in only after the input ended cleanly (checksum verified)
+   * and the restore tool succeeded. Until the swap the target is untouched; on any failure the staging database is
+   * dropped.
+   */
+  async function restore(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const admin = await maintenanceDb();
+    const target = opts.database;
+    const suffix = randomBytes(4).toString("hex");
+    const staging = `${target.slice(0, 40)}_dbkeep_restore_${suffix}`;
+    const state = await withClient(admin, async (c) => {
+      const r = await c.query<{ owner: string; enc: string; collate: string; ctype: string }>(
+        `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS enc, datcollate AS collate, datctype AS ctype
+           FROM pg_database WHERE datname = $1`,
+        [target],
+      );
+      return r.rows[0];
+    });
+    const createSql = state
+      ? `CREATE DATABASE ${ident(staging)} TEMPLATE template0 OWNER ${ident(state.owner)} ENCODING ${lit(state.enc)} LC_COLLATE ${lit(state.collate)} LC_CTYPE ${lit(state.ctype)}`
+      : `CREATE DATABASE ${ident(staging)} TEMPLATE template0`;
+    await withClient(admin, (c) => c.query(createSql)).catch((err: unknown) => {
+      throw new DbkeepError("ENGINE_FAILED", `could not create the staging database for the restore (${where}): ${(err as Error).message}`, {
+        hint: "the restoring user needs CREATEDB (dbkeep restores beside the target and swaps it in)",
+        cause: err,
+      });
+    });
+    ropts.log.debug({ staging }, "restoring into staging database");
+    let scratch: string | undefined;
+    try {
+      const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
+      const jobs = ropts.jobs ?? opts.jobs ?? 1;
+      const ctx = `${where}, staging ${staging}`;
+      if (ropts.format === "plain") {
+        const psql = await resolveTool("psql", binDir);
+        const args = ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", staging];
+        const t = spawnTool(psql, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
+        await feed(input, t.child.stdin, t.done);
+      } else {
+        const pgRestore = await resolveTool("pg_restore", binDir);
+        const base = ["--no-password", "--exit-on-error", "-d", staging];
+        if (ropts.format === "custom" && jobs <= 1) {
+          const t = spawnTool(pgRestore, [...base, "--single-transaction"], { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
+          await feed(input, t.child.stdin, t.done);
+        } else {
+          // pg_restore -j needs a seekable file or a directory: materialise it first (verified by the clean end).
+          scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgrestore-"));
+          let source: string;
+          if (ropts.format === "custom") {
+            source = join(scratch, "dump");
+            await pipeline(input, createWriteStream(source, { mode: 0o600 }), { signal: ropts.signal });
+          } else {
+            source = join(scratch, "dir");
+            const tar = await resolveTool("tar");
+            await runMkdir(source);
+            const t = spawnTool(tar, ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
+            await feed(input, t.child.stdin, t.done);
+          }
+          const args = [...base, `--jobs=${jobs}`, ...(ropts.format === "directory" ? ["--format=directory"] : []), source];
+          const t = spawnTool(pgRestore, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["ignore", "ignore", "pipe"] });
+          await t.done;
+        }
+      }
+      await swapIn(admin, staging, target, suffix, ropts);
+    } catch (err) {
+      await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS ${ident(staging)} WITH (FORCE)`)).catch((e: unknown) =>
+        ropts.log.warn({ staging, err: (e as Error).message }, "could not drop the staging database; drop it by hand"),
+      );
+      throw err;
+    } finally {
+      if (scratch) await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  async function swapIn(admin: string, staging: string, target: string, suffix: string, ropts: RestoreOptions): Promise<void> {
+    await withClient(admin, async (c) => {
+      const exists = ((await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [target])).rowCount ?? 0) > 0;
+      if (!exists) {
+        await c.query(`ALTER DATABASE ${ident(staging)} RENAME TO ${ident(target)}`);
+        return;
+      }
+      const old = `${target.slice(0, 40)}_dbkeep_old_${suffix}`;
+      await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS false`).catch(() => undefined);
+      for (let attempt = 1; ; attempt++) {
+        await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [target]);
+        try {
+          await c.query(`ALTER DATABASE ${ident(target)} RENAME TO ${ident(old)}`);
+          break;
+        } catch (err) {
+          if (attempt >= 5) {
+            await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
+            throw new DbkeepError("ENGINE_FAILED", `could not replace database ${target}: ${(err as Error).message}`, {
+              hint: "stop the applications connected to it and run the restore again",
+            });
+          }
+          await new Promise((r) => setTimeout(r, 200 * attempt));
+        }
+      }
+      try {
+        await c.query(`ALTER DATABASE ${ident(staging)} RENAME TO ${ident(target)}`);
+      } catch (err) {
+        await c.query(`ALTER DATABASE ${ident(old)} RENAME TO ${ident(target)}`);
+        await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
+        throw err;
+      }
+      await c.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`).catch((err: unknown) =>
+        ropts.log.warn({ database: old, err: (err as Error).message }, "the replaced database could not be dropped; drop it by hand"),
+      );
+    });
+  }
+
+  return {
+    name: "postgres",
+    tools: ["pg_dump", "pg_restore", "psql"],
+    format,
+    extension: EXT[format] ?? ".sql",
+    database: opts.database,
+    source: () => ({ engine: "postgres", database: opts.database, host: opts.host, port: opts.port, ...(opts.user ? { user: opts.user } : {}) }),
+    async check() {
+      const tools: Record<string, string> = {};
+      for (const t of ["pg_dump", "pg_restore", "psql"]) tools[t] = await toolVersion(t);
+      const server = await withClient(opts.database, async (c) => (await c.query<{ v: string }>("SELECT version() AS v")).rows[0]?.v);
+      return { tools, ...(server ? { server } : {}) };
+    },
+    dump,
+    inspectTarget,
+    restore,
+    canRestore: (f) => f in EXT,
+  };
+}
+
+/** Writes `input` into a tool's stdin and waits for the tool; an input error kills the tool (nothing is kept). */
+async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited: Promise<unknown>): Promise<void> {
+  if (!stdin) throw new DbkeepError("INTERNAL", "tool has no stdin");
+  (stdin as NodeJS.WritableStream & { on(e: "error", f: () => void): void }).on("error", () => undefined);
+  const fed = pipeline(input, stdin);
+  const results = await Promise.allSettled([fed, exited]);
+  // The input's own error (checksum mismatch, corrupt frame) explains more than the tool's reaction to it.
+  if (results[0].status === "rejected" && input.errored) throw input.errored;
+  for (const r of results) if (r.status === "rejected") throw r.reason;
+}
+
+async function runMkdir(path: string): Promise<void> {
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(path, { recursive: true, mode: 0o700 });
+}
+
+function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+function lit(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+function major(version: string): number {
+  return Number.parseInt(version, 10);
+}
+
+function checkVersions(toolVersion: string, serverVersion: string): void {
+  if (major(toolVersion) < major(serverVersion)) {
+    throw new DbkeepError("ENGINE_FAILED", `pg_dump ${toolVersion} is older than the server (${serverVersion}); pg_dump refuses to dump a newer server`, {
+      hint: `install postgresql-client-${major(serverVersion)} and set pg_version: ${major(serverVersion)} (or bin_dir)`,
+    });
+  }
+}
+
+export function explainPgError(stderr: string): { hint?: string; retryable?: boolean; code?: "CONNECTION_FAILED" } | undefined {
+  if (/password authentication failed|no password supplied|authentication failed/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "check the datasource's user and password (password_env / password_file)" };
+  }
+  if (/Connection refused|could not connect|timeout expired|Name or service not known|could not translate host name/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port?", retryable: true };
+  }
+  if (/database ".*" does not exist/i.test(stderr)) return { code: "CONNECTION_FAILED", hint: "check the datasource's database name" };
+  if (/server version mismatch/i.test(stderr)) return { hint: "set pg_version or bin_dir to a pg_dump at least as new as the server" };
+  if (/permission denied/i.test(stderr)) return { hint: "the user lacks privileges on some objects; dump as the owner or a superuser" };
+  return undefined;
+}
+
+function connectionError(err: unknown, host: string, port: number, database: string): DbkeepError {
+  const msg = (err as Error).message ?? String(err);
+  const explained = explainPgError(msg);
+  return new DbkeepError("CONNECTION_FAILED", `cannot connect to PostgreSQL (host ${host}, port ${port}, database ${database})`, {
+    details: msg,
+    hint: explained?.hint ?? "check host, port, user and password of the datasource",
+    retryable: explained?.retryable ?? false,
+    cause: err,
+  });
+}
+
+export default createPostgresEngine;

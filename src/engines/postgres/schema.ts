@@ -1,0 +1,24 @@
+import { z } from "zod";
+import { COMPRESSIONS } from "../../core/compression.js";
+
+/** Datasource options of `engine: postgres`: seed 000's keys, plus bin_dir, jobs, globals, sslmode. */
+export const postgresDatasourceSchema = z.strictObject({
+  engine: z.enum(["postgres", "postgresql"]),
+  host: z.string().default("localhost"),
+  port: z.coerce.number().int().min(1).max(65535).default(5432),
+  user: z.string().optional(),
+  password: z.string().optional(),
+  password_env: z.string().optional(),
+  password_file: z.string().optional(),
+  database: z.string().min(1),
+  sslmode: z.enum(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]).optional(),
+  pg_version: z.coerce.number().int().min(9).max(99).optional(),
+  bin_dir: z.string().optional(),
+  timeout: z.number().positive().optional(),
+  format: z.enum(["plain", "custom", "directory"]).default("plain"),
+  compression: z.enum(COMPRESSIONS).default("gzip"),
+  compression_level: z.number().int().optional(),
+  jobs: z.number().int().min(1).max(64).optional(),
+  maintenance_db: z.string().optional(),
+});
+export type PostgresDatasource = z.infer<typeof postgresDatasourceSchema>;

@@ -1,0 +1,170 @@
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { z } from "zod";
+import { DbkeepError } from "../../core/errors.js";
+import type { PutOptions, Store, StoreObject } from "../store.js";
+
+export const localStoreSchema = z.strictObject({
+  type: z.literal("local"),
+  path: z.string().min(1),
+});
+export type LocalStoreOptions = z.infer<typeof localStoreSchema>;
+
+const PARTIAL_MARK = ".dbkeep-partial-";
+
+/**
+ * A directory. put() writes to a hidden temporary file beside the final name, fsyncs it, renames it into place and
+ * fsyncs the directory, so a crash never leaves a half file under the final name. Files are created 0600.
+ */
+export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `local:${opts.path}`): Store {
+  const root = resolve(opts.path);
+
+  function pathOf(key: string): string {
+    const p = resolve(root, key);
+    if (key === "" || (p !== root && !p.startsWith(root + sep))) {
+      throw new DbkeepError("STORE_FAILED", `[store:${name}] invalid key "${key}"`);
+    }
+    return p;
+  }
+
+  function fail(action: string, key: string, err: unknown): DbkeepError {
+    const e = err as NodeJS.ErrnoException;
+    const hint =
+      e.code === "EACCES" || e.code === "EPERM"
+        ? `check that dbkeep may write to ${root}`
+        : e.code === "ENOSPC"
+          ? `the disk holding ${root} is full`
+          : undefined;
+    return new DbkeepError("STORE_FAILED", `[store:${name}] ${action} ${key} failed: ${e.message}`, { cause: err, hint });
+  }
+
+  async function fsyncDir(dir: string): Promise<void> {
+    const fh = await open(dir, "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  return {
+    name,
+
+    async put(key: string, body: Readable, putOpts: PutOptions = {}) {
+      const final = pathOf(key);
+      const dir = dirname(final);
+      const tmp = join(dir, `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+      let bytes = 0;
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
+        body.on("data", (c: Buffer) => (bytes += c.length));
+        await pipeline(body, out, { signal: putOpts.signal });
+        const fh = await open(tmp, "r+");
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(tmp, final);
+        await fsyncDir(dir);
+        return { bytes };
+      } catch (err) {
+        await unlink(tmp).catch(() => undefined);
+        if (err instanceof DbkeepError) throw err;
+        if ((err as Error).name === "AbortError") throw new DbkeepError("ABORTED", `[store:${name}] upload of ${key} was cancelled`, { cause: err });
+        // An error of the body (e.g. the dump failed) is not the store's fault: pass it through as it is.
+        if (body.errored) throw body.errored;
+        throw fail("write", key, err);
+      }
+    },
+
+    async get(key: string) {
+      const p = pathOf(key);
+      try {
+        const st = await stat(p);
+        if (!st.isFile()) throw Object.assign(new Error("not a file"), { code: "ENOENT" });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+          throw new DbkeepError("STORE_NOT_FOUND", `[store:${name}] ${key} not found`);
+        }
+        throw fail("read", key, err);
+      }
+      return createReadStream(p);
+    },
+
+    async stat(key: string) {
+      try {
+        const st = await stat(pathOf(key));
+        return st.isFile() ? { key, size: st.size, modified: st.mtime } : undefined;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw fail("stat", key, err);
+      }
+    },
+
+    async *list(prefix: string): AsyncIterable<StoreObject> {
+      // Walk only the deepest directory the prefix names, then filter by the full prefix.
+      const slash = prefix.lastIndexOf("/");
+      const start = slash >= 0 ? join(root, prefix.slice(0, slash)) : root;
+      for await (const file of walk(start)) {
+        const rel = relative(root, file.path).split(sep).join("/");
+        const base = basename(rel);
+        const partial = base.startsWith(".") && base.includes(PARTIAL_MARK);
+        const logical = partial ? join(dirname(rel), base.slice(1, base.indexOf(PARTIAL_MARK))).split(sep).join("/") : rel;
+        if (!logical.startsWith(prefix)) continue;
+        yield { key: rel, size: file.size, modified: file.mtime, ...(partial ? { partial: true } : {}) };
+      }
+    },
+
+    async delete(keys: string[]) {
+      const dirs = new Set<string>();
+      for (const key of keys) {
+        const p = pathOf(key);
+        try {
+          await unlink(p);
+          dirs.add(dirname(p));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw fail("delete", key, err);
+        }
+      }
+      // Remove directories the deletes left empty, up to the root (rmdir fails on non-empty ones, which is fine).
+      for (let dir of dirs) {
+        while (dir !== root && dir.startsWith(root + sep)) {
+          try {
+            await rmdir(dir);
+          } catch {
+            break;
+          }
+          dir = dirname(dir);
+        }
+      }
+    },
+
+    async close() {},
+  };
+}
+
+async function* walk(dir: string): AsyncIterable<{ path: string; size: number; mtime: Date }> {
+  let handle;
+  try {
+    handle = await opendir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return;
+    throw err;
+  }
+  for await (const entry of handle) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) yield* walk(p);
+    else if (entry.isFile()) {
+      const st = await stat(p).catch(() => undefined);
+      if (st) yield { path: p, size: st.size, mtime: st.mtime };
+    }
+  }
+}
+
+export default createLocalStore;

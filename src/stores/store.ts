@@ -1,0 +1,43 @@
+import type { Readable } from "node:stream";
+
+export interface StoreObject {
+  key: string;
+  size: number;
+  modified: Date;
+  /**
+   * True for what an interrupted put left behind (a temporary name, never the final key). Such objects are listed
+   * only so that `list --all` can report them and prune can remove them; they are never read as backups.
+   */
+  partial?: boolean;
+}
+
+export interface PutOptions {
+  signal?: AbortSignal;
+  /** Expected size in bytes when known in advance (lets some backends pick an upload strategy). */
+  size?: number;
+}
+
+/**
+ * Where backups are kept. Keys are "/"-separated relative paths; the store maps them onto its own namespace.
+ *
+ * Contract (enforced by test/conformance/store.suite.ts):
+ * - put() consumes `body` to its end and makes the object visible under `key` only when every byte was written
+ *   durably. If the body errors, the signal aborts or writing fails, put() rejects and nothing is visible under `key`
+ *   (a previous object under that key, if any, is left as it was).
+ * - get() of a missing key rejects with code STORE_NOT_FOUND.
+ * - stat() of a missing key resolves to undefined.
+ * - list(prefix) yields every complete object whose key starts with `prefix` exactly once, at any depth, in no
+ *   particular order, and the leftovers of interrupted puts flagged `partial: true`.
+ * - delete() is idempotent: deleting missing keys succeeds.
+ * - Failures are DbkeepErrors; `retryable` is set by the store for errors worth retrying (network, 5xx).
+ */
+export interface Store {
+  /** "local:backups", used in logs and errors. */
+  readonly name: string;
+  put(key: string, body: Readable, opts?: PutOptions): Promise<{ bytes: number }>;
+  get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
+  stat(key: string): Promise<StoreObject | undefined>;
+  list(prefix: string): AsyncIterable<StoreObject>;
+  delete(keys: string[]): Promise<void>;
+  close(): Promise<void>;
+}
