@@ -1,0 +1,79 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import pg from "pg";
+import { afterAll } from "vitest";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const CLI = join(ROOT, "dist/cli/main.js");
+export const IN_CI = process.env.CI === "true" || process.env.CI === "1";
+
+export const PG = { host: "127.0.0.1", port: 5432, user: "postgres" };
+export function pgUrl(db: string, params = ""): string {
+  return `postgres://${PG.user}@${PG.host}:${PG.port}/${db}${params ? `?${params}` : ""}`;
+}
+
+/** A temp dir removed after the file's tests. */
+export function tempDir(prefix = "dbkeep-test-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * Whether the local PostgreSQL answers. Under CI a missing server is a failure, not a skip: the harness
+ * (scripts/test-env.sh) must have started it.
+ */
+export async function pgAvailable(): Promise<boolean> {
+  const c = new pg.Client({ ...PG, database: "postgres", connectionTimeoutMillis: 3000 });
+  try {
+    await c.connect();
+    await c.end();
+    return true;
+  } catch (err) {
+    if (IN_CI) throw new Error(`PostgreSQL is not reachable at ${PG.host}:${PG.port} under CI: ${(err as Error).message}`);
+    return false;
+  }
+}
+
+export async function pgQuery<T extends pg.QueryResultRow = Record<string, unknown>>(db: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ ...PG, database: db });
+  await c.connect();
+  try {
+    return (await c.query<T>(sql, params)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+export async function dropDb(name: string): Promise<void> {
+  await pgQuery("postgres", `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+}
+
+export async function createDb(name: string): Promise<void> {
+  await dropDb(name);
+  await pgQuery("postgres", `CREATE DATABASE "${name}"`);
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI as a user would. */
+export function dbkeep(args: string[], opts: { cwd?: string; env?: Record<string, string>; input?: string } = {}): CliResult {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    env: { ...process.env, ...opts.env },
+    input: opts.input ?? "",
+    encoding: "utf8",
+    timeout: 300_000,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export function cleanup(path: string): void {
+  rmSync(path, { recursive: true, force: true });
+}
