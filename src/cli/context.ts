@@ -20,12 +20,15 @@ export class Context {
   readonly log: Logger;
   readonly signal: AbortSignal;
   readonly opts: GlobalOptions;
+  /** The log format in effect: --log-format, else text on a TTY and JSON lines elsewhere. */
+  readonly logFormat: LogFormat;
   #config: Config | undefined;
 
   constructor(opts: GlobalOptions, signal: AbortSignal) {
     this.opts = opts;
     this.signal = signal;
-    this.log = createLogger({ format: opts.logFormat, level: opts.debug ? "debug" : opts.quiet ? "warn" : "info" });
+    this.logFormat = opts.logFormat ?? (process.stderr.isTTY ? "text" : "json");
+    this.log = createLogger({ format: this.logFormat, level: opts.debug ? "debug" : opts.quiet ? "warn" : "info" });
   }
 
   /** The config file; throws a usage error if there is none. */
@@ -52,7 +55,7 @@ export class Context {
   }
 
   progress(label: string, words = { read: "read", written: "stored" }) {
-    const enabled = Boolean(process.stderr.isTTY) && !this.opts.quiet && this.opts.logFormat !== "json";
+    const enabled = Boolean(process.stderr.isTTY) && !this.opts.quiet && this.logFormat === "text";
     return createProgressLine(label, enabled, words);
   }
 

@@ -65,8 +65,8 @@ export function toDbkeepError(err: unknown, fallback: ErrorCode = "INTERNAL"): D
 }
 
 /** Formats an error for a terminal: message, optional details, hint. */
-export function formatError(err: DbkeepError): string {
-  const lines = [`error: ${err.message}`];
+export function formatError(err: DbkeepError, job?: string): string {
+  const lines = [`error: ${job ? `job ${job}: ` : ""}${err.message}`];
   if (err.details) lines.push(err.details.trimEnd());
   if (err.hint) lines.push(`hint: ${err.hint}`);
   return lines.join("\n");

@@ -1,8 +1,10 @@
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
 import { type Manifest } from "./manifest.js";
 import { streamFromStore, type Progress } from "./pipeline.js";
-import { readAll } from "./streams.js";
+import { HashStage, readAll } from "./streams.js";
 import type { Engine } from "../engines/engine.js";
 import type { Store } from "../stores/store.js";
 
@@ -64,15 +66,28 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
   });
   try {
     await engine.restore(stream, { signal: spec.signal, log, format: m.format, ...(spec.jobs ? { jobs: spec.jobs } : {}) });
+    await done;
   } catch (err) {
-    // The pipeline's own error (checksum, corrupt frame) is the cause; the engine's is the symptom.
-    await done.catch((e: unknown) => {
-      throw e;
-    });
+    // A restore tool that stopped early on damaged input reports a syntax or format error; the real cause is the
+    // damage, so the stored object is checked before the tool's error is reported.
+    if (!spec.signal.aborted && !(err instanceof DbkeepError && err.code === "CHECKSUM_MISMATCH")) {
+      const damage = await checkStored(store, m, spec.signal);
+      if (damage) throw damage;
+    }
     throw err;
   }
-  await done;
   return { seconds: (Date.now() - started) / 1000, storedBytes: m.stored_bytes, target, replaced: state.objects };
+}
+
+/** Reads the stored object once more, hashing only; returns the mismatch error if it is damaged. */
+async function checkStored(store: Store, m: Manifest, signal: AbortSignal): Promise<DbkeepError | undefined> {
+  try {
+    const body = await store.get(m.key, { signal });
+    await pipeline(body, new HashStage({ sha256: m.sha256, bytes: m.stored_bytes, what: m.key }), new Writable({ write: (_c, _e, cb) => cb() }));
+    return undefined;
+  } catch (err) {
+    return err instanceof DbkeepError && err.code === "CHECKSUM_MISMATCH" ? err : undefined;
+  }
 }
 
 /** Seed 000 restores verify the .sha256 sidecar when there is one: it must agree with the manifest. */

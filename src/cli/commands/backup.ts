@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { DbkeepError } from "../../core/errors.js";
+import { DbkeepError, formatError } from "../../core/errors.js";
+import { redact } from "../../core/redact.js";
 import { backupPrefix, openEngine, openStore, prune, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
 import { isLocation } from "../../config/urls.js";
 import { oneOffPlan, type Context } from "../context.js";
@@ -120,9 +121,12 @@ function report(c: Context, results: JobResult[], json: boolean): void {
     return;
   }
   for (const r of results) {
-    if (r.error) {
+    if (!r.error) continue;
+    // Structured for machines when the logs are JSON; a readable block (message, tool output, hint) for people.
+    if (c.logFormat === "json") {
       c.log.error({ job: r.job, code: r.error.code, ...(r.error.details ? { details: r.error.details } : {}), ...(r.error.hint ? { hint: r.error.hint } : {}) }, `job ${r.job} failed: ${r.error.message}`);
     }
+    process.stderr.write(redact(formatError(r.error, results.length > 1 ? r.job : undefined)) + "\n");
   }
   if (results.length === 1) {
     const r = results[0]!;

@@ -322,10 +322,12 @@ async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited
   if (!stdin) throw new DbkeepError("INTERNAL", "tool has no stdin");
   (stdin as NodeJS.WritableStream & { on(e: "error", f: () => void): void }).on("error", () => undefined);
   const fed = pipeline(input, stdin);
-  const results = await Promise.allSettled([fed, exited]);
-  // The input's own error (checksum mismatch, corrupt frame) explains more than the tool's reaction to it.
-  if (results[0].status === "rejected" && input.errored) throw input.errored;
-  for (const r of results) if (r.status === "rejected") throw r.reason;
+  const [feeding, tool] = await Promise.allSettled([fed, exited]);
+  // The input's own error (checksum mismatch, corrupt frame) explains more than the tool's reaction to it, and the
+  // tool's error explains more than the EPIPE we got when it stopped reading.
+  if (input.errored) throw input.errored;
+  if (tool.status === "rejected") throw tool.reason;
+  if (feeding.status === "rejected") throw feeding.reason;
 }
 
 async function runMkdir(path: string): Promise<void> {
