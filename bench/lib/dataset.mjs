@@ -46,7 +46,7 @@ function mulberry32(seed) {
 }
 
 /** Common words first, then made-up ones: with a skewed pick the common words dominate, as in real text. */
-export function vocabulary(size = 4000) {
+export function vocabulary(size = 2000) {
   const rnd = mulberry32(1234);
   const words = new Set(COMMON_WORDS);
   while (words.size < size) {
@@ -107,14 +107,14 @@ function schemaSql() {
 // Rows per batch; one batch adds roughly 30 MB on disk, so the size check between batches is fine-grained enough.
 const CUSTOMERS_PER_BATCH = 10_000;
 
-/** The INSERTs of batch `b` (0-based): ids are derived from the batch number, so batches never collide. */
+/** The INSERTs of batch `b` (0-based) by table: ids derive from the batch number, so batches never collide. */
 function batchSql(b) {
   const c0 = b * CUSTOMERS_PER_BATCH + 1;
   const c1 = c0 + CUSTOMERS_PER_BATCH - 1;
   const range = (per) => `generate_series(${(c0 - 1) * per + 1}, ${c1 * per})`;
   const customer = `(1 + floor(random() * ${c1}))::bigint`;
-  return [
-    `INSERT INTO customers
+  return {
+    customers: `INSERT INTO customers
        SELECT g, gen_random_uuid(),
               initcap(bench_word()) || ' ' || initcap(bench_word()),
               lower(bench_word()) || '.' || lower(bench_word()) || (g % 997) || '@' ||
@@ -125,7 +125,7 @@ function batchSql(b) {
               bench_ts(g, 0.05),
               CASE WHEN random() < 0.7 THEN bench_words(5 + (random() * 40)::int) END
          FROM ${range(1)} g`,
-    `INSERT INTO orders
+    orders: `INSERT INTO orders
        SELECT g, ${customer},
               bench_pick('{delivered,shipped,paid,pending,cancelled,refunded}'),
               bench_pick('{USD,EUR,GBP,JPY,BRL,INR}'),
@@ -135,7 +135,7 @@ function batchSql(b) {
                 bench_pick('{Street,Road,Avenue,Lane,Way,Platz,Rue}') || ', ' || lpad((random() * 99999)::int::text, 5, '0') ||
                 ' ' || initcap(bench_word())
          FROM (SELECT g, bench_ts(g, 0.15) AS ts FROM ${range(3)} g) s`,
-    `INSERT INTO events
+    events: `INSERT INTO events
        SELECT g, ${customer},
               bench_pick('{page_view,click,search,add_to_cart,login,logout,checkout,api_call,error,email_open}'),
               bench_ts(g, 0.3),
@@ -151,17 +151,20 @@ function batchSql(b) {
                 'referrer', CASE WHEN random() < 0.3 THEN 'https://' || bench_word() || '.example.com/' || bench_word() END,
                 'amount', CASE WHEN random() < 0.2 THEN round((random() * 500)::numeric, 2) END))
          FROM ${range(6)} g`,
-    `INSERT INTO notes
+    notes: `INSERT INTO notes
        SELECT g, ${customer}, initcap(bench_words(3 + (random() * 6)::int)),
               bench_words(20 + (random() * random() * 300)::int), bench_ts(g, 0.1)
          FROM ${range(2)} g`,
-    `INSERT INTO attachments
+    attachments: `INSERT INTO attachments
        SELECT g, (1 + floor(random() * ${c1 * 2}))::bigint,
               lower(bench_word()) || '_' || (random() * 1000)::int || '.' || ext, 'application/' || ext,
               sha256(convert_to(g::text, 'UTF8')), bench_bytes(64 + (random() * random() * 2000)::int)
          FROM (SELECT g, bench_pick('{pdf,png,jpeg,zip,json}') AS ext FROM generate_series(${(c0 - 1) / 5 + 1}, ${c1 / 5}) g) s`,
-  ];
+  };
 }
+
+// Two connections, one per core: the text-heavy notes take about as long as all other tables together.
+const LANES = [["notes"], ["customers", "orders", "events", "attachments"]];
 
 async function connect(database) {
   const c = new pg.Client({ ...PG, database });
@@ -226,12 +229,17 @@ export async function ensureBenchDatabase({ sizeGb, rebuild, log }) {
 
 async function generate(targetBytes, log) {
   const started = performance.now();
-  await withClient(BENCH_DB, async (c) => {
+  const lanes = await Promise.all(LANES.map(() => connect(BENCH_DB)));
+  try {
     // A crash mid-build only means rebuilding, so there is no point waiting for WAL flushes.
-    await c.query("SET synchronous_commit = off");
+    for (const lane of lanes) await lane.query("SET synchronous_commit = off");
+    const c = lanes[0];
     await c.query(schemaSql());
     for (let b = 0; ; b++) {
-      for (const sql of batchSql(b)) await c.query(sql);
+      const sql = batchSql(b);
+      await Promise.all(LANES.map(async (tables, i) => {
+        for (const t of tables) await lanes[i].query(sql[t]);
+      }));
       const size = Number((await c.query("SELECT pg_database_size(current_database()) AS n")).rows[0].n);
       const secs = (performance.now() - started) / 1000;
       log(`  batch ${b + 1}: ${(size / 1e9).toFixed(2)} of ${(targetBytes / 1e9).toFixed(2)} GB, ${secs.toFixed(0)} s`);
@@ -247,6 +255,8 @@ async function generate(targetBytes, log) {
     // happens to run first would look slower.
     await c.query("VACUUM (FREEZE, ANALYZE)");
     await c.query("CHECKPOINT");
-  });
+  } finally {
+    await Promise.all(lanes.map((lane) => lane.end()));
+  }
   log(`  generated in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }

@@ -7,7 +7,7 @@ import { Secret } from "../core/redact.js";
 import { ENGINES, PLANNED_ENGINES } from "../engines/registry.js";
 import { NOTIFIERS } from "../notifiers/registry.js";
 import { STORES } from "../stores/registry.js";
-import { configSchema, type JobConfig } from "./schema.js";
+import { configSchema, jobSchema, type JobConfig } from "./schema.js";
 
 export interface Section {
   /** Options as the plug-in's schema normalised them. */
@@ -160,9 +160,13 @@ export function validateConfig(raw: unknown, file?: string): Config {
   }
 
   const defined = (rec: Record<string, unknown>) => Object.keys(rec).join(", ") || "none";
-  for (const [name, job] of Object.entries(c.jobs)) {
+  for (const [name, rawJob] of Object.entries(c.jobs)) {
     const p = `jobs.${name}`;
-    if (!(job.datasource in c.datasources)) problems.push({ path: `${p}.datasource`, message: `unknown datasource "${job.datasource}" (defined: ${defined(c.datasources)})` });
+    const parsedJob = jobSchema.safeParse(rawJob);
+    if (!parsedJob.success) problems.push(...zodProblems(parsedJob.error, ["jobs", name]));
+    // Cross-references are checked even when other keys of the job are wrong: every problem at once.
+    const job = parsedJob.success ? parsedJob.data : looseJob(rawJob);
+    if (job.datasource && !(job.datasource in c.datasources)) problems.push({ path: `${p}.datasource`, message: `unknown datasource "${job.datasource}" (defined: ${defined(c.datasources)})` });
     if (job.store && job.stores) problems.push({ path: p, message: "give either store or stores, not both" });
     const stores = job.stores ?? (job.store ? [job.store] : []);
     if (stores.length === 0) problems.push({ path: `${p}.store`, message: "missing store" });
@@ -173,12 +177,22 @@ export function validateConfig(raw: unknown, file?: string): Config {
     for (const [i, n] of (job.notify ?? []).entries()) {
       if (!(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
     }
-    out.jobs[name] = { ...job, stores };
+    if (parsedJob.success) out.jobs[name] = { ...parsedJob.data, stores };
   }
   if (c.timezone && !validTimeZone(c.timezone)) problems.push({ path: "timezone", message: `unknown time zone "${c.timezone}"` });
 
   if (problems.length > 0) throw configError(file, problems);
   return out;
+}
+
+/** The references of a job whose other keys did not validate, for the cross-reference checks. */
+function looseJob(raw: Record<string, unknown>): Pick<JobConfig, "datasource" | "store" | "stores" | "notify"> {
+  const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+  const stores = Array.isArray(raw.stores) ? raw.stores.filter((s): s is string => typeof s === "string") : undefined;
+  const notify = Array.isArray(raw.notify)
+    ? raw.notify.flatMap((n: unknown) => (n && typeof n === "object" && typeof (n as { notifier?: unknown }).notifier === "string" ? [{ notifier: (n as { notifier: string }).notifier, on: "failure" as const }] : []))
+    : undefined;
+  return { datasource: str(raw.datasource) ?? "", store: str(raw.store), stores, notify };
 }
 
 function validTimeZone(tz: string): boolean {

@@ -56,7 +56,7 @@ export const configSchema = z.strictObject({
   datasources: named.default({}),
   stores: named.default({}),
   notifications: named.default({}),
-  jobs: z.record(z.string(), jobSchema).default({}),
+  jobs: named.default({}),
   timezone: z.string().optional(),
 });
 export type RawConfig = z.infer<typeof configSchema>;

@@ -30,7 +30,8 @@ export function sourceFromUrl(url: string): Section & { engine: string; warnings
   if (/^postgres(ql)?:\/\//i.test(url)) {
     let u: URL;
     try {
-      u = new URL(url);
+      // libpq accepts an empty host (postgres:///db, postgres://user@/db): the socket, or ?host=.
+      u = new URL(url.replace(/^(postgres(?:ql)?:\/\/)([^/?#]*@)?(?=\/)/i, (_m, scheme: string, auth?: string) => `${scheme}${auth ?? ""}localhost`));
     } catch {
       throw usage(`not a valid URL: ${redactUrl(url)}`, `write ${SOURCE_EXAMPLES}`);
     }

@@ -1,0 +1,94 @@
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { loadConfigFile, parseConfig, resolveSecret } from "../../src/config/load.js";
+import { DbkeepError } from "../../src/core/errors.js";
+import { planJob } from "../../src/core/jobs.js";
+import { ROOT, tempDir } from "../helpers/env.js";
+
+function problemsOf(yaml: string): string[] {
+  try {
+    parseConfig(yaml, "test.yaml");
+  } catch (err) {
+    expect(err).toBeInstanceOf(DbkeepError);
+    expect((err as DbkeepError).exitCode).toBe(2);
+    return ((err as DbkeepError).details ?? "").split("\n").map((l) => l.trim());
+  }
+  throw new Error("expected the config to be invalid");
+}
+
+describe("config", () => {
+  it("reads seed 000's documented config unchanged", () => {
+    const cfg = parseConfig(readFileSync(join(ROOT, "test/fixtures/seed000.yaml"), "utf8"));
+    expect(Object.keys(cfg.datasources)).toEqual(["appdb", "warehousedb"]);
+    expect(cfg.datasources.appdb?.options).toMatchObject({ engine: "postgres", pg_version: 17, timeout: 3600, format: "plain", compression: "gzip" });
+    expect(cfg.datasources.warehousedb?.options).toMatchObject({ format: "custom", compression: "zstd", compression_level: 5 });
+    expect(cfg.stores.r2?.type).toBe("s3");
+    expect(cfg.notifications.email_ops?.options.to).toEqual(["ops@example.com", "dev-team@example.com"]);
+    const plan = planJob(cfg, "appdb-backup");
+    expect(plan).toMatchObject({ prefix: "prod", verify: true, compression: "gzip", retry: { maxAttempts: 3, delaySeconds: 30, multiplier: 2 } });
+    expect(plan.retention).toEqual({ keep_last: 3, keep_daily: 7, keep_weekly: 4, keep_monthly: 6, keep_yearly: 1 });
+    // What this version cannot run yet is said, not hidden.
+    expect(cfg.warnings.join("\n")).toContain('store type "s3" is accepted but not available');
+  });
+
+  it("reports every problem at once with its dotted path", () => {
+    const problems = problemsOf(`
+datasources:
+  appdb: { engine: postgres, database: app, port: 99999, colour: blue }
+  other: { engine: oracle }
+stores:
+  local: { type: local, path: ./b }
+  r2: { type: local, path: ./r2 }
+jobs:
+  appdb-backup: { datasource: appdb, store: r3 }
+  second: { datasource: nope, store: local, retention: { keep_daily: -1, keep_dayly: 3 } }
+`);
+    expect(problems).toContain('jobs.appdb-backup.store: unknown store "r3" (defined: local, r2)');
+    expect(problems).toContain('jobs.second.datasource: unknown datasource "nope" (defined: appdb, other)');
+    expect(problems).toContain('datasources.appdb: unknown key "colour"');
+    expect(problems.some((p) => p.startsWith("datasources.appdb.port:"))).toBe(true);
+    expect(problems.some((p) => p.startsWith('datasources.other.engine: unknown engine "oracle"'))).toBe(true);
+    expect(problems.some((p) => p.startsWith("jobs.second.retention.keep_daily:"))).toBe(true);
+    expect(problems).toContain('jobs.second.retention: unknown key "keep_dayly"');
+  });
+
+  it("names engines that are planned but not in this version", () => {
+    expect(problemsOf("datasources:\n  m: { engine: mysql }\n")).toContain('datasources.m.engine: engine "mysql" is not available in this version of dbkeep');
+  });
+
+  it("reports YAML syntax errors as config errors", () => {
+    expect(problemsOf("jobs: [unclosed\n")[0]).toMatch(/^YAML: /);
+  });
+
+  it("rejects a compression level out of range for the job", () => {
+    const cfg = parseConfig("datasources:\n  d: { engine: sqlite, path: a.db, compression: gzip, compression_level: 15 }\nstores:\n  s: { type: local, path: b }\njobs:\n  j: { datasource: d, store: s }\n");
+    expect(() => planJob(cfg, "j")).toThrow(expect.objectContaining({ details: "  jobs.j: gzip level must be between 1 and 9, got 15" }));
+  });
+
+  it("resolves *_env and *_file secrets, and says which variable is missing", () => {
+    const dir = tempDir();
+    const file = join(dir, "pw");
+    writeFileSync(file, "s3cret-from-file\n", { mode: 0o600 });
+    const section = (options: Record<string, unknown>) => ({ options, secretFields: ["password"] as const });
+    process.env.DBKEEP_TEST_PW = "s3cret-from-env";
+    expect(resolveSecret(section({ password_env: "DBKEEP_TEST_PW" }), "password", "datasources.a")?.reveal()).toBe("s3cret-from-env");
+    expect(resolveSecret(section({ password_file: file }), "password", "datasources.a")?.reveal()).toBe("s3cret-from-file");
+    expect(String(resolveSecret(section({ password_file: file }), "password", "datasources.a"))).toBe("***");
+    expect(() => resolveSecret(section({ password_env: "DBKEEP_TEST_UNSET" }), "password", "datasources.a")).toThrow("datasources.a.password_env: environment variable DBKEEP_TEST_UNSET is not set");
+    const warnings: string[] = [];
+    chmodSync(file, 0o644);
+    resolveSecret(section({ password_file: file }), "password", "datasources.a", (w) => warnings.push(w));
+    expect(warnings[0]).toContain("is readable by others");
+  });
+
+  it("warns when a config readable by others holds a literal secret", () => {
+    const dir = tempDir();
+    const file = join(dir, "dbkeep.yaml");
+    writeFileSync(file, "datasources:\n  d: { engine: postgres, database: app, password: hunter22 }\n", { mode: 0o644 });
+    chmodSync(file, 0o644);
+    expect(loadConfigFile(file).warnings[0]).toMatch(/readable by others \(mode 644\) and holds a literal secret at datasources\.d\.password/);
+    chmodSync(file, 0o600);
+    expect(loadConfigFile(file).warnings).toEqual([]);
+  });
+});

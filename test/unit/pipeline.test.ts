@@ -1,0 +1,116 @@
+import { createHash, randomBytes } from "node:crypto";
+import { Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { describe, expect, it } from "vitest";
+import { COMPRESSIONS, createCompressor, createDecompressor, sniffCompression } from "../../src/core/compression.js";
+import { backupKeys, checksumLine, findBackup, type Manifest } from "../../src/core/manifest.js";
+import { streamFromStore, streamToStore } from "../../src/core/pipeline.js";
+import { HashStage, endAfter } from "../../src/core/streams.js";
+import { createLocalStore } from "../../src/stores/local/index.js";
+import { tempDir } from "../helpers/env.js";
+
+async function collect(r: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of r) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Text that compresses like a real dump, not like zeros. */
+function sample(size: number): Buffer {
+  const words = ["alpha", "beta", "gamma", "delta", "INSERT", "VALUES", "NULL", "2026-01-01", "customer", "order"];
+  const parts: string[] = [];
+  let n = 0;
+  let i = 0;
+  while (n < size) {
+    const w = `${words[i % words.length]}${(i * 7919) % 1000} `;
+    parts.push(w);
+    n += w.length;
+    i++;
+  }
+  return Buffer.concat([Buffer.from(parts.join("")).subarray(0, size - 64), randomBytes(64)]);
+}
+
+describe("compression", () => {
+  for (const c of COMPRESSIONS) {
+    it(`${c}: what goes in comes out, and the stored bytes are recognisable`, async () => {
+      const data = sample(3 * 1024 * 1024);
+      const compressed = await collect(Readable.from([data]).pipe(await createCompressor(c)));
+      if (c !== "none") {
+        expect(compressed.length).toBeLessThan(data.length / 2);
+        expect(sniffCompression(compressed)).toBe(c);
+      }
+      const back = await collect(Readable.from([compressed]).pipe(await createDecompressor(c)));
+      expect(back.equals(data)).toBe(true);
+    });
+  }
+
+  it("a damaged zstd frame fails instead of ending", async () => {
+    const compressed = await collect(Readable.from([sample(1024 * 1024)]).pipe(await createCompressor("zstd")));
+    compressed[Math.floor(compressed.length / 2)] ^= 0xff;
+    const d = await createDecompressor("zstd");
+    await expect(pipeline(Readable.from([compressed]), d, new Writable({ write: (_c, _e, cb) => cb() }))).rejects.toThrow(/zstd/);
+  });
+});
+
+describe("streams", () => {
+  it("HashStage fails at the end when the digest differs, so consumers never see a clean end", async () => {
+    const data = Buffer.from("hello");
+    const good = createHash("sha256").update(data).digest("hex");
+    await pipeline(Readable.from([data]), new HashStage({ sha256: good, what: "x" }), new Writable({ write: (_c, _e, cb) => cb() }));
+    await expect(pipeline(Readable.from([data]), new HashStage({ sha256: "0".repeat(64), what: "x" }), new Writable({ write: (_c, _e, cb) => cb() }))).rejects.toThrow(/SHA-256 of x does not match/);
+    await expect(pipeline(Readable.from([data]), new HashStage({ sha256: good, bytes: 6, what: "x" }), new Writable({ write: (_c, _e, cb) => cb() }))).rejects.toThrow(/is 5 bytes, the manifest says 6/);
+  });
+
+  it("endAfter turns a tool that failed after writing into an error, not an end", async () => {
+    const failed = Promise.reject(new Error("pg_dump failed with exit code 1"));
+    failed.catch(() => undefined);
+    await expect(collect(endAfter(Readable.from([Buffer.from("partial")]), failed))).rejects.toThrow(/exit code 1/);
+    expect((await collect(endAfter(Readable.from([Buffer.from("ok")]), Promise.resolve()))).toString()).toBe("ok");
+  });
+});
+
+describe("pipeline", () => {
+  it("streams to a store and back with matching SHA-256 and counts", async () => {
+    const store = createLocalStore({ path: tempDir() });
+    const data = sample(2 * 1024 * 1024 + 17);
+    const r = await streamToStore({ source: Readable.from([data]), compression: "zstd", store, key: "db/x.sql.zst", signal: new AbortController().signal });
+    expect(r.rawBytes).toBe(data.length);
+    expect(r.sha256).toBe(createHash("sha256").update(await collect(await store.get("db/x.sql.zst"))).digest("hex"));
+    const { stream, done } = await streamFromStore({ store, key: "db/x.sql.zst", expected: { sha256: r.sha256, bytes: r.storedBytes, what: "x" }, compression: "zstd", signal: new AbortController().signal });
+    expect((await collect(stream)).equals(data)).toBe(true);
+    await done;
+  });
+
+  it("a failing source leaves nothing under the key", async () => {
+    const store = createLocalStore({ path: tempDir() });
+    const source = new Readable({ read() {} });
+    source.push(Buffer.alloc(100_000, 65));
+    setTimeout(() => source.destroy(new Error("dump died")), 20);
+    await expect(streamToStore({ source, compression: "gzip", store, key: "db/y.sql.gz", signal: new AbortController().signal })).rejects.toThrow(/dump died/);
+    const left = [];
+    for await (const o of store.list("")) left.push(o);
+    expect(left).toEqual([]);
+  });
+});
+
+describe("manifest layout", () => {
+  it("follows <prefix>/<database>/<database>-<YYYYMMDD-HHMMSS>.<ext> with seed 000's extensions", () => {
+    const k = backupKeys("prod", "appdb", new Date("2026-02-10T14:30:00Z"), ".sql", "gzip");
+    expect(k).toEqual({
+      id: "appdb-20260210-143000",
+      data: "prod/appdb/appdb-20260210-143000.sql.gz",
+      checksum: "prod/appdb/appdb-20260210-143000.sql.gz.sha256",
+      manifest: "prod/appdb/appdb-20260210-143000.manifest.json",
+    });
+    expect(backupKeys(undefined, "w", new Date("2026-02-10T14:30:00Z"), ".dump", "zstd", 2).data).toBe("w/w-20260210-143000-2.dump.zst");
+    expect(checksumLine("ab".repeat(32), k.data)).toBe(`${"ab".repeat(32)}  appdb-20260210-143000.sql.gz\n`);
+  });
+
+  it("finds a backup by id, file name or latest", () => {
+    const ms = [{ id: "a-2", key: "p/a/a-2.sql.gz" }, { id: "a-1", key: "p/a/a-1.sql.gz" }] as Manifest[];
+    expect(findBackup(ms, "latest")?.id).toBe("a-2");
+    expect(findBackup(ms, "a-1.sql.gz")?.id).toBe("a-1");
+    expect(findBackup(ms, "a-1")?.id).toBe("a-1");
+    expect(findBackup(ms, "nope")).toBeUndefined();
+  });
+});

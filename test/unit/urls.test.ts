@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { isLocation, sourceFromUrl, storeFromUrl } from "../../src/config/urls.js";
+
+describe("one-off URLs", () => {
+  it("parses PostgreSQL URLs with options as query parameters", () => {
+    const s = sourceFromUrl("postgres://app@db.internal:6543/shop?format=custom&compression=zstd&level=7&sslmode=require");
+    expect(s.engine).toBe("postgres");
+    expect(s.options).toMatchObject({ host: "db.internal", port: 6543, user: "app", database: "shop", format: "custom", compression: "zstd", compression_level: 7, sslmode: "require" });
+    expect(s.warnings).toEqual([]);
+  });
+
+  it("takes a socket directory as ?host= and warns about a password in the URL", () => {
+    const s = sourceFromUrl("postgresql://app:pa%40ss@/shop?host=/var/run/postgresql");
+    expect(s.options).toMatchObject({ host: "/var/run/postgresql", password: "pa@ss", database: "shop" });
+    expect(s.warnings[0]).toContain("process list");
+  });
+
+  it("parses sqlite: paths", () => {
+    expect(sourceFromUrl("sqlite:./app.db").options).toMatchObject({ engine: "sqlite", path: "./app.db" });
+    expect(sourceFromUrl("sqlite:///var/lib/app.db").options).toMatchObject({ path: "/var/lib/app.db" });
+  });
+
+  it("refuses what it cannot read, with a hint and without echoing a password", () => {
+    expect(() => sourceFromUrl("oracle://u:topsecret@h/db")).toThrow(/unsupported source "oracle:"/);
+    try {
+      sourceFromUrl("postgres://u:topsecret@h/");
+    } catch (err) {
+      expect(String((err as Error).message)).not.toContain("topsecret");
+    }
+    expect(() => sourceFromUrl("postgres://h/db?colour=blue")).toThrow(/unknown parameter "colour"/);
+  });
+
+  it("maps directories and file: URLs to local stores", () => {
+    expect(storeFromUrl("./backups").options).toEqual({ type: "local", path: "./backups" });
+    expect(storeFromUrl("file:///var/backups").options).toEqual({ type: "local", path: "/var/backups" });
+    expect(() => storeFromUrl("gopher://x")).toThrow(/not available/);
+  });
+
+  it("tells URLs and paths from job names", () => {
+    expect(isLocation("appdb-backup")).toBe(false);
+    expect(isLocation("./backups")).toBe(true);
+    expect(isLocation("sqlite:app.db")).toBe(true);
+    expect(isLocation("postgres://h/db")).toBe(true);
+  });
+});
