@@ -5,7 +5,7 @@ import type { Reporter, TestModule } from "vitest/node";
  * reason, so what was not verified on this machine is visible in every test log.
  */
 export default class SummaryReporter implements Reporter {
-  onTestRunEnd(modules: ReadonlyArray<TestModule>): void {
+  onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
@@ -25,6 +25,11 @@ export default class SummaryReporter implements Reporter {
         failed++;
         skips.push(`  failed: ${m.moduleId} (error outside a test)`);
       }
+    }
+    // An unhandled error fails the run even when every test passed.
+    for (const e of unhandledErrors) {
+      failed++;
+      skips.push(`  failed: unhandled error ${(e as { message?: string }).message ?? String(e)}`);
     }
     const out = [...skips, `${passed} passed, ${failed} failed, ${skipped} skipped`];
     process.stdout.write(`\n${out.join("\n")}\n`);

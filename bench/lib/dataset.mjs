@@ -104,7 +104,7 @@ function schemaSql() {
   `;
 }
 
-// Rows per batch; one batch adds roughly 30 MB on disk, so the size check between batches is fine-grained enough.
+// Rows per batch; one batch adds about 50 MB on disk, so the size check between batches is fine-grained enough.
 const CUSTOMERS_PER_BATCH = 10_000;
 
 /** The INSERTs of batch `b` (0-based) by table: ids derive from the batch number, so batches never collide. */

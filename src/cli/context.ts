@@ -1,7 +1,7 @@
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { configPath, loadConfigFile, type Config } from "../config/load.js";
-import { sourceFromUrl, storeFromUrl } from "../config/urls.js";
+import { isLocation, sourceFromUrl, storeFromUrl } from "../config/urls.js";
 import { checkLevel, type Compression } from "../core/compression.js";
 import { DbkeepError } from "../core/errors.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
@@ -44,6 +44,18 @@ export class Context {
       for (const w of this.#config.warnings) this.log.warn(w);
     }
     return this.#config;
+  }
+
+  /**
+   * Whether a command's target names a store (URL or directory) rather than a job: URLs and paths that start with
+   * ./ or / always do; a bare name does when it is an existing directory and no config defines a job of that name.
+   */
+  isStoreLocation(target: string): boolean {
+    if (isLocation(target)) return true;
+    if (!existsSync(target) || !statSync(target).isDirectory()) return false;
+    const { path, explicit } = configPath(this.opts.config);
+    if (!explicit && !existsSync(path)) return true;
+    return !(target in this.config().jobs);
   }
 
   plan(job: string): JobPlan {

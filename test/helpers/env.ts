@@ -32,7 +32,7 @@ export async function pgAvailable(): Promise<boolean> {
     await c.end();
     return true;
   } catch (err) {
-    if (IN_CI) throw new Error(`PostgreSQL is not reachable at ${PG.host}:${PG.port} under CI: ${(err as Error).message}`);
+    if (IN_CI) throw new Error(`PostgreSQL is not reachable at ${PG.host}:${PG.port} under CI: ${(err as Error).message}`, { cause: err });
     return false;
   }
 }

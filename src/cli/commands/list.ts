@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { isLocation } from "../../config/urls.js";
 import { backupPrefix, openEngine, openStore, type JobPlan } from "../../core/jobs.js";
 import { listBackups } from "../../core/manifest.js";
 import type { Store } from "../../stores/store.js";
@@ -8,7 +7,7 @@ import { formatBytes, table } from "../format.js";
 
 /** The store and prefix a command works on: a job of the config, or a store URL (all backups in it). */
 export async function openTarget(c: Context, target: string): Promise<{ plan: JobPlan; store: Store; prefix: string }> {
-  if (isLocation(target)) {
+  if (c.isStoreLocation(target)) {
     const plan = oneOffPlan(undefined, target, {}, c.log);
     return { plan, store: await openStore(plan), prefix: "" };
   }

@@ -59,8 +59,11 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
       const dir = dirname(final);
       const tmp = join(dir, `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
       let bytes = 0;
+      // The body may fail before it is piped anywhere; that failure is reported by pipeline() below, not thrown.
+      body.on("error", () => undefined);
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
+        if (body.errored) throw body.errored;
         const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
         body.on("data", (c: Buffer) => (bytes += c.length));
         await pipeline(body, out, { signal: putOpts.signal });
