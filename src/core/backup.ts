@@ -1,4 +1,4 @@
-import type { Compression } from "./compression.js";
+import { COMPRESSION_EXT, type Compression } from "./compression.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
 import { backupKeys, checksumLine, putText, serializeManifest, MANIFEST_VERSION, type Manifest, type BackupKeys } from "./manifest.js";
@@ -47,6 +47,16 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
       onProgress: spec.onProgress,
     });
     const info = await dump.done;
+    const extras: NonNullable<Manifest["extras"]> = [];
+    for (const extra of engine.extras?.() ?? []) {
+      const key = keys.data.slice(0, keys.data.lastIndexOf("/") + 1) + `${keys.id}.${extra.name}${extra.extension}${COMPRESSION_EXT[spec.compression]}`;
+      written.push(key);
+      const x = extra.dump({ signal: spec.signal, log });
+      const r = await streamToStore({ source: x.stream, compression: spec.compression, level: spec.level, store, key, signal: spec.signal });
+      await x.done;
+      extras.push({ name: extra.name, key, sha256: r.sha256, raw_bytes: r.rawBytes, stored_bytes: r.storedBytes });
+      log.info({ key, bytes: r.storedBytes }, `stored ${extra.name}`);
+    }
     written.push(keys.checksum);
     await putText(store, keys.checksum, checksumLine(result.sha256, keys.data), spec.signal);
 
@@ -75,6 +85,7 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
       ...(info.tool ? { tool: info.tool } : {}),
       ...(info.serverVersion ? { server_version: info.serverVersion } : {}),
       ...(info.tables ? { tables: info.tables } : {}),
+      ...(extras.length ? { extras } : {}),
       dbkeep_version: VERSION,
     };
     written.push(keys.manifest);

@@ -2,7 +2,7 @@ import { checkLevel, type Compression } from "./compression.js";
 import { runBackup } from "./backup.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { joinKey, listBackups, manifestKeyOf, type Manifest } from "./manifest.js";
+import { joinKey, listBackups, objectKeysOf, type Manifest } from "./manifest.js";
 import type { Progress } from "./pipeline.js";
 import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
 import { configError, resolveSecret, type Config, type Section } from "../config/load.js";
@@ -192,8 +192,8 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
   const items = listing.backups.map((m) => ({ id: m.id, at: new Date(m.started_at), m }));
   const result = applyRetention(items, policy, o.timezone ?? "UTC");
   const entries: PruneEntry[] = [
-    ...result.keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: keysOf(d.item.m) })),
-    ...result.remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: keysOf(b.m) })),
+    ...result.keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: objectKeysOf(d.item.m) })),
+    ...result.remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: objectKeysOf(b.m) })),
   ].sort((a, b) => (a.at < b.at ? 1 : -1));
   const now = (o.now ?? new Date()).getTime();
   const grace = (o.orphanGraceSeconds ?? 3600) * 1000;
@@ -201,7 +201,7 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
   const deleted: string[] = [];
   if (!o.dryRun) {
     for (const b of result.remove) {
-      const keys = keysOf(b.m);
+      const keys = objectKeysOf(b.m);
       await store.delete(keys);
       deleted.push(...keys);
       o.log.info({ backup: b.id }, "deleted");
@@ -214,8 +214,4 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
   }
   if (!hasRules(policy)) o.log.info("no retention rules: nothing is deleted");
   return { entries, orphans, deleted, dryRun: o.dryRun };
-}
-
-function keysOf(m: Manifest): string[] {
-  return [manifestKeyOf(m), m.key, m.checksum_key];
 }

@@ -33,6 +33,8 @@ export const manifestSchema = z.object({
   tool: z.object({ name: z.string(), version: z.string() }).optional(),
   server_version: z.string().optional(),
   tables: z.array(tableSchema).optional(),
+  /** Objects beside the main dump (PostgreSQL globals), each with its own checksum. */
+  extras: z.array(z.object({ name: z.string(), key: z.string(), sha256: z.string(), raw_bytes: z.number(), stored_bytes: z.number() })).optional(),
   dbkeep_version: z.string(),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
@@ -119,7 +121,7 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
     try {
       const m = await readManifest(store, o.key);
       backups.push(m);
-      owned.add(o.key).add(m.key).add(m.checksum_key);
+      for (const k of objectKeysOf(m)) owned.add(k);
     } catch (err) {
       broken.push({ key: o.key, error: (err as Error).message });
       owned.add(o.key);
@@ -128,6 +130,11 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
   const orphans = objects.filter((o) => !owned.has(o.key));
   backups.sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : a.id < b.id ? 1 : -1));
   return { backups, orphans, broken };
+}
+
+/** Every object that belongs to a backup: what prune deletes with it. The manifest comes first. */
+export function objectKeysOf(m: Manifest): string[] {
+  return [manifestKeyOf(m), m.key, m.checksum_key, ...(m.extras ?? []).map((e) => e.key)];
 }
 
 export function manifestKeyOf(m: Manifest): string {

@@ -18,6 +18,8 @@ export interface RestoreSpec {
   /** Asked when the target already holds objects; resolve false to refuse. */
   confirm: (objects: string[], target: string) => Promise<boolean>;
   jobs?: number;
+  /** Apply the backup's extras (PostgreSQL roles and tablespaces) before the database. */
+  extras?: boolean;
   onProgress?: (p: Progress) => void;
 }
 
@@ -54,6 +56,7 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
       });
     }
   }
+  if (spec.extras) await restoreExtras(spec);
   log.info({ backup: m.id, store: store.name, target: engine.database }, `restoring ${m.id} into ${target}`);
   const started = Date.now();
   const { stream, done } = await streamFromStore({
@@ -77,6 +80,22 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
     throw err;
   }
   return { seconds: (Date.now() - started) / 1000, storedBytes: m.stored_bytes, target, replaced: state.objects };
+}
+
+/** Extras are small: each is read whole, checked against its manifest checksum, and only then applied. */
+async function restoreExtras(spec: RestoreSpec): Promise<void> {
+  const { manifest: m, engine, store } = spec;
+  if (!m.extras?.length) {
+    throw new DbkeepError("USAGE", `backup ${m.id} holds no roles or tablespaces`, { hint: "back up with globals: true on the datasource" });
+  }
+  if (!engine.restoreExtra) throw new DbkeepError("USAGE", `${engine.name} has nothing to restore besides the database`);
+  for (const x of m.extras) {
+    const { stream, done } = await streamFromStore({ store, key: x.key, expected: { sha256: x.sha256, bytes: x.stored_bytes, what: x.key }, compression: m.compression, signal: spec.signal });
+    const content = await readAll(stream, 256 * 1024 * 1024);
+    await done;
+    spec.log.info({ key: x.key }, `applying ${x.name}`);
+    await engine.restoreExtra(x.name, content, { signal: spec.signal, log: spec.log });
+  }
 }
 
 /** Reads the stored object once more, hashing only; returns the mismatch error if it is damaged. */

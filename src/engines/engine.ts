@@ -76,4 +76,15 @@ export interface Engine {
   restore(input: Readable, opts: RestoreOptions): Promise<void>;
   /** Whether this engine can restore a backup made in `format`. */
   canRestore(format: string): boolean;
+  /** Objects a backup carries beside the main dump, e.g. PostgreSQL roles and tablespaces ("globals"). */
+  extras?(): ExtraDump[];
+  /** Applies one extra (already read and checksum-verified) to the target server. */
+  restoreExtra?(name: string, content: Buffer, opts: { signal: AbortSignal; log: Logger }): Promise<void>;
+}
+
+export interface ExtraDump {
+  name: string;
+  /** Extension before compression, e.g. ".sql". */
+  extension: string;
+  dump(opts: DumpOptions): Dump;
 }

@@ -26,8 +26,8 @@ const postgres: EnginePlugin = {
   async create(o, ctx) {
     const { createPostgresEngine } = await import("./postgres/index.js");
     const { password: _literal, password_env: _env, password_file: _file, ...ds } = postgresDatasourceSchema.parse(o);
-    const password = ctx.secret("password");
-    return createPostgresEngine({ ...ds, ...(password ? { password } : {}), inheritAuthEnv: ctx.oneOff ?? false });
+    // Resolved on first use, so that listing backups does not need the database password.
+    return createPostgresEngine({ ...ds, password: () => ctx.secret("password"), inheritAuthEnv: ctx.oneOff ?? false });
   },
 };
 

@@ -12,6 +12,7 @@ interface RestoreFlags {
   to?: string;
   autoConfirm?: boolean;
   jobs?: string;
+  globals?: boolean;
   json?: boolean;
 }
 
@@ -24,6 +25,7 @@ export function registerRestore(program: Command, ctx: () => Context): void {
     .option("--to <datasource>", "restore into this datasource of the config, or a database URL")
     .option("--auto-confirm", "replace existing tables in the target without asking")
     .option("--jobs <n>", "parallel restore jobs (pg_restore -j) for custom and directory dumps")
+    .option("--globals", "PostgreSQL: also restore the roles and tablespaces saved with globals: true")
     .option("--json", "print the result as JSON")
     .addHelpText(
       "after",
@@ -69,6 +71,7 @@ backup was read, verified and restored beside it, so a damaged backup never chan
             log: c.log,
             signal: c.signal,
             ...(flags.jobs ? { jobs: Number(flags.jobs) } : {}),
+            ...(flags.globals ? { extras: true } : {}),
             onProgress: progress.update,
             confirm: async (objects, what) => {
               const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");

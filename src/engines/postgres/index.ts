@@ -14,7 +14,8 @@ import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, 
 import type { PostgresDatasource } from "./schema.js";
 
 export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "password_env" | "password_file" | "compression" | "compression_level" | "engine"> & {
-  password?: Secret;
+  /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
+  password?: () => Secret | undefined;
   /** One-off mode: let libpq use PGPASSWORD / PGPASSFILE / ~/.pgpass from dbkeep's own environment. */
   inheritAuthEnv?: boolean;
 };
@@ -25,6 +26,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   const format = opts.format ?? "plain";
   const binDir = opts.bin_dir ?? (opts.pg_version ? `/usr/lib/postgresql/${opts.pg_version}/bin` : undefined);
   const where = `host ${opts.host}, database ${opts.database}`;
+  let resolved: { value: Secret | undefined } | undefined;
+  const password = (): Secret | undefined => (resolved ??= { value: opts.password?.() }).value;
 
   function toolEnv(database: string): NodeJS.ProcessEnv {
     const inherited: Record<string, string | undefined> = opts.inheritAuthEnv
@@ -36,7 +39,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       PGPORT: String(opts.port),
       PGUSER: opts.user,
       PGDATABASE: database,
-      PGPASSWORD: opts.password?.reveal() ?? inherited.PGPASSWORD,
+      PGPASSWORD: password()?.reveal() ?? inherited.PGPASSWORD,
       PGSSLMODE: opts.sslmode,
       PGCONNECT_TIMEOUT: "15",
       PGAPPNAME: "dbkeep",
@@ -48,7 +51,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       host: opts.host,
       port: opts.port,
       user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
-      password: opts.password?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
+      password: password()?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
       database,
       ssl: opts.sslmode && !["disable", "allow", "prefer"].includes(opts.sslmode) ? { rejectUnauthorized: opts.sslmode === "verify-full" } : undefined,
       connectionTimeoutMillis: 15000,
@@ -297,6 +300,47 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     });
   }
 
+  /** Roles and tablespaces: pg_dumpall --globals-only, stored as a second object beside the dump. */
+  function dumpGlobals(dopts: DumpOptions): Dump {
+    const out = new PassThrough();
+    const done = (async (): Promise<DumpResult> => {
+      const tool = await resolveTool("pg_dumpall", binDir);
+      const { child, done: exited } = spawnTool(tool, ["--globals-only", "--no-password", `--database=${opts.database}`], {
+        env: toolEnv(opts.database), signal: dopts.signal, context: where, stdio: ["ignore", "pipe", "pipe"],
+        explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
+          ? { hint: "dumping roles needs a superuser (pg_authid); set globals: false or dump as a superuser" }
+          : explainPgError(stderr),
+      });
+      const gated = endAfter(child.stdout as Readable, exited);
+      gated.on("error", (e) => out.destroy(e));
+      gated.pipe(out);
+      await exited;
+      return {};
+    })();
+    done.catch((err: unknown) => out.destroy(err as Error));
+    return { stream: out, done };
+  }
+
+  /**
+   * Applies globals to the target server. Roles that exist already are reported, not fatal: restoring into the
+   * server the backup came from is the common case.
+   */
+  async function restoreExtra(name: string, content: Buffer, ropts: { signal: AbortSignal; log: RestoreOptions["log"] }): Promise<void> {
+    if (name !== "globals") throw new DbkeepError("USAGE", `postgres cannot restore "${name}"`);
+    const admin = await maintenanceDb();
+    const psql = await resolveTool("psql", binDir);
+    const { child, done: exited } = spawnTool(psql, ["-X", "-q", "--no-password", "-d", admin], {
+      env: toolEnv(admin), signal: ropts.signal, context: where, explain, stdio: ["pipe", "ignore", "pipe"],
+    });
+    child.stdin?.on("error", () => undefined);
+    child.stdin?.end(content);
+    const { stderr } = await exited;
+    const errors = stderr.split("\n").filter((l) => /ERROR:/.test(l));
+    const existing = errors.filter((l) => /already exists/.test(l)).length;
+    if (existing) ropts.log.info({ existing }, "roles or tablespaces that already exist were kept as they are");
+    for (const l of errors.filter((x) => !/already exists/.test(x))) ropts.log.warn({ line: l.trim() }, "globals: statement failed");
+  }
+
   return {
     name: "postgres",
     tools: ["pg_dump", "pg_restore", "psql"],
@@ -314,6 +358,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     inspectTarget,
     restore,
     canRestore: (f) => f in EXT,
+    ...(opts.globals ? { extras: () => [{ name: "globals", extension: ".sql", dump: dumpGlobals }] } : {}),
+    restoreExtra,
   };
 }
 

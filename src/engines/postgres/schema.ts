@@ -20,5 +20,7 @@ export const postgresDatasourceSchema = z.strictObject({
   compression_level: z.number().int().optional(),
   jobs: z.number().int().min(1).max(64).optional(),
   maintenance_db: z.string().optional(),
+  /** Also back up roles and tablespaces (pg_dumpall --globals-only), stored beside the dump. */
+  globals: z.boolean().default(false),
 });
 export type PostgresDatasource = z.infer<typeof postgresDatasourceSchema>;
