@@ -6,7 +6,7 @@ import { checkLevel, type Compression } from "../core/compression.js";
 import { DbkeepError } from "../core/errors.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
 import { planJob, type JobPlan } from "../core/jobs.js";
-import { createProgressLine } from "./progress.js";
+import { aroundProgress, createProgressLine } from "./progress.js";
 
 export interface GlobalOptions {
   config?: string;
@@ -28,7 +28,7 @@ export class Context {
     this.opts = opts;
     this.signal = signal;
     this.logFormat = opts.logFormat ?? (process.stderr.isTTY ? "text" : "json");
-    this.log = createLogger({ format: this.logFormat, level: opts.debug ? "debug" : opts.quiet ? "warn" : "info" });
+    this.log = createLogger({ format: this.logFormat, around: aroundProgress, level: opts.debug ? "debug" : opts.quiet ? "warn" : "info" });
   }
 
   /** The config file; throws a usage error if there is none. */

@@ -1,6 +1,17 @@
 import type { Progress } from "../core/pipeline.js";
 import { formatBytes, formatDuration } from "./format.js";
 
+/** The progress line currently on screen, if any, so that log lines can step around it. */
+let current: { text: string } | undefined;
+
+/** Writes a log line above the progress line: take it down, write, put it back. */
+export function aroundProgress(write: () => void): void {
+  if (!current) return write();
+  process.stderr.write("\r\x1b[K");
+  write();
+  process.stderr.write(current.text);
+}
+
 /**
  * A single progress line on a TTY (bytes, rate, elapsed), redrawn in place; nothing at all elsewhere, where the
  * structured log lines tell the story instead.
@@ -13,12 +24,15 @@ export function createProgressLine(label: string, enabled: boolean, words: { rea
     update(p) {
       const secs = (Date.now() - started) / 1000;
       const rate = secs > 0 ? p.read / secs : 0;
-      process.stderr.write(`\r\x1b[K${label}  ${formatBytes(p.read)} ${words.read}, ${formatBytes(p.written)} ${words.written}  ${formatBytes(rate)}/s  ${formatDuration(secs)}`);
+      const text = `${label}  ${formatBytes(p.read)} ${words.read}, ${formatBytes(p.written)} ${words.written}  ${formatBytes(rate)}/s  ${formatDuration(secs)}`;
+      process.stderr.write(`\r\x1b[K${text}`);
+      current = { text };
       shown = true;
     },
     clear() {
       if (shown) process.stderr.write("\r\x1b[K");
       shown = false;
+      current = undefined;
     },
   };
 }

@@ -9,6 +9,8 @@ export interface LogSettings {
   format?: LogFormat;
   level?: "debug" | "info" | "warn" | "error" | "silent";
   stream?: NodeJS.WritableStream;
+  /** Wraps every write, e.g. to take a terminal's progress line down and put it back around a log line. */
+  around?: (write: () => void) => void;
 }
 
 const LEVEL_NAMES: Record<number, string> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
@@ -24,7 +26,9 @@ export function createLogger(settings: LogSettings = {}): Logger {
   const dest = new Writable({
     write(chunk: Buffer, _enc, cb) {
       const line = redact(chunk.toString("utf8"));
-      out.write(format === "json" ? line : renderText(line));
+      const write = () => out.write(format === "json" ? line : renderText(line));
+      if (settings.around) settings.around(write);
+      else write();
       cb();
     },
   });

@@ -78,7 +78,9 @@ backup was read, verified and restored beside it, so a damaged backup never chan
               c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
               if (flags.autoConfirm) return true;
               progress.clear();
-              return c.confirm(`Replace ${what} (${objects.length} tables/views) with backup ${m.id}?`);
+              if (!c.interactive) return false;
+              if (await c.confirm(`Replace ${what} (${objects.length} tables/views) with backup ${m.id}?`)) return true;
+              throw new DbkeepError("RESTORE_REFUSED", `restore cancelled: ${what} was not changed`);
             },
           });
         } finally {
