@@ -44,7 +44,7 @@ backup was read, verified and restored beside it, so a damaged backup never chan
       const { plan, store, prefix } = await openTarget(c, target);
       try {
         const listing = await listBackups(store, prefix);
-        let candidates = listing.backups;
+        const candidates = listing.backups;
         if (plan.oneOff && (!ref || ref === "latest")) {
           const dbs = new Set(candidates.map((b) => b.database));
           if (dbs.size > 1) {
@@ -59,7 +59,6 @@ backup was read, verified and restored beside it, so a damaged backup never chan
             hint: `see dbkeep list ${target}`,
           });
         }
-        candidates = [];
         const engine = await openEngine(targetPlan(c, plan, flags.to));
         const progress = c.progress(`restoring ${m.id}`, { read: "read", written: "restored" });
         let result;

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -243,7 +243,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
           } else {
             source = join(scratch, "dir");
             const tar = await resolveTool("tar");
-            await runMkdir(source);
+            await mkdir(source, { recursive: true, mode: 0o700 });
             const t = spawnTool(tar, ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
             await feed(input, t.child.stdin, t.done);
           }
@@ -374,11 +374,6 @@ async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited
   if (input.errored) throw input.errored;
   if (tool.status === "rejected") throw tool.reason;
   if (feeding.status === "rejected") throw feeding.reason;
-}
-
-async function runMkdir(path: string): Promise<void> {
-  const { mkdir } = await import("node:fs/promises");
-  await mkdir(path, { recursive: true, mode: 0o700 });
 }
 
 function ident(name: string): string {

@@ -8,6 +8,5 @@ export const sqliteDatasourceSchema = z.strictObject({
   database: z.string().optional(),
   compression: z.enum(COMPRESSIONS).default("gzip"),
   compression_level: z.number().int().optional(),
-  timeout: z.number().positive().optional(),
 });
 export type SqliteDatasource = z.infer<typeof sqliteDatasourceSchema>;
