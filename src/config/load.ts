@@ -174,6 +174,11 @@ export function validateConfig(raw: unknown, file?: string): Config {
     for (const s of stores) {
       if (!(s in c.stores)) problems.push({ path: `${p}.${job.stores ? "stores" : "store"}`, message: `unknown store "${s}" (defined: ${defined(c.stores)})` });
     }
+    for (const s of Object.keys((parsedJob.success && parsedJob.data.retention?.stores) || {})) {
+      if (!stores.includes(s)) problems.push({ path: `${p}.retention.stores.${s}`, message: `the job does not write to store "${s}" (its stores: ${stores.join(", ") || "none"})` });
+    }
+    const tz = parsedJob.success ? parsedJob.data.retention?.timezone : undefined;
+    if (tz && !validTimeZone(tz)) problems.push({ path: `${p}.retention.timezone`, message: `unknown time zone "${tz}"` });
     for (const [i, n] of (job.notify ?? []).entries()) {
       if (!(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
     }

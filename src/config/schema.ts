@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { COMPRESSIONS } from "../core/compression.js";
+import { checkSpan } from "../core/retention.js";
 
 /** `30`, `30s`, `5m`, `2h`, `7d`: seconds. */
 export const duration = z.union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)?$/, "expected a duration such as 30, 30s, 5m, 2h or 7d")]);
@@ -15,16 +16,38 @@ export function durationSeconds(v: number | string | undefined): number | undefi
 }
 
 const count = z.number().int().nonnegative();
+const span = z.string().superRefine((v, ctx) => {
+  const bad = checkSpan(v);
+  if (bad) ctx.addIssue({ code: "custom", message: bad });
+});
 
-export const retentionSchema = z.strictObject({
+const policyShape = {
   keep_last: count.optional(),
   keep_hourly: count.optional(),
   keep_daily: count.optional(),
   keep_weekly: count.optional(),
   keep_monthly: count.optional(),
   keep_yearly: count.optional(),
+  keep_within: span.optional(),
+  keep_within_hourly: span.optional(),
+  keep_within_daily: span.optional(),
+  keep_within_weekly: span.optional(),
+  keep_within_monthly: span.optional(),
+  keep_within_yearly: span.optional(),
   min_keep: count.optional(),
+};
+
+export const retentionSchema = z.strictObject({
+  ...policyShape,
+  /** Periods are computed in this time zone (default: the config's timezone, else UTC). */
+  timezone: z.string().optional(),
+  /** Leftovers of failed or killed runs older than this are removed by prune. */
+  orphan_grace: duration.optional(),
+  /** A complete policy of its own for the backups in one store (e.g. local keeps 7 daily, cloud keeps 30). */
+  stores: z.record(z.string(), z.strictObject(policyShape)).optional(),
 });
+
+export type RetentionConfig = z.infer<typeof retentionSchema>;
 
 export const retrySchema = z.strictObject({
   max_attempts: z.number().int().min(1).default(1),

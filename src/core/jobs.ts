@@ -2,11 +2,13 @@ import { checkLevel, type Compression } from "./compression.js";
 import { runBackup } from "./backup.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { joinKey, listBackups, objectKeysOf, type Manifest } from "./manifest.js";
+import { joinKey, LAST_RUN, listBackups, objectKeysOf, putText, type Manifest } from "./manifest.js";
+import { redact } from "./redact.js";
+import { readAll } from "./streams.js";
 import type { Progress } from "./pipeline.js";
 import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
 import { configError, resolveSecret, type Config, type Section } from "../config/load.js";
-import { durationSeconds } from "../config/schema.js";
+import { durationSeconds, type RetentionConfig } from "../config/schema.js";
 import { ENGINES } from "../engines/registry.js";
 import type { Engine } from "../engines/engine.js";
 import { STORES } from "../stores/registry.js";
@@ -29,7 +31,7 @@ export interface JobPlan {
   level?: number;
   verify: boolean;
   retry: RetryPolicy;
-  retention?: RetentionPolicy;
+  retention?: RetentionConfig;
   timezone: string;
   oneOff: boolean;
 }
@@ -64,7 +66,7 @@ export function planJob(config: Config, name: string): JobPlan {
       ...(job.retry?.max_delay !== undefined ? { maxDelaySeconds: durationSeconds(job.retry.max_delay)! } : {}),
     },
     ...(job.retention ? { retention: job.retention } : {}),
-    timezone: config.timezone,
+    timezone: job.retention?.timezone ?? config.timezone,
     oneOff: false,
   };
 }
@@ -112,9 +114,10 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   let attempts = 0;
   let delay = plan.retry.delaySeconds;
   let store: Store | undefined;
+  let engine: Engine | undefined;
   try {
     const warn = (m: string) => log.warn(m);
-    const engine = await openEngine(plan, warn);
+    engine = await openEngine(plan, warn);
     store = await openStore(plan, warn);
     for (;;) {
       attempts++;
@@ -134,6 +137,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
         });
         const seconds = (Date.now() - started) / 1000;
         log.info({ key: manifest.key, bytes: manifest.stored_bytes, sha256: manifest.sha256, seconds: manifest.duration_seconds }, `backup ${manifest.id} complete`);
+        await writeLastRun(store, backupPrefix(plan, engine), { ok: true, at: manifest.finished_at, backup: manifest.id }, log);
         return { job: plan.name, ok: true, attempts, seconds, manifest, store: store.name };
       } catch (err) {
         const e = toDbkeepError(err);
@@ -145,9 +149,37 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     }
   } catch (err) {
     const error = toDbkeepError(err);
+    // Recorded in the store so that prune can refuse to eat the history of a broken job.
+    if (store && engine && error.code !== "ABORTED") {
+      await writeLastRun(store, backupPrefix(plan, engine), { ok: false, at: (opts.now?.() ?? new Date()).toISOString(), error: redact(error.message) }, log);
+    }
     return { job: plan.name, ok: false, attempts: Math.max(attempts, 1), seconds: (Date.now() - started) / 1000, error, store: store?.name ?? plan.store.name };
   } finally {
     await store?.close();
+  }
+}
+
+/** The outcome of a job's last run, kept beside its backups: `<prefix>/<database>/.dbkeep-last-run.json`. */
+export interface LastRun {
+  ok: boolean;
+  at: string;
+  backup?: string;
+  error?: string;
+}
+
+async function writeLastRun(store: Store, prefix: string, run: LastRun, log: Logger): Promise<void> {
+  try {
+    await putText(store, prefix + LAST_RUN, JSON.stringify(run) + "\n");
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, "could not record the run's outcome in the store");
+  }
+}
+
+async function readLastRun(store: Store, prefix: string): Promise<LastRun | undefined> {
+  try {
+    return JSON.parse((await readAll(await store.get(prefix + LAST_RUN), 65536)).toString("utf8")) as LastRun;
+  } catch {
+    return undefined;
   }
 }
 
@@ -179,39 +211,69 @@ export interface PruneResult {
   orphans: StoreObject[];
   deleted: string[];
   dryRun: boolean;
+  /** Why nothing was deleted although the policy would delete something. */
+  blocked?: string;
+}
+
+export interface PruneOptions {
+  dryRun: boolean;
+  timezone?: string;
+  now?: Date;
+  orphanGraceSeconds?: number;
+  /** Prune even when the job's last run failed. */
+  force?: boolean;
+  log: Logger;
+}
+
+/** The policy for one store of a job: the store's own if the job gives one, else the job's. */
+export function policyFor(plan: Pick<JobPlan, "retention" | "store">): RetentionPolicy {
+  const r = plan.retention;
+  if (!r) return {};
+  const own = r.stores?.[plan.store.name];
+  if (own) return own;
+  const { timezone: _tz, orphan_grace: _grace, stores: _stores, ...policy } = r;
+  return policy;
 }
 
 /**
  * Applies a retention policy to the backups under a prefix. Only manifested backups count; the newest is never
- * deleted; no rules means nothing is deleted. A backup's manifest is deleted first, then its data and sidecar, so
- * an interrupted prune leaves orphans (removed next time), never a manifest without data. Orphans older than the
- * grace period (leftovers of killed runs) are removed too.
+ * deleted; no rules means nothing is deleted; when the job's last run failed nothing is deleted (a broken job must
+ * not eat its history) unless forced. A backup's manifest is deleted first, then its other objects, so an
+ * interrupted prune leaves orphans (removed next time), never a manifest without data. Orphans older than the grace
+ * period (leftovers of killed runs) are removed too; younger ones may belong to a backup being written.
  */
-export async function prune(store: Store, prefix: string, policy: RetentionPolicy, o: { dryRun: boolean; timezone?: string; now?: Date; orphanGraceSeconds?: number; log: Logger }): Promise<PruneResult> {
+export async function prune(store: Store, prefix: string, policy: RetentionPolicy, o: PruneOptions): Promise<PruneResult> {
   const listing = await listBackups(store, prefix);
   const items = listing.backups.map((m) => ({ id: m.id, at: new Date(m.started_at), m }));
-  const result = applyRetention(items, policy, o.timezone ?? "UTC");
+  const now = o.now ?? new Date();
+  const result = applyRetention(items, policy, { timeZone: o.timezone ?? "UTC", now });
   const entries: PruneEntry[] = [
     ...result.keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: objectKeysOf(d.item.m) })),
     ...result.remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: objectKeysOf(b.m) })),
   ].sort((a, b) => (a.at < b.at ? 1 : -1));
-  const now = (o.now ?? new Date()).getTime();
   const grace = (o.orphanGraceSeconds ?? 3600) * 1000;
-  const orphans = listing.orphans.filter((x) => now - x.modified.getTime() >= grace);
-  const deleted: string[] = [];
-  if (!o.dryRun) {
-    for (const b of result.remove) {
-      const keys = objectKeysOf(b.m);
-      await store.delete(keys);
-      deleted.push(...keys);
-      o.log.info({ backup: b.id }, "deleted");
-    }
-    if (orphans.length > 0) {
-      await store.delete(orphans.map((x) => x.key));
-      deleted.push(...orphans.map((x) => x.key));
-      o.log.info({ count: orphans.length }, "removed leftovers of failed or killed runs");
-    }
+  const orphans = listing.orphans.filter((x) => now.getTime() - x.modified.getTime() >= grace);
+  const out: PruneResult = { entries, orphans, deleted: [], dryRun: o.dryRun };
+
+  const last = await readLastRun(store, prefix);
+  const newest = listing.backups[0];
+  if (last && !last.ok && (!newest || last.at > newest.finished_at) && !o.force) {
+    out.blocked = `the last backup of this job failed (${last.at}${last.error ? `: ${last.error}` : ""}); prune deletes nothing until a backup succeeds (--force to prune anyway)`;
+    o.log.warn(out.blocked);
+    return out;
   }
   if (!hasRules(policy)) o.log.info("no retention rules: nothing is deleted");
-  return { entries, orphans, deleted, dryRun: o.dryRun };
+  if (o.dryRun) return out;
+  for (const b of result.remove) {
+    const keys = objectKeysOf(b.m);
+    await store.delete(keys);
+    out.deleted.push(...keys);
+    o.log.info({ backup: b.id }, "deleted");
+  }
+  if (orphans.length > 0) {
+    await store.delete(orphans.map((x) => x.key));
+    out.deleted.push(...orphans.map((x) => x.key));
+    o.log.info({ count: orphans.length }, "removed leftovers of failed or killed runs");
+  }
+  return out;
 }

@@ -7,6 +7,8 @@ import type { Store, StoreObject } from "../stores/store.js";
 
 export const MANIFEST_VERSION = 1;
 export const MANIFEST_SUFFIX = ".manifest.json";
+/** The outcome of a job's last run, beside its backups (read by prune). */
+export const LAST_RUN = ".dbkeep-last-run.json";
 
 const tableSchema = z.object({ name: z.string(), rows: z.number().optional(), rows_estimate: z.number().optional() });
 
@@ -127,7 +129,7 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
       owned.add(o.key);
     }
   }
-  const orphans = objects.filter((o) => !owned.has(o.key));
+  const orphans = objects.filter((o) => !owned.has(o.key) && !o.key.endsWith("/" + LAST_RUN) && o.key !== LAST_RUN);
   backups.sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : a.id < b.id ? 1 : -1));
   return { backups, orphans, broken };
 }

@@ -39,6 +39,9 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
   const ac = new AbortController();
   const onOuterAbort = () => ac.abort(opts.signal.reason);
   opts.signal.addEventListener("abort", onOuterAbort, { once: true });
+  // The dump may fail while the compressor is still starting; pipeline() reports that error once it is attached,
+  // so it must not escape as an unhandled 'error' event meanwhile.
+  opts.source.on("error", () => undefined);
   const raw = new ByteCounter();
   const hash = new HashStage();
   const timer = opts.onProgress ? setInterval(() => opts.onProgress?.({ read: raw.bytes, written: hash.bytes }), 250) : undefined;

@@ -1,7 +1,10 @@
 /**
- * GFS retention as a pure function: (backups, policy, timezone) -> what to keep, what to remove, and why.
- * Each rule is evaluated on its own over all backups and the union is kept (seed 000's wording, restic's
- * `forget`): keep_daily: 7 keeps the newest backup of each of the 7 most recent days that have a backup.
+ * GFS retention as a pure function: (backups, policy, now, time zone) -> what to keep, what to remove, and why.
+ *
+ * Each rule is evaluated on its own over all backups and the union is kept (seed 000's wording; restic's
+ * `forget` works the same way): keep_daily: 7 keeps the newest backup of each of the 7 most recent days that have a
+ * backup, whatever the other rules keep. Periods are calendar periods in the given time zone (ISO weeks for
+ * weekly). The newest backup and pinned (manual) backups are always kept; without any rule nothing is removed.
  */
 export interface RetentionPolicy {
   keep_last?: number;
@@ -10,6 +13,14 @@ export interface RetentionPolicy {
   keep_weekly?: number;
   keep_monthly?: number;
   keep_yearly?: number;
+  /** Keep every backup taken within this span before now, e.g. "14d", "1y6m", "36h". */
+  keep_within?: string;
+  /** Keep the newest backup of each hour/day/... within this span before now. */
+  keep_within_hourly?: string;
+  keep_within_daily?: string;
+  keep_within_weekly?: string;
+  keep_within_monthly?: string;
+  keep_within_yearly?: string;
   /** Never leave fewer than this many backups. */
   min_keep?: number;
 }
@@ -18,6 +29,8 @@ export interface Dated {
   id: string;
   /** When the backup was taken. */
   at: Date;
+  /** Kept until deleted by hand (manual backups). */
+  pinned?: boolean;
 }
 
 export interface Decision<T extends Dated> {
@@ -30,37 +43,63 @@ export interface RetentionResult<T extends Dated> {
   remove: T[];
 }
 
-type Rule = "hourly" | "daily" | "weekly" | "monthly" | "yearly";
-const RULES: Rule[] = ["hourly", "daily", "weekly", "monthly", "yearly"];
-
-export function hasRules(p: RetentionPolicy): boolean {
-  return [p.keep_last, p.keep_hourly, p.keep_daily, p.keep_weekly, p.keep_monthly, p.keep_yearly].some((n) => n !== undefined && n > 0);
+export interface RetentionOptions {
+  timeZone?: string;
+  /** The reference time of keep_within rules; defaults to the newest backup's time. */
+  now?: Date;
 }
 
-export function applyRetention<T extends Dated>(backups: readonly T[], policy: RetentionPolicy, timeZone = "UTC"): RetentionResult<T> {
+type Period = "hourly" | "daily" | "weekly" | "monthly" | "yearly";
+const PERIODS: Period[] = ["hourly", "daily", "weekly", "monthly", "yearly"];
+const COUNT_KEYS = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"] as const;
+const WITHIN_KEYS = ["keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly"] as const;
+
+export function hasRules(p: RetentionPolicy): boolean {
+  return COUNT_KEYS.some((k) => (p[k] ?? 0) > 0) || WITHIN_KEYS.some((k) => p[k] !== undefined);
+}
+
+const SPAN = /^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$/;
+
+/** Checks a keep_within span: years, months, weeks, days, hours, in that order ("1y6m", "2w", "36h"). */
+export function checkSpan(span: string): string | undefined {
+  return span !== "" && SPAN.test(span) ? undefined : `"${span}" is not a span like 14d, 2w, 6m, 1y6m or 36h (y years, m months, w weeks, d days, h hours)`;
+}
+
+/** `now` minus the span, by calendar in UTC (months and years have their real lengths). */
+export function spanStart(now: Date, span: string): Date {
+  const m = SPAN.exec(span);
+  if (!m || span === "") throw new Error(checkSpan(span));
+  const [y, mo, w, d, h] = m.slice(1).map((x) => Number(x ?? 0)) as [number, number, number, number, number];
+  const t = new Date(now.getTime());
+  t.setUTCFullYear(t.getUTCFullYear() - y, t.getUTCMonth() - mo, t.getUTCDate() - w * 7 - d);
+  t.setUTCHours(t.getUTCHours() - h);
+  return t;
+}
+
+export function applyRetention<T extends Dated>(backups: readonly T[], policy: RetentionPolicy, opts: RetentionOptions = {}): RetentionResult<T> {
+  // Newest first; ties broken by id so that the result does not depend on the input order.
   const sorted = [...backups].sort((a, b) => b.at.getTime() - a.at.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   const reasons = new Map<T, string[]>(sorted.map((b) => [b, []]));
   const add = (b: T, r: string) => reasons.get(b)?.push(r);
+  const newest = sorted[0];
+  const now = opts.now ?? newest?.at ?? new Date(0);
+  const fmt = periodFormatter(opts.timeZone ?? "UTC");
 
   if (!hasRules(policy)) {
     for (const b of sorted) add(b, "no retention rules");
   } else {
     sorted.slice(0, policy.keep_last ?? 0).forEach((b, i) => add(b, `last ${i + 1}`));
-    const fmt = periodFormatter(timeZone);
-    for (const rule of RULES) {
-      let budget = policy[`keep_${rule}`] ?? 0;
-      let lastPeriod: string | undefined;
-      for (const b of sorted) {
-        if (budget <= 0) break;
-        const period = periodOf(fmt, b.at, rule);
-        if (period === lastPeriod) continue;
-        lastPeriod = period;
-        add(b, `${rule} ${period}`);
-        budget--;
-      }
+    for (const period of PERIODS) {
+      keepPerPeriod(sorted, period, policy[`keep_${period}`] ?? 0, undefined, fmt, add, period);
+      const span = policy[`keep_within_${period}`];
+      if (span) keepPerPeriod(sorted, period, Number.POSITIVE_INFINITY, spanStart(now, span), fmt, add, `within ${span} ${period}`);
+    }
+    if (policy.keep_within) {
+      const start = spanStart(now, policy.keep_within);
+      for (const b of sorted) if (b.at >= start) add(b, `within ${policy.keep_within}`);
     }
   }
-  const newest = sorted[0];
+  for (const b of sorted) if (b.pinned) add(b, "manual");
   if (newest && reasons.get(newest)?.length === 0) add(newest, "newest");
   const floor = policy.min_keep ?? 0;
   let kept = sorted.filter((b) => (reasons.get(b)?.length ?? 0) > 0).length;
@@ -81,6 +120,19 @@ export function applyRetention<T extends Dated>(backups: readonly T[], policy: R
   return { keep, remove };
 }
 
+/** Keeps the newest backup of each of the `budget` most recent periods that have one (and are not before `start`). */
+function keepPerPeriod<T extends Dated>(sorted: T[], period: Period, budget: number, start: Date | undefined, fmt: Intl.DateTimeFormat, add: (b: T, r: string) => void, label: string): void {
+  let lastPeriod: string | undefined;
+  for (const b of sorted) {
+    if (budget <= 0 || (start && b.at < start)) break;
+    const p = periodOf(fmt, b.at, period);
+    if (p === lastPeriod) continue;
+    lastPeriod = p;
+    add(b, `${label} ${p}`);
+    budget--;
+  }
+}
+
 function periodFormatter(timeZone: string): Intl.DateTimeFormat {
   return new Intl.DateTimeFormat("en-CA", {
     timeZone,
@@ -92,12 +144,13 @@ function periodFormatter(timeZone: string): Intl.DateTimeFormat {
   });
 }
 
-function periodOf(fmt: Intl.DateTimeFormat, at: Date, rule: Rule): string {
+/** The calendar period of an instant in the formatter's time zone: "2026-03-04 05h", "2026-03-04", "2026-W10", ... */
+export function periodOf(fmt: Intl.DateTimeFormat, at: Date, period: Period): string {
   const parts = Object.fromEntries(fmt.formatToParts(at).map((p) => [p.type, p.value])) as Record<string, string>;
   const y = parts.year ?? "";
   const m = parts.month ?? "";
   const d = parts.day ?? "";
-  switch (rule) {
+  switch (period) {
     case "hourly":
       return `${y}-${m}-${d} ${parts.hour ?? "00"}h`;
     case "daily":

@@ -82,6 +82,15 @@ describe("pipeline", () => {
     await done;
   });
 
+  for (const compression of ["zstd", "gzip"] as const) {
+    it(`a source that fails at once (${compression}) is reported, not thrown as an unhandled error`, async () => {
+      const store = createLocalStore({ path: tempDir() });
+      const source = new Readable({ read() {} });
+      source.destroy(new Error("dump could not start"));
+      await expect(streamToStore({ source, compression, store, key: "db/z.sql", signal: new AbortController().signal })).rejects.toThrow(/dump could not start/);
+    });
+  }
+
   it("a failing source leaves nothing under the key", async () => {
     const store = createLocalStore({ path: tempDir() });
     const source = new Readable({ read() {} });

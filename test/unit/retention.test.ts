@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyRetention, isoWeek, type Dated } from "../../src/core/retention.js";
+import { applyRetention, checkSpan, isoWeek, spanStart, type Dated } from "../../src/core/retention.js";
 
 const b = (iso: string): Dated => ({ id: iso, at: new Date(iso) });
 const kept = (r: ReturnType<typeof applyRetention>) => r.keep.map((d) => d.item.id).sort();
@@ -35,8 +35,8 @@ describe("retention", () => {
   it("periods follow the configured time zone", () => {
     // 23:30 UTC on Mar 1 is already Mar 2 in Tokyo.
     const items = [b("2026-03-01T10:00:00Z"), b("2026-03-01T23:30:00Z")];
-    expect(kept(applyRetention(items, { keep_daily: 2 }, "UTC"))).toEqual(["2026-03-01T23:30:00Z"]);
-    expect(applyRetention(items, { keep_daily: 2 }, "Asia/Tokyo").keep.map((d) => d.reasons[0])).toEqual(["daily 2026-03-02", "daily 2026-03-01"]);
+    expect(kept(applyRetention(items, { keep_daily: 2 }, { timeZone: "UTC" }))).toEqual(["2026-03-01T23:30:00Z"]);
+    expect(applyRetention(items, { keep_daily: 2 }, { timeZone: "Asia/Tokyo" }).keep.map((d) => d.reasons[0])).toEqual(["daily 2026-03-02", "daily 2026-03-01"]);
   });
 
   it("ISO weeks: Jan 1 can belong to the previous year's week 52 or 53", () => {
@@ -44,6 +44,25 @@ describe("retention", () => {
     expect(isoWeek(2023, 1, 1)).toEqual({ year: 2022, week: 52 });
     expect(isoWeek(2024, 12, 30)).toEqual({ year: 2025, week: 1 });
     expect(isoWeek(2026, 3, 4)).toEqual({ year: 2026, week: 10 });
+  });
+
+  it("keep_within keeps everything younger than the span before now; keep_within_daily the newest of each day in it", () => {
+    const items = ["2026-01-01T10:00:00Z", "2026-01-10T10:00:00Z", "2026-01-10T20:00:00Z", "2026-01-14T10:00:00Z"].map(b);
+    const now = new Date("2026-01-15T00:00:00Z");
+    expect(kept(applyRetention(items, { keep_within: "7d" }, { now }))).toEqual(["2026-01-10T10:00:00Z", "2026-01-10T20:00:00Z", "2026-01-14T10:00:00Z"]);
+    expect(kept(applyRetention(items, { keep_within_daily: "7d" }, { now }))).toEqual(["2026-01-10T20:00:00Z", "2026-01-14T10:00:00Z"]);
+    expect(kept(applyRetention(items, { keep_within: "1m" }, { now }))).toHaveLength(4);
+    // A future --now shows what would go: only the newest survives a 7-day window a year later.
+    expect(kept(applyRetention(items, { keep_within: "7d" }, { now: new Date("2027-01-15T00:00:00Z") }))).toEqual(["2026-01-14T10:00:00Z"]);
+    expect(spanStart(new Date("2026-03-31T12:00:00Z"), "1y1m2w3d4h").toISOString()).toBe("2025-02-14T08:00:00.000Z");
+    expect(checkSpan("14d")).toBeUndefined();
+    expect(checkSpan("14 days")).toMatch(/not a span/);
+  });
+
+  it("manual (pinned) backups are kept whatever the policy says", () => {
+    const items = [{ ...b("2025-01-01T00:00:00Z"), pinned: true }, b("2026-01-01T00:00:00Z"), b("2026-01-02T00:00:00Z")];
+    const r = applyRetention(items, { keep_last: 1 });
+    expect(r.keep.map((d) => [d.item.id, d.reasons])).toEqual([["2026-01-02T00:00:00Z", ["last 1"]], ["2025-01-01T00:00:00Z", ["manual"]]]);
   });
 
   it("min_keep is a floor", () => {

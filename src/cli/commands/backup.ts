@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import { DbkeepError, formatError } from "../../core/errors.js";
 import { redact } from "../../core/redact.js";
-import { backupPrefix, openEngine, openStore, prune, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
+import { backupPrefix, openEngine, openStore, policyFor, prune, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
+import { durationSeconds } from "../../config/schema.js";
 import { isLocation } from "../../config/urls.js";
 import { oneOffPlan, type Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
@@ -55,7 +56,8 @@ Examples:
             const engine = await openEngine(plan);
             const store = await openStore(plan);
             try {
-              await prune(store, backupPrefix(plan, engine), plan.retention, { dryRun: false, timezone: plan.timezone, log: c.log.child({ job: plan.name }) });
+              const grace = durationSeconds(plan.retention.orphan_grace ?? "1h");
+              await prune(store, backupPrefix(plan, engine), policyFor(plan), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), log: c.log.child({ job: plan.name }) });
             } finally {
               await store.close();
             }

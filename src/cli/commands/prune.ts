@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { DbkeepError } from "../../core/errors.js";
-import { prune } from "../../core/jobs.js";
+import { policyFor, prune } from "../../core/jobs.js";
 import type { RetentionPolicy } from "../../core/retention.js";
 import { durationSeconds } from "../../config/schema.js";
 import type { Context } from "../context.js";
@@ -9,6 +9,7 @@ import { openTarget } from "./list.js";
 
 interface PruneFlags {
   dryRun?: boolean;
+  force?: boolean;
   json?: boolean;
   keepLast?: string;
   now?: string;
@@ -24,7 +25,8 @@ export function registerPrune(program: Command, ctx: () => Context): void {
     .option("--json", "print the decisions as JSON")
     .option("--keep-last <n>", "keep the N newest backups (overrides the job's keep_last)")
     .option("--now <iso>", "evaluate the policy as if it were this time (with --dry-run)")
-    .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this", "1h")
+    .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this (default: the job's orphan_grace, else 1h)")
+    .option("--force", "prune even though the job's last backup failed")
     .addHelpText(
       "after",
       `
@@ -32,21 +34,27 @@ Examples:
   dbkeep prune appdb-backup --dry-run
   dbkeep prune appdb-backup
   dbkeep prune ./backups --keep-last 7 --dry-run
+  dbkeep prune appdb-backup --dry-run --now 2027-01-01T00:00:00Z   # what that date would delete
 
-The newest backup is never deleted. Without retention rules nothing is deleted.`,
+The newest backup is never deleted. Without retention rules nothing is deleted. When the job's
+last backup failed, prune deletes nothing (a broken job must not eat its history) unless --force.`,
     )
     .action(async (target: string, flags: PruneFlags) => {
       const c = ctx();
       const { plan, store, prefix } = await openTarget(c, target);
       try {
-        const policy: RetentionPolicy = { ...(plan.retention ?? {}), ...(flags.keepLast ? { keep_last: Number(flags.keepLast) } : {}) };
+        const policy: RetentionPolicy = { ...policyFor(plan), ...(flags.keepLast ? { keep_last: Number(flags.keepLast) } : {}) };
         const now = flags.now ? new Date(flags.now) : undefined;
         if (now && Number.isNaN(now.getTime())) throw new DbkeepError("USAGE", `--now: not a date: ${flags.now}`, { hint: "e.g. --now 2027-01-01T00:00:00Z" });
-        const grace = durationSeconds(flags.orphanGrace);
+        const grace = durationSeconds(flags.orphanGrace ?? plan.retention?.orphan_grace ?? "1h");
         if (grace === undefined) throw new DbkeepError("USAGE", `--orphan-grace: not a duration: ${flags.orphanGrace}`, { hint: "e.g. 30m, 1h, 2d" });
-        const r = await prune(store, prefix, policy, { dryRun: flags.dryRun ?? false, timezone: plan.timezone, ...(now ? { now } : {}), orphanGraceSeconds: grace, log: c.log });
+        const r = await prune(store, prefix, policy, { dryRun: flags.dryRun ?? false, force: flags.force ?? false, timezone: plan.timezone, ...(now ? { now } : {}), orphanGraceSeconds: grace, log: c.log });
         if (flags.json) {
-          process.stdout.write(JSON.stringify({ dry_run: r.dryRun, policy, backups: r.entries, orphans: r.orphans.map((o) => o.key), deleted: r.deleted }, null, 2) + "\n");
+          process.stdout.write(JSON.stringify({ dry_run: r.dryRun, policy, ...(r.blocked ? { blocked: r.blocked } : {}), backups: r.entries, orphans: r.orphans.map((o) => o.key), deleted: r.deleted }, null, 2) + "\n");
+          return;
+        }
+        if (r.blocked) {
+          process.stdout.write(`nothing deleted: ${r.blocked}\n`);
           return;
         }
         const rows = r.entries.map((e) => [e.action === "keep" ? "KEEP" : r.dryRun ? "DELETE" : "DELETED", e.id, e.at.replace("T", " ").slice(0, 19), e.reasons.join(", ")]);
