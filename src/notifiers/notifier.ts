@@ -1,0 +1,46 @@
+/**
+ * What a notifier is told about a job run. The field names follow the webhook payload of the sidecar tool dbkeep
+ * replaces (status, message, startedAt, finishedAt, durationSeconds, repository, dbType, host, tags, snapshot, bytes)
+ * plus dbkeep's own (job, store, backup, key, attempts, error, hint). Never holds a secret: error texts are redacted
+ * before they get here.
+ */
+export interface RunEvent {
+  /** "start" is sent when a job begins (for dead man's switches); "test" by `dbkeep notify test`. */
+  kind: "start" | "success" | "failure" | "test";
+  status: "started" | "success" | "failure" | "test";
+  job: string;
+  message: string;
+  startedAt: string;
+  finishedAt?: string;
+  durationSeconds?: number;
+  /** The store's name, e.g. "local:nightly" (seed 003 calls it the repository). */
+  store: string;
+  repository: string;
+  dbType: string;
+  database: string;
+  host: string;
+  tags: string[];
+  backup?: string;
+  key?: string;
+  /** Same as key: the backup's identifier in its store (seed 003: snapshot id). */
+  snapshot?: string;
+  bytes?: number;
+  attempts?: number;
+  error?: string;
+  hint?: string;
+}
+
+export interface NotifyOptions {
+  signal?: AbortSignal;
+}
+
+/**
+ * A notification target, made by its plug-in's factory from validated options. notify() rejects with a DbkeepError
+ * (retryable for network failures and 5xx answers); the dispatcher retries a little and logs, and a notifier's
+ * failure never changes a job's result. Kinds a notifier has no use for (e.g. "start" for email) resolve at once.
+ */
+export interface Notifier {
+  readonly name: string;
+  readonly type: string;
+  notify(event: RunEvent, opts?: NotifyOptions): Promise<void>;
+}
