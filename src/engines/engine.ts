@@ -76,6 +76,12 @@ export interface Engine {
   restore(input: Readable, opts: RestoreOptions): Promise<void>;
   /** Whether this engine can restore a backup made in `format`. */
   canRestore(format: string): boolean;
+  /**
+   * Structural check of a dump read back from the store (decompressed), used by `verify: true`: e.g. pg_restore
+   * --list for custom dumps, the completion trailer of plain dumps, SQLite's header and integrity_check. Must
+   * consume `input` to its end (the caller's checksum is computed on the way) and reject with CORRUPT_BACKUP.
+   */
+  checkDump?(input: Readable, o: { format: string; rawBytes: number; signal: AbortSignal }): Promise<string>;
   /** Objects a backup carries beside the main dump, e.g. PostgreSQL roles and tablespaces ("globals"). */
   extras?(): ExtraDump[];
   /** Applies one extra (already read and checksum-verified) to the target server. */

@@ -1,7 +1,9 @@
 import type { z } from "zod";
 import type { Secret } from "../core/redact.js";
 import type { Engine } from "./engine.js";
+import { mysqlDatasourceSchema } from "./mysql/schema.js";
 import { postgresDatasourceSchema } from "./postgres/schema.js";
+import { redisPlugin } from "./redis/plugin.js";
 import { sqliteDatasourceSchema } from "./sqlite/schema.js";
 
 export interface EngineContext {
@@ -31,10 +33,23 @@ const postgres: EnginePlugin = {
   },
 };
 
+const mysql: EnginePlugin = {
+  schema: mysqlDatasourceSchema,
+  secrets: ["password"],
+  async create(o, ctx) {
+    const { createMysqlEngine } = await import("./mysql/index.js");
+    const { engine: _engine, password: _literal, password_env: _env, password_file: _file, ...ds } = mysqlDatasourceSchema.parse(o);
+    return createMysqlEngine({ ...ds, password: () => ctx.secret("password"), oneOff: ctx.oneOff ?? false });
+  },
+};
+
 /** Folder name = `engine:` value = registry key. Adding an engine is a folder and a line here. */
 export const ENGINES: Record<string, EnginePlugin> = {
   postgres,
   postgresql: postgres,
+  mysql,
+  mariadb: mysql,
+  redis: redisPlugin,
   sqlite: {
     schema: sqliteDatasourceSchema,
     secrets: [],
@@ -47,4 +62,4 @@ export const ENGINES: Record<string, EnginePlugin> = {
 };
 
 /** Engines the mission names that this version cannot run yet: named in the error instead of "unknown". */
-export const PLANNED_ENGINES = ["mysql", "mariadb", "mongodb", "redis", "db2"];
+export const PLANNED_ENGINES = ["mongodb", "db2"];

@@ -3,7 +3,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough, type Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { DbkeepError } from "../../core/errors.js";
@@ -12,6 +12,7 @@ import { endAfter } from "../../core/streams.js";
 import { minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
 import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { PostgresDatasource } from "./schema.js";
+import { startDump } from "../dump.js";
 
 export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "password_env" | "password_file" | "compression" | "compression_level" | "engine"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
@@ -96,16 +97,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   }
 
   function dump(dopts: DumpOptions): Dump {
-    const out = new PassThrough();
-    let finish!: (r: DumpResult) => void;
-    let fail!: (e: unknown) => void;
-    const done = new Promise<DumpResult>((res, rej) => {
-      finish = res;
-      fail = rej;
-    });
-    done.catch(() => undefined);
-
-    (async () => {
+    return startDump(async (out) => {
       const pgDump = await resolveTool("pg_dump", binDir);
       const toolVer = await toolVersion("pg_dump");
       const { serverVersion, tables } = await withClient(opts.database, async (c) => {
@@ -133,12 +125,9 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
           env: toolEnv(opts.database), signal: dopts.signal, timeoutMs, context: where, explain,
           stdio: ["ignore", "pipe", "pipe"],
         });
-        const gated = endAfter(child.stdout as Readable, exited);
-        gated.on("error", (e) => out.destroy(e));
-        gated.pipe(out);
+        endAfter(child.stdout as Readable, exited, out);
         await exited;
-        finish(result);
-        return;
+        return result;
       }
 
       // Directory format: pg_dump -j needs a directory, so it is written to a private temp dir and then
@@ -153,20 +142,13 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         await exited;
         const tar = await resolveTool("tar");
         const t = spawnTool(tar, ["-C", join(dir, "dump"), "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
-        const gated = endAfter(t.child.stdout as Readable, t.done);
-        gated.on("error", (e) => out.destroy(e));
-        gated.pipe(out);
+        endAfter(t.child.stdout as Readable, t.done, out);
         await t.done;
-        finish(result);
+        return result;
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
-    })().catch((err: unknown) => {
-      out.destroy(err as Error);
-      fail(err);
     });
-
-    return { stream: out, done };
   }
 
   async function inspectTarget(): Promise<TargetState> {
@@ -245,7 +227,9 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
             const tar = await resolveTool("tar");
             await mkdir(source, { recursive: true, mode: 0o700 });
             const t = spawnTool(tar, ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
-            await feed(input, t.child.stdin, t.done);
+            // tar stops reading at the end-of-archive blocks; the padding after them must still pass the checksum.
+            await feedWhileReading(input, t.child.stdin);
+            await t.done;
           }
           const args = [...base, `--jobs=${jobs}`, ...(ropts.format === "directory" ? ["--format=directory"] : []), source];
           const t = spawnTool(pgRestore, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["ignore", "ignore", "pipe"] });
@@ -302,8 +286,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
   /** Roles and tablespaces: pg_dumpall --globals-only, stored as a second object beside the dump. */
   function dumpGlobals(dopts: DumpOptions): Dump {
-    const out = new PassThrough();
-    const done = (async (): Promise<DumpResult> => {
+    return startDump(async (out) => {
       const tool = await resolveTool("pg_dumpall", binDir);
       const { child, done: exited } = spawnTool(tool, ["--globals-only", "--no-password", `--database=${opts.database}`], {
         env: toolEnv(opts.database), signal: dopts.signal, context: where, stdio: ["ignore", "pipe", "pipe"],
@@ -311,14 +294,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
           ? { hint: "dumping roles needs a superuser (pg_authid); set globals: false or dump as a superuser" }
           : explainPgError(stderr),
       });
-      const gated = endAfter(child.stdout as Readable, exited);
-      gated.on("error", (e) => out.destroy(e));
-      gated.pipe(out);
+      endAfter(child.stdout as Readable, exited, out);
       await exited;
       return {};
-    })();
-    done.catch((err: unknown) => out.destroy(err as Error));
-    return { stream: out, done };
+    });
   }
 
   /**
@@ -341,6 +320,32 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     for (const l of errors.filter((x) => !/already exists/.test(x))) ropts.log.warn({ line: l.trim() }, "globals: statement failed");
   }
 
+  /** verify: true's structural check of a dump read back from the store. */
+  async function checkDump(input: Readable, o: { format: string; signal: AbortSignal }): Promise<string> {
+    if (o.format === "plain") {
+      let tail = "";
+      for await (const chunk of input) tail = (tail + (chunk as Buffer).toString("latin1")).slice(-4096);
+      if (!tail.includes("PostgreSQL database dump complete")) {
+        throw new DbkeepError("CORRUPT_BACKUP", "the plain dump does not end with pg_dump's completion line: it is truncated");
+      }
+      return "plain dump is complete";
+    }
+    const tool = o.format === "custom" ? await resolveTool("pg_restore", binDir) : await resolveTool("tar");
+    const args = o.format === "custom" ? ["--list"] : ["-t", "-f", "-"];
+    const t = spawnTool(tool, args, { signal: o.signal, stdio: ["pipe", "pipe", "pipe"], errorCode: "CORRUPT_BACKUP", context: "verify" });
+    let listing = "";
+    t.child.stdout?.setEncoding("utf8");
+    t.child.stdout?.on("data", (c: string) => (listing = (listing + c).slice(-1_000_000)));
+    await feedWhileReading(input, t.child.stdin);
+    await t.done;
+    if (o.format === "custom") {
+      const entries = listing.split("\n").filter((l) => /^\d+;/.test(l)).length;
+      return `pg_restore --list reads ${entries} entries`;
+    }
+    if (!/(^|\n)(\.\/)?toc\.dat(\n|$)/.test(listing)) throw new DbkeepError("CORRUPT_BACKUP", "the directory dump's tar holds no toc.dat");
+    return "directory dump holds toc.dat";
+  }
+
   return {
     name: "postgres",
     tools: ["pg_dump", "pg_restore", "psql"],
@@ -360,6 +365,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     canRestore: (f) => f in EXT,
     ...(opts.globals ? { extras: () => [{ name: "globals", extension: ".sql", dump: dumpGlobals }] } : {}),
     restoreExtra,
+    checkDump,
   };
 }
 
@@ -374,6 +380,31 @@ async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited
   if (input.errored) throw input.errored;
   if (tool.status === "rejected") throw tool.reason;
   if (feeding.status === "rejected") throw feeding.reason;
+}
+
+/**
+ * Writes `input` into a tool's stdin for as long as the tool reads, and keeps consuming `input` to its end either
+ * way (pg_restore --list stops after the table of contents; the caller's checksum still needs every byte).
+ */
+async function feedWhileReading(input: Readable, stdin: NodeJS.WritableStream | null): Promise<void> {
+  let open = stdin !== null;
+  stdin?.on("error", () => (open = false));
+  stdin?.on("close", () => (open = false));
+  for await (const chunk of input) {
+    if (!open || !stdin) continue;
+    if (!stdin.write(chunk as Buffer)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          stdin.removeListener("drain", done);
+          stdin.removeListener("close", done);
+          resolve();
+        };
+        stdin.once("drain", done);
+        stdin.once("close", done);
+      });
+    }
+  }
+  if (open) stdin?.end();
 }
 
 function ident(name: string): string {

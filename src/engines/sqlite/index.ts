@@ -1,13 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { access, mkdir, mkdtemp, open, rename, rm, unlink } from "node:fs/promises";
+import { access, mkdir, mkdtemp, rename, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
-import { PassThrough, type Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import Database from "better-sqlite3";
 import { DbkeepError } from "../../core/errors.js";
-import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { Dump, DumpOptions, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import { fsyncPath } from "../../core/fsync.js";
+import { startDump } from "../dump.js";
 
 export interface SqliteEngineOptions {
   path: string;
@@ -25,15 +27,7 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
   const database = opts.database ?? (basename(path, extname(path)) || "sqlite");
 
   function dump(dopts: DumpOptions): Dump {
-    const out = new PassThrough();
-    let finish!: (r: DumpResult) => void;
-    let fail!: (e: unknown) => void;
-    const done = new Promise<DumpResult>((res, rej) => {
-      finish = res;
-      fail = rej;
-    });
-    done.catch(() => undefined);
-    (async () => {
+    return startDump(async (out) => {
       try {
         await access(path);
       } catch {
@@ -60,15 +54,11 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
         const stream = createReadStream(copy);
         stream.on("error", (e) => out.destroy(e));
         await pipeline(stream, out, { signal: dopts.signal });
-        finish({ tool: { name: "sqlite", version }, serverVersion: version, tables });
+        return { tool: { name: "sqlite", version }, serverVersion: version, tables };
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
-    })().catch((err: unknown) => {
-      out.destroy(err as Error);
-      fail(err);
     });
-    return { stream: out, done };
   }
 
   async function inspectTarget(): Promise<TargetState> {
@@ -92,25 +82,39 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
     const tmp = join(dir, `.${basename(path)}.dbkeep-partial-${randomBytes(6).toString("hex")}`);
     try {
       await pipeline(input, createWriteStream(tmp, { flags: "wx", mode: 0o600 }), { signal: ropts.signal });
-      const fh = await open(tmp, "r+");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await fsyncPath(tmp, "r+");
       inspectCopy(tmp); // integrity_check before it replaces anything
       // A stale WAL of the old database must not be replayed onto the new one.
       for (const side of ["-wal", "-shm", "-journal"]) await unlink(path + side).catch(() => undefined);
       await rename(tmp, path);
-      const dh = await open(dir, "r");
-      try {
-        await dh.sync();
-      } finally {
-        await dh.close();
-      }
+      await fsyncPath(dir);
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw err;
+    }
+  }
+
+  /**
+   * verify: true's structural check: the SQLite header always; PRAGMA integrity_check too when the database is
+   * small enough to decompress into a temp file (256 MiB), since SQLite can only check a file.
+   */
+  async function checkDump(input: Readable, o: { rawBytes: number; signal: AbortSignal }): Promise<string> {
+    const small = o.rawBytes > 0 && o.rawBytes <= 256 * 1024 * 1024;
+    const dir = small ? await mkdtemp(join(tmpdir(), "dbkeep-sqlite-verify-")) : undefined;
+    try {
+      let head = Buffer.alloc(0);
+      const file = dir ? createWriteStream(join(dir, "check.db"), { mode: 0o600 }) : undefined;
+      for await (const chunk of input) {
+        if (head.length < 16) head = Buffer.concat([head, chunk as Buffer]).subarray(0, 16);
+        if (file && !file.write(chunk as Buffer)) await new Promise<void>((r) => file.once("drain", () => r()));
+      }
+      if (file) await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
+      if (head.toString("latin1") !== "SQLite format 3\0") throw new DbkeepError("CORRUPT_BACKUP", "not a SQLite database: the header is wrong");
+      if (!dir) return "SQLite header ok (too large for integrity_check here)";
+      const { tables } = inspectCopy(join(dir, "check.db"));
+      return `SQLite integrity_check ok, ${tables.length} tables`;
+    } finally {
+      if (dir) await rm(dir, { recursive: true, force: true });
     }
   }
 
@@ -134,6 +138,7 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
     inspectTarget,
     restore,
     canRestore: (f) => f === "file",
+    checkDump,
   };
 }
 

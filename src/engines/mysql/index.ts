@@ -1,0 +1,682 @@
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { access, mkdir, mkdtemp, open, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir, userInfo } from "node:os";
+import { basename, join } from "node:path";
+import { PassThrough, type Readable, type Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { DbkeepError } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import { Secret } from "../../core/redact.js";
+import { endAfter } from "../../core/streams.js";
+import { minimalEnv, resolveTool, runTool, spawnTool, type SpawnedTool } from "../../core/subprocess.js";
+import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { MysqlDatasource } from "./schema.js";
+
+export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
+  /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
+  password?: () => Secret | undefined;
+  /** One-off (URL) mode: MYSQL_PWD from dbkeep's own environment counts as the password. */
+  oneOff?: boolean;
+};
+
+/**
+ * plain: mysqldump of one database, without CREATE DATABASE / USE, so it restores under any name.
+ * plain-databases: mysqldump --databases / --all-databases, which recreates its databases under their own names.
+ * mydumper: mydumper's output directory carried as a tar stream.
+ */
+const EXT: Record<string, string> = { plain: ".sql", "plain-databases": ".sql", mydumper: ".mydumper.tar" };
+
+/** Preferred first: MariaDB 11 ships only the mariadb-* names unless its compatibility package is installed. */
+const DUMP_TOOLS = ["mariadb-dump", "mysqldump"] as const;
+const CLIENT_TOOLS = ["mariadb", "mysql"] as const;
+
+/** Never offered by all_databases' target inspection; mysqldump skips the first two on its own. */
+const SYSTEM_SCHEMAS = ["information_schema", "performance_schema", "mysql", "sys"];
+
+interface Session {
+  dir: string;
+  /** The private option file with the credentials: the only way the password reaches a tool. */
+  cnf: string;
+  close(): Promise<void>;
+}
+
+export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
+  const binDir = opts.bin_dir;
+  const useMydumper = (opts.tool ?? (opts.format === "mydumper" ? "mydumper" : "mysqldump")) === "mydumper";
+  const single = opts.database;
+  const list = opts.databases;
+  const format = useMydumper ? "mydumper" : single ? "plain" : "plain-databases";
+  const layoutName = single ?? (list ? list.join("+") : "all-databases");
+  const server = opts.socket ? `socket ${opts.socket}` : `host ${opts.host}, port ${opts.port}`;
+  const where = `${server}, database ${layoutName}`;
+  const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
+  let resolved: { value: Secret | undefined } | undefined;
+  const password = (): Secret | undefined =>
+    (resolved ??= { value: opts.password?.() ?? (opts.oneOff && process.env.MYSQL_PWD ? new Secret(process.env.MYSQL_PWD) : undefined) }).value;
+  const explain = (stderr: string) => explainMysqlError(stderr);
+
+  async function firstTool(names: readonly string[]): Promise<string> {
+    let last: unknown;
+    for (const n of names) {
+      try {
+        return await resolveTool(n, binDir);
+      } catch (err) {
+        last = err;
+      }
+    }
+    // The last name is the classic one (mysqldump, mysql), which is what users search for.
+    throw last;
+  }
+  const dumpTool = () => firstTool(DUMP_TOOLS);
+  const clientTool = () => firstTool(CLIENT_TOOLS);
+
+  let family: Promise<"mariadb" | "mysql"> | undefined;
+  /** Which client family reads the option file: the SSL options are spelt differently. */
+  function clientFamily(): Promise<"mariadb" | "mysql"> {
+    family ??= (async () => {
+      const client = await clientTool();
+      if (basename(client).startsWith("mariadb")) return "mariadb";
+      return /MariaDB/i.test(await runTool(client, ["--version"])) ? "mariadb" : "mysql";
+    })();
+    return family;
+  }
+
+  async function optionFile(): Promise<string> {
+    const lines = ["[client]"];
+    if (opts.user) lines.push(`user=${quoteOption(opts.user)}`);
+    const pw = password();
+    if (pw) lines.push(`password=${quoteOption(pw.reveal())}`);
+    lines.push(`host=${quoteOption(opts.host)}`, `port=${opts.port}`);
+    if (opts.socket) lines.push(`socket=${quoteOption(opts.socket)}`);
+    if (opts.ssl_ca) lines.push(`ssl-ca=${quoteOption(opts.ssl_ca)}`);
+    if (opts.ssl_mode && opts.ssl_mode !== "preferred") {
+      if ((await clientFamily()) === "mysql") lines.push(`ssl-mode=${opts.ssl_mode.toUpperCase()}`);
+      else if (opts.ssl_mode === "disabled") lines.push("skip-ssl");
+      // MariaDB clients know no CA-only check: verify_ca gets the stricter host name check too.
+      else lines.push("ssl", ...(opts.ssl_mode.startsWith("verify") ? ["ssl-verify-server-cert"] : []));
+    }
+    return lines.join("\n") + "\n";
+  }
+
+  /** A private directory (0700) with the option file (0600); close() removes both, and anything put beside them. */
+  async function openSession(): Promise<Session> {
+    const text = await optionFile();
+    const dir = await mkdtemp(join(tmpdir(), "dbkeep-mysql-"));
+    const cnf = join(dir, "client.cnf");
+    try {
+      await writeFile(cnf, text, { mode: 0o600, flag: "wx" });
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return { dir, cnf, close: () => rm(dir, { recursive: true, force: true }) };
+  }
+
+  async function withSession<T>(fn: (s: Session) => Promise<T>): Promise<T> {
+    const s = await openSession();
+    try {
+      return await fn(s);
+    } finally {
+      await s.close();
+    }
+  }
+
+  /** Runs SQL with the client in batch mode; rows of tab-separated, unescaped fields. */
+  async function query(s: Session, sql: string, signal?: AbortSignal): Promise<string[][]> {
+    const client = await clientTool();
+    let out: string;
+    try {
+      out = await runTool(client, [`--defaults-extra-file=${s.cnf}`, "--batch", "--skip-column-names", "--default-character-set=utf8mb4", "-e", sql], {
+        env: minimalEnv(), context: server, explain, timeoutMs, ...(signal ? { signal } : {}),
+      });
+    } catch (err) {
+      if (err instanceof DbkeepError && err.code === "CONNECTION_FAILED" && !/Unknown database/i.test(err.details ?? "")) {
+        throw new DbkeepError("CONNECTION_FAILED", `cannot connect to the MySQL/MariaDB server (${server}, user ${opts.user ?? userInfo().username})`, {
+          details: err.details, hint: err.hint, retryable: err.retryable, cause: err,
+        });
+      }
+      throw err;
+    }
+    return out.split("\n").filter((l) => l !== "").map((l) => l.split("\t").map(unescapeBatch));
+  }
+
+  /**
+   * MariaDB's clients take `ssl` as "try TLS" and fall back to plain text when the server offers none; only a
+   * certificate check makes them insist. ssl_mode: required is therefore checked on the connection itself.
+   */
+  async function requireTls(s: Session): Promise<void> {
+    if (opts.ssl_mode !== "required" || (await clientFamily()) !== "mariadb") return;
+    const cipher = (await query(s, "SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0]?.[1] ?? "";
+    if (!cipher) {
+      throw new DbkeepError("CONNECTION_FAILED", `ssl_mode is required, but the connection to the server (${server}) is not encrypted: the server offers no TLS`, {
+        hint: "enable TLS on the server, or set ssl_mode: preferred",
+      });
+    }
+  }
+
+  async function existingSchemas(s: Session, names: string[]): Promise<string[]> {
+    if (names.length === 0) return [];
+    const rows = await query(s, `SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN (${names.map(lit).join(", ")})`);
+    return rows.map((r) => r[0] ?? "");
+  }
+
+  /** The schemas this datasource covers, as they exist on the server now. */
+  async function coveredSchemas(s: Session): Promise<string[]> {
+    if (single) return [single];
+    if (list) return list;
+    const rows = await query(s, `SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN (${SYSTEM_SCHEMAS.map(lit).join(", ")}) ORDER BY 1`);
+    return rows.map((r) => r[0] ?? "");
+  }
+
+  async function toolVersion(path: string): Promise<string> {
+    return parseVersion(await runTool(path, ["--version"], { env: minimalEnv() }));
+  }
+
+  async function metadata(s: Session, log: Logger, mydumperVersion?: string): Promise<{ serverVersion: string; tables: TableInfo[] }> {
+    const serverVersion = (await query(s, "SELECT VERSION()"))[0]?.[0] ?? "";
+    let schemas: string[];
+    if (opts.all_databases) {
+      const rows = await query(s, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('information_schema', 'performance_schema') ORDER BY 1");
+      schemas = rows.map((r) => r[0] ?? "");
+    } else {
+      schemas = single ? [single] : (list ?? []);
+      const found = new Set(await existingSchemas(s, schemas));
+      const missing = schemas.filter((d) => !found.has(d));
+      if (missing.length) {
+        throw new DbkeepError("CONNECTION_FAILED", `database ${missing.join(", ")} does not exist (${server})`, {
+          hint: "check the datasource's database name (or the user's privileges: a database without any is invisible)",
+        });
+      }
+    }
+    const rows = schemas.length === 0 ? [] : await query(
+      s,
+      `SELECT t.TABLE_SCHEMA, t.TABLE_NAME, IFNULL(t.TABLE_ROWS, 0), IFNULL(t.ENGINE, ''), IFNULL(e.TRANSACTIONS, '')
+         FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE
+        WHERE t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND t.TABLE_SCHEMA IN (${schemas.map(lit).join(", ")})
+        ORDER BY 1, 2`,
+    );
+    const name = (schema: string, table: string) => (single ? table : `${schema}.${table}`);
+    if (mydumperVersion && schemas.length && olderThan(mydumperVersion, [0, 11])) {
+      // mydumper 0.10 writes these columns as text under SET NAMES binary; myloader then stores NULL or a wrong
+      // address without an error. Refusing is the only way to not produce a backup that restores wrong.
+      const cols = await query(
+        s,
+        `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS
+          WHERE DATA_TYPE IN ('uuid', 'inet6', 'inet4') AND TABLE_SCHEMA IN (${schemas.map(lit).join(", ")}) ORDER BY 1, 2, ORDINAL_POSITION`,
+      );
+      if (cols.length) {
+        throw new DbkeepError("ENGINE_FAILED", `mydumper ${mydumperVersion} cannot back up UUID, INET4 and INET6 columns correctly: ${cols.map((c) => `${name(c[0] ?? "", c[1] ?? "")}.${c[2]} (${c[3]})`).join(", ")}`, {
+          hint: "use tool: mysqldump for this datasource (or a mydumper newer than 0.10)",
+        });
+      }
+    }
+    const tables = rows.map((r): TableInfo => ({ name: name(r[0] ?? "", r[1] ?? ""), rows_estimate: Number(r[2] ?? 0) }));
+    // mydumper without --trx-consistency-only holds its global read lock until these are dumped, so they are
+    // consistent there; a transaction alone (mysqldump --single-transaction) cannot cover them.
+    if (opts.single_transaction) {
+      const loose = rows.filter((r) => r[4] !== "YES" && r[0] !== "mysql").map((r) => `${name(r[0] ?? "", r[1] ?? "")} (${r[3]})`);
+      if (loose.length) {
+        log.warn(
+          { tables: loose.length },
+          `not transactional, so not consistent with the rest of the dump under single_transaction: ${loose.join(", ")}; convert them to InnoDB, or set single_transaction: false to lock the tables while dumping`,
+        );
+      }
+    }
+    return { serverVersion, tables };
+  }
+
+  function dump(dopts: DumpOptions): Dump {
+    const out = new PassThrough();
+    let finish!: (r: DumpResult) => void;
+    let fail!: (e: unknown) => void;
+    const done = new Promise<DumpResult>((res, rej) => {
+      finish = res;
+      fail = rej;
+    });
+    done.catch(() => undefined);
+
+    (async () => {
+      // The dump tool first: a machine without client tools is told about the one it needs most.
+      const tool = useMydumper ? await resolveTool("mydumper", binDir) : await dumpTool();
+      await clientTool();
+      const toolVer = await toolVersion(tool);
+      await withSession(async (s) => {
+        await requireTls(s);
+        const { serverVersion, tables } = await metadata(s, dopts.log, useMydumper ? toolVer : undefined);
+        const result: DumpResult = { tool: { name: basename(tool), version: toolVer }, serverVersion, tables };
+        const spawnOpts = { env: minimalEnv(), signal: dopts.signal, timeoutMs, context: where, explain };
+
+        if (!useMydumper) {
+          const args = [
+            `--defaults-extra-file=${s.cnf}`,
+            ...(opts.single_transaction ? ["--single-transaction"] : []),
+            opts.routines ? "--routines" : "--skip-routines",
+            opts.triggers ? "--triggers" : "--skip-triggers",
+            opts.events ? "--events" : "--skip-events",
+            "--hex-blob",
+            "--quick",
+            "--default-character-set=utf8mb4",
+            "--no-tablespaces",
+            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : [single ?? ""]),
+          ];
+          const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "pipe", "pipe"] });
+          const gated = endAfter(child.stdout as Readable, exited);
+          gated.on("error", (e) => out.destroy(e));
+          gated.pipe(out);
+          await exited;
+          finish(result);
+          return;
+        }
+
+        // mydumper writes a directory of files (one or more per table, from several threads), so it dumps into the
+        // private session directory and the result travels through the pipe as a tar stream.
+        const dir = join(s.dir, "dump");
+        const args = [
+          // mydumper 0.10 (Debian 12) knows --defaults-file only; it reads the [client] group of it.
+          `--defaults-file=${s.cnf}`,
+          `--outputdir=${dir}`,
+          `--threads=${opts.threads ?? 4}`,
+          ...(opts.routines ? ["--routines"] : []),
+          ...(opts.triggers ? ["--triggers"] : []),
+          ...(opts.events ? ["--events"] : []),
+          ...(opts.single_transaction ? ["--trx-consistency-only"] : []),
+          ...(single ? [`--database=${single}`] : list ? [`--regex=^(${list.map(escapeRegex).join("|")})\\.`] : []),
+        ];
+        await spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "ignore", "pipe"] }).done;
+        const tar = await resolveTool("tar");
+        const t = spawnTool(tar, ["-C", dir, "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
+        const gated = endAfter(t.child.stdout as Readable, t.done);
+        gated.on("error", (e) => out.destroy(e));
+        gated.pipe(out);
+        await t.done;
+        finish(result);
+      });
+    })().catch((err: unknown) => {
+      out.destroy(err as Error);
+      fail(err);
+    });
+
+    return { stream: out, done };
+  }
+
+  async function inspectTarget(): Promise<TargetState> {
+    return withSession(async (s) => {
+      const schemas = await coveredSchemas(s);
+      const existing = await existingSchemas(s, schemas);
+      if (existing.length === 0) return { exists: false, objects: [] };
+      const rows = await query(s, `SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN (${existing.map(lit).join(", ")}) ORDER BY 1, 2`);
+      return { exists: true, objects: rows.map((r) => (single ? (r[1] ?? "") : `${r[0]}.${r[1]}`)) };
+    });
+  }
+
+  async function charsetOf(s: Session, db: string): Promise<{ charset: string; collation: string } | undefined> {
+    const r = (await query(s, `SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${lit(db)}`))[0];
+    return r ? { charset: r[0] ?? "", collation: r[1] ?? "" } : undefined;
+  }
+
+  function createSql(db: string, cs: { charset: string; collation: string } | undefined): string {
+    return `CREATE DATABASE ${ident(db)}${cs ? ` CHARACTER SET ${lit(cs.charset)} COLLATE ${lit(cs.collation)}` : ""}`;
+  }
+
+  async function createStaging(s: Session, staging: string, cs: { charset: string; collation: string } | undefined): Promise<void> {
+    await query(s, createSql(staging, cs)).catch((err: unknown) => {
+      throw new DbkeepError("ENGINE_FAILED", `could not create the staging database for the restore (${where}): ${(err as DbkeepError).details ?? (err as Error).message}`, {
+        hint: "the restoring user needs the CREATE and DROP privileges on *.* (dbkeep restores beside the target first)",
+        cause: err,
+      });
+    });
+  }
+
+  async function dropQuietly(s: Session, db: string, log: Logger): Promise<void> {
+    await query(s, `DROP DATABASE IF EXISTS ${ident(db)}`).catch((e: unknown) =>
+      log.warn({ database: db, err: (e as Error).message }, "could not drop the staging database; drop it by hand"),
+    );
+  }
+
+  /** Empties the target: what the backup does not hold must not survive its restore. */
+  async function recreateTarget(s: Session, target: string, cs: { charset: string; collation: string } | undefined): Promise<void> {
+    // An application holding a lock on the target would otherwise make DROP DATABASE wait for a day.
+    await query(s, `SET SESSION lock_wait_timeout = 60; DROP DATABASE IF EXISTS ${ident(target)}; ${createSql(target, cs)}`).catch((err: unknown) => {
+      throw new DbkeepError("ENGINE_FAILED", `could not replace database ${target} (${server}): ${(err as DbkeepError).details ?? (err as Error).message}`, {
+        hint: "the backup itself is fine; stop the applications holding locks on the target and run the restore again",
+        cause: err,
+      });
+    });
+  }
+
+  function clientArgs(s: Session, database?: string): string[] {
+    return [`--defaults-extra-file=${s.cnf}`, "--default-character-set=utf8mb4", ...(database ? [`--database=${database}`] : [])];
+  }
+
+  async function applyFile(path: string, tool: string, args: string[], context: string, signal: AbortSignal): Promise<void> {
+    const fh = await open(path, "r");
+    try {
+      await spawnTool(tool, args, { env: minimalEnv(), signal, timeoutMs, context, explain, stdio: [fh.fd, "ignore", "pipe"] }).done;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  function singleTarget(what: string): string {
+    if (!single) {
+      throw new DbkeepError("USAGE", `${what} restores into one database, and this datasource names ${list ? "a list of databases" : "all databases"}`, {
+        hint: "restore with --to a datasource that has database: NAME, or a URL such as mysql://user@host:3306/NAME",
+      });
+    }
+    return single;
+  }
+
+  function failedOnTarget(target: string, err: unknown): DbkeepError {
+    const e = err instanceof DbkeepError ? err : undefined;
+    return new DbkeepError("ENGINE_FAILED", `applying the verified backup to ${target} failed after it was emptied (${server}): ${e?.message ?? (err as Error).message}`, {
+      details: e?.details,
+      hint: "the backup restored cleanly into a staging database just before, so the cause is on the server (disk, connection, locks); run the restore again",
+      cause: err,
+    });
+  }
+
+  /**
+   * Restores a dump of one database. MariaDB has no RENAME DATABASE, and views, triggers, routines and events are
+   * bound to their schema, so a staging database cannot be renamed into place the way PostgreSQL's is; moving
+   * tables one by one with RENAME TABLE would leave the schema-bound objects to be rewritten by hand. Instead the
+   * stream is restored into a staging database and, in the same pass, copied to a private temp file. Only when the
+   * stream ended cleanly (checksum verified) and the client succeeded is the staging database dropped, the target
+   * emptied, and the same verified file applied to it. A damaged or truncated backup therefore stops in staging
+   * and never reaches the target; the cost is applying the dump twice and a temp file of its size.
+   */
+  async function restorePlain(input: Readable, ropts: RestoreOptions, s: Session): Promise<void> {
+    const target = singleTarget("a dump of one database");
+    const client = await clientTool();
+    const cs = await charsetOf(s, target);
+    const staging = stagingName(target);
+    await createStaging(s, staging, cs);
+    ropts.log.debug({ staging }, "restoring into staging database");
+    const copy = join(s.dir, "dump.sql");
+    try {
+      const t = spawnTool(client, clientArgs(s, staging), {
+        env: minimalEnv(), signal: ropts.signal, timeoutMs, context: `${server}, staging ${staging}`, explain, stdio: ["pipe", "ignore", "pipe"],
+      });
+      await teeIntoTool(input, t, copy);
+    } finally {
+      await dropQuietly(s, staging, ropts.log);
+    }
+    await recreateTarget(s, target, cs);
+    try {
+      await applyFile(copy, client, clientArgs(s, target), `${server}, database ${target}`, ropts.signal);
+    } catch (err) {
+      throw failedOnTarget(target, err);
+    }
+  }
+
+  /**
+   * mysqldump --databases / --all-databases: the dump names its databases and recreates them itself, so it is
+   * kept in a private temp file until the stream ended cleanly (checksum verified) and only then applied.
+   */
+  async function restoreDatabases(input: Readable, ropts: RestoreOptions, s: Session): Promise<void> {
+    const client = await clientTool();
+    const copy = join(s.dir, "dump.sql");
+    await pipeline(input, createWriteStream(copy, { mode: 0o600, flags: "wx" }), { signal: ropts.signal });
+    if (single) ropts.log.warn({ target: single }, "the backup holds whole databases; they are restored under their own names");
+    await applyFile(copy, client, clientArgs(s), server, ropts.signal);
+  }
+
+  /**
+   * mydumper's directory is unpacked into the private session directory; myloader runs only once the stream ended
+   * cleanly. A dump of one database restored into a datasource with `database:` goes through a staging database
+   * first, as plain dumps do (see restorePlain); other dumps are loaded under their own names.
+   */
+  async function restoreMydumper(input: Readable, ropts: RestoreOptions, s: Session): Promise<void> {
+    const myloader = await resolveTool("myloader", binDir);
+    const dir = join(s.dir, "dump");
+    await mkdir(dir, { mode: 0o700 });
+    const tar = await resolveTool("tar");
+    const t = spawnTool(tar, ["-C", dir, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
+    await feedWhileReading(input, t);
+    await t.done;
+    if (!(await exists(join(dir, "metadata")))) throw new DbkeepError("CORRUPT_BACKUP", "the mydumper backup holds no metadata file");
+    const databases = (await readdir(dir)).filter((f) => f.endsWith("-schema-create.sql")).map((f) => f.slice(0, -"-schema-create.sql".length));
+    const threads = ropts.jobs ?? opts.threads;
+    const base = [
+      `--defaults-file=${s.cnf}`,
+      `--directory=${dir}`,
+      ...(threads ? [`--threads=${threads}`] : []),
+      // myloader turns the binary log off by default, which needs SUPER and leaves replicas behind; the client does not.
+      "--enable-binlog",
+    ];
+    const run = (args: string[], context: string) =>
+      spawnTool(myloader, [...base, ...args], { env: minimalEnv(), signal: ropts.signal, timeoutMs, context, explain, stdio: ["ignore", "ignore", "pipe"] }).done;
+
+    if (!single || databases.length !== 1) {
+      if (single) ropts.log.warn({ target: single, databases: databases.length }, "the backup holds several databases; they are restored under their own names");
+      await run(["--overwrite-tables"], server);
+      return;
+    }
+    const target = single;
+    const cs = await charsetOf(s, target);
+    const staging = stagingName(target);
+    await createStaging(s, staging, cs);
+    try {
+      await run([`--database=${staging}`], `${server}, staging ${staging}`);
+    } finally {
+      await dropQuietly(s, staging, ropts.log);
+    }
+    await recreateTarget(s, target, cs);
+    try {
+      await run([`--database=${target}`], `${server}, database ${target}`);
+    } catch (err) {
+      throw failedOnTarget(target, err);
+    }
+  }
+
+  async function restore(input: Readable, ropts: RestoreOptions): Promise<void> {
+    if (!(ropts.format in EXT)) throw new DbkeepError("USAGE", `the mysql engine cannot restore a ${ropts.format} backup`);
+    await withSession(async (s) => {
+      await requireTls(s);
+      if (ropts.format === "plain") await restorePlain(input, ropts, s);
+      else if (ropts.format === "plain-databases") await restoreDatabases(input, ropts, s);
+      else await restoreMydumper(input, ropts, s);
+    });
+  }
+
+  /** verify: true's structural check of a dump read back from the store. */
+  async function checkDump(input: Readable, o: { format: string; signal: AbortSignal }): Promise<string> {
+    if (o.format !== "mydumper") {
+      let tail = "";
+      for await (const chunk of input) tail = (tail + (chunk as Buffer).toString("latin1")).slice(-4096);
+      if (!/-- Dump completed on [^\n]*\n?$/.test(tail.trimEnd() + "\n")) {
+        throw new DbkeepError("CORRUPT_BACKUP", "the dump does not end with mysqldump's completion line: it is truncated");
+      }
+      return "dump is complete";
+    }
+    const tar = await resolveTool("tar");
+    const t = spawnTool(tar, ["-t", "-f", "-"], { signal: o.signal, stdio: ["pipe", "pipe", "pipe"], errorCode: "CORRUPT_BACKUP", context: "verify" });
+    let listing = "";
+    t.child.stdout?.setEncoding("utf8");
+    t.child.stdout?.on("data", (c: string) => (listing = (listing + c).slice(-1_000_000)));
+    await feedWhileReading(input, t);
+    await t.done;
+    if (!/(^|\n)(\.\/)?metadata(\n|$)/.test(listing)) throw new DbkeepError("CORRUPT_BACKUP", "the mydumper backup's tar holds no metadata file");
+    const files = listing.split("\n").filter((l) => l.endsWith(".sql")).length;
+    return `mydumper tar holds metadata and ${files} SQL files`;
+  }
+
+  return {
+    name: "mysql",
+    tools: useMydumper ? ["mydumper", "myloader", "mysql"] : ["mysqldump", "mysql"],
+    format,
+    extension: EXT[format] ?? ".sql",
+    database: layoutName,
+    source: () => ({
+      engine: "mysql",
+      database: layoutName,
+      ...(opts.socket ? { path: opts.socket } : { host: opts.host, port: opts.port }),
+      ...(opts.user ? { user: opts.user } : {}),
+    }),
+    async check() {
+      const tools: Record<string, string> = {};
+      const paths = useMydumper ? [await resolveTool("mydumper", binDir), await resolveTool("myloader", binDir)] : [await dumpTool()];
+      for (const p of [...paths, await clientTool()]) tools[basename(p)] = await toolVersion(p);
+      const server = await withSession(async (s) => (await query(s, "SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')"))[0]?.[0]);
+      return { tools, ...(server ? { server } : {}) };
+    },
+    dump,
+    inspectTarget,
+    restore,
+    canRestore: (f) => f in EXT,
+    checkDump,
+  };
+}
+
+/**
+ * Writes `input` into a tool's stdin and, when `copy` is given, into a private file at the same time. If the input
+ * errors (checksum mismatch, corrupt frame), the tool is killed rather than given an end of input, on which the
+ * client would run what it has read so far.
+ */
+async function teeIntoTool(input: Readable, tool: SpawnedTool, copy?: string): Promise<void> {
+  const stdin = tool.child.stdin;
+  if (!stdin) throw new DbkeepError("INTERNAL", "tool has no stdin");
+  stdin.on("error", () => undefined);
+  const file = copy ? createWriteStream(copy, { mode: 0o600, flags: "wx" }) : undefined;
+  file?.on("error", () => undefined);
+  const feeding = (async () => {
+    try {
+      for await (const chunk of input) await Promise.all([write(stdin, chunk as Buffer), file && write(file, chunk as Buffer)]);
+      await Promise.all([finish(stdin), file && finish(file)]);
+    } catch (err) {
+      tool.child.kill("SIGKILL");
+      file?.destroy();
+      throw err;
+    }
+  })();
+  const [fed, exited] = await Promise.allSettled([feeding, tool.done]);
+  // The input's own error explains more than the tool's reaction to it, and the tool's error explains more than
+  // the EPIPE we got when it stopped reading.
+  if (input.errored) throw input.errored;
+  if (exited.status === "rejected") throw exited.reason;
+  if (fed.status === "rejected") throw fed.reason;
+}
+
+function write(w: Writable, chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (w.destroyed) return reject(new Error("stream closed"));
+    w.write(chunk, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+function finish(w: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    w.once("error", reject);
+    w.once("close", () => resolve());
+    w.end();
+  });
+}
+
+/**
+ * Writes `input` into a tool's stdin for as long as the tool reads, and keeps consuming `input` to its end either
+ * way (tar stops reading at the end-of-archive blocks; the caller's checksum still needs every byte). If the input
+ * errors, the tool is killed: it must not take a truncated archive for a whole one.
+ */
+async function feedWhileReading(input: Readable, tool: SpawnedTool): Promise<void> {
+  const stdin = tool.child.stdin;
+  let open = stdin !== null;
+  stdin?.on("error", () => (open = false));
+  stdin?.on("close", () => (open = false));
+  try {
+    for await (const chunk of input) {
+      if (!open || !stdin) continue;
+      if (!stdin.write(chunk as Buffer)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            stdin.removeListener("drain", done);
+            stdin.removeListener("close", done);
+            resolve();
+          };
+          stdin.once("drain", done);
+          stdin.once("close", done);
+        });
+      }
+    }
+  } catch (err) {
+    tool.child.kill("SIGKILL");
+    throw err;
+  }
+  if (open) stdin?.end();
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a version such as "0.10.0" is older than major.minor. */
+function olderThan(version: string, [major, minor]: [number, number]): boolean {
+  const [a = 0, b = 0] = version.split(".").map((x) => Number.parseInt(x, 10) || 0);
+  return a < major || (a === major && b < minor);
+}
+
+function stagingName(target: string): string {
+  // 40 + 16 + 8 characters: within MySQL's 64-character limit for database names.
+  return `${target.slice(0, 40)}_dbkeep_restore_${randomBytes(4).toString("hex")}`;
+}
+
+/** A value in an option file: double-quoted, with the escapes the option file parser undoes. */
+export function quoteOption(value: string): string {
+  return `"${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t")}"`;
+}
+
+/** Undoes the escaping of the client's --batch output. */
+function unescapeBatch(field: string): string {
+  return field.replace(/\\([\\ntr0])/g, (_m, c: string) => ({ n: "\n", t: "\t", r: "\r", "0": "\0" })[c] ?? c);
+}
+
+function ident(name: string): string {
+  return `\`${name.replace(/`/g, "``")}\``;
+}
+
+function lit(value: string): string {
+  return `'${value.replace(/\\/g, "\\\\").replace(/'/g, "''")}'`;
+}
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** "10.11.19-MariaDB" from `mariadb-dump Ver 10.19 Distrib 10.11.19-MariaDB, ...`; "8.0.36" from MySQL's; "0.10.0" from mydumper's. */
+export function parseVersion(out: string): string {
+  const m = /Distrib ([^\s,]+)/.exec(out) ?? /\bfrom ([0-9][^\s,]*)/.exec(out) ?? /\bVer ([0-9][^\s,]*)/.exec(out) ?? /^\S+ v?([0-9][^\s,]*)/.exec(out.trim());
+  return m?.[1] ?? out.trim().split("\n")[0] ?? "";
+}
+
+export function explainMysqlError(stderr: string): { hint?: string; retryable?: boolean; code?: "CONNECTION_FAILED" } | undefined {
+  if (/Access denied for user [^\n]* to database/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "the user has no privileges on that database: GRANT them, or use another user" };
+  }
+  if (/Access denied for user/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "check the datasource's user and password (password_env / password_file)" };
+  }
+  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port (or socket)?", retryable: true };
+  }
+  if (/Lost connection to|server has gone away/i.test(stderr)) {
+    return { hint: "the server closed the connection (restart, KILL, wait_timeout or max_allowed_packet); run it again", retryable: true };
+  }
+  if (/Unknown database/i.test(stderr)) return { code: "CONNECTION_FAILED", hint: "check the datasource's database name" };
+  if (/queries in PROCESSLIST running longer than/i.test(stderr)) {
+    // Waiting for its global read lock behind a long query would stall every writer on the server meanwhile.
+    return { hint: "mydumper does not start while a query has been running longer than 60 s; run the backup when it has finished", retryable: true };
+  }
+  if (/RELOAD privilege/i.test(stderr)) {
+    return { hint: "mydumper takes a global read lock to start its snapshots: grant RELOAD to the user, or use tool: mysqldump" };
+  }
+  if (/command denied|privilege/i.test(stderr)) {
+    return { hint: "the user lacks a privilege the dump needs (SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, EXECUTE for views that call functions); grant it or switch routines/triggers/events off" };
+  }
+  return undefined;
+}
+
+export default createMysqlEngine;

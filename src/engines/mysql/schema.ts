@@ -1,0 +1,52 @@
+import { z } from "zod";
+import { COMPRESSIONS } from "../../core/compression.js";
+
+/** `databases: [a, b]` in YAML, `?databases=a,b` in a URL. */
+const databaseList = z.preprocess(
+  (v) => (typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v),
+  z.array(z.string().min(1)).min(1),
+);
+
+/** Datasource options of `engine: mysql` / `engine: mariadb` (one engine, two names). */
+export const mysqlDatasourceSchema = z
+  .strictObject({
+    engine: z.enum(["mysql", "mariadb"]),
+    host: z.string().default("localhost"),
+    port: z.coerce.number().int().min(1).max(65535).default(3306),
+    socket: z.string().optional(),
+    user: z.string().optional(),
+    password: z.string().optional(),
+    password_env: z.string().optional(),
+    password_file: z.string().optional(),
+    database: z.string().min(1).optional(),
+    databases: databaseList.optional(),
+    all_databases: z.boolean().default(false),
+    single_transaction: z.boolean().default(true),
+    routines: z.boolean().default(true),
+    triggers: z.boolean().default(true),
+    events: z.boolean().default(true),
+    tool: z.enum(["mysqldump", "mydumper"]).optional(),
+    /** What a job's or the CLI's `format` override sets: `plain` is mysqldump's SQL, `mydumper` its directory. */
+    format: z.enum(["plain", "mydumper"]).optional(),
+    threads: z.number().int().min(1).max(64).optional(),
+    compression: z.enum(COMPRESSIONS).default("gzip"),
+    compression_level: z.number().int().optional(),
+    bin_dir: z.string().optional(),
+    timeout: z.number().positive().optional(),
+    ssl_mode: z.enum(["disabled", "preferred", "required", "verify_ca", "verify_identity"]).optional(),
+    ssl_ca: z.string().optional(),
+  })
+  .superRefine((o, ctx) => {
+    const given = [o.database !== undefined && "database", o.databases !== undefined && "databases", o.all_databases && "all_databases"].filter(Boolean);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["database"],
+        message: given.length ? `give only one of ${given.join(", ")}` : "give database, databases (a list) or all_databases: true",
+      });
+    }
+    if (o.tool && o.format && (o.tool === "mydumper") !== (o.format === "mydumper")) {
+      ctx.addIssue({ code: "custom", path: ["format"], message: `format ${o.format} does not go with tool ${o.tool}` });
+    }
+  });
+export type MysqlDatasource = z.infer<typeof mysqlDatasourceSchema>;
