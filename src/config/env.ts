@@ -1,0 +1,127 @@
+import { DbkeepError } from "../core/errors.js";
+import { sourceFromUrl, storeFromUrl } from "./urls.js";
+
+/** The variables that put dbkeep in sidecar mode when there is no config file. */
+export function isSidecarEnv(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(env.DBKEEP_SOURCE || env.DB_TYPE);
+}
+
+export interface SidecarConfig {
+  raw: Record<string, unknown>;
+  /** BACKUP_INTERVAL_SECONDS=0: run once and exit. */
+  once: boolean;
+}
+
+const num = (v: string | undefined, name: string): number | undefined => {
+  if (v === undefined || v === "") return undefined;
+  if (!/^\d+$/.test(v)) throw new DbkeepError("CONFIG_INVALID", `${name}: expected a whole number, got "${v}"`);
+  return Number(v);
+};
+
+/**
+ * One job built from environment variables alone (containers next to a database; docs/environment.md lists every
+ * variable). Secrets stay in the environment: the config refers to them with *_env, so they are read when needed
+ * and never copied into the config.
+ */
+export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
+  const datasource = sidecarSource(env);
+  const store = sidecarStore(env);
+  const job: Record<string, unknown> = { datasource: "source", store: "store" };
+  if (env.DBKEEP_PREFIX) job.prefix = env.DBKEEP_PREFIX;
+  if (env.DBKEEP_COMPRESSION) job.compression = env.DBKEEP_COMPRESSION;
+  if (env.DBKEEP_VERIFY) job.verify = /^(1|true|yes)$/i.test(env.DBKEEP_VERIFY);
+  const schedule = env.DBKEEP_SCHEDULE ?? env.CRON_SCHEDULE;
+  const interval = num(env.BACKUP_INTERVAL_SECONDS, "BACKUP_INTERVAL_SECONDS");
+  let once = false;
+  if (schedule) job.schedule = schedule;
+  else if (interval !== undefined && interval > 0) job.every = interval;
+  else {
+    job.every = 86400;
+    once = interval === 0;
+  }
+  const retention: Record<string, number> = {};
+  for (const [key, names] of Object.entries({
+    keep_last: ["KEEP_LAST"],
+    keep_hourly: ["KEEP_HOURLY", "KEEP_HOURLIES"],
+    keep_daily: ["KEEP_DAILY", "KEEP_DAILIES"],
+    keep_weekly: ["KEEP_WEEKLY", "KEEP_WEEKLIES"],
+    keep_monthly: ["KEEP_MONTHLY", "KEEP_MONTHLIES"],
+    keep_yearly: ["KEEP_YEARLY", "KEEP_YEARLIES"],
+  })) {
+    for (const n of names) {
+      const v = num(env[n], n);
+      if (v !== undefined) retention[key] = v;
+    }
+  }
+  if (Object.keys(retention).length) job.retention = retention;
+
+  const notifications: Record<string, Record<string, unknown>> = {};
+  if (env.WEBHOOK_URL) {
+    notifications.webhook = {
+      type: "webhook",
+      url: env.WEBHOOK_URL,
+      ...(env.WEBHOOK_METHOD ? { method: env.WEBHOOK_METHOD } : {}),
+      ...(env.WEBHOOK_AUTH_HEADER ? { auth_header_env: "WEBHOOK_AUTH_HEADER" } : {}),
+      ...(env.WEBHOOK_EXTRA_HEADERS ? { headers: env.WEBHOOK_EXTRA_HEADERS } : {}),
+      ...(env.WEBHOOK_TIMEOUT_SECONDS ? { timeout: num(env.WEBHOOK_TIMEOUT_SECONDS, "WEBHOOK_TIMEOUT_SECONDS") } : {}),
+    };
+  }
+  if (env.HEALTHCHECKS_URL) notifications.healthchecks = { type: "healthchecks", url_env: "HEALTHCHECKS_URL" };
+  if (Object.keys(notifications).length) job.notify = Object.keys(notifications).map((n) => ({ notifier: n, on: "always" }));
+
+  const raw: Record<string, unknown> = {
+    datasources: { source: datasource },
+    stores: { store },
+    notifications,
+    jobs: { [env.DBKEEP_JOB ?? "backup"]: job },
+    ...(env.TZ ? { timezone: env.TZ } : {}),
+    ...(env.DBKEEP_LISTEN ? { daemon: { listen: env.DBKEEP_LISTEN } } : {}),
+  };
+  return { raw, once };
+}
+
+function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  if (env.DBKEEP_SOURCE) {
+    const options = sourceFromUrl(env.DBKEEP_SOURCE).options;
+    if (options.password !== undefined) {
+      throw new DbkeepError("CONFIG_INVALID", "DBKEEP_SOURCE holds a password", {
+        hint: "keep it out of the URL: set PGPASSWORD (or MYSQL_PASSWORD, REDIS_PASSWORD) beside DBKEEP_SOURCE",
+      });
+    }
+    const passwordVar = { postgres: "PGPASSWORD", mysql: "MYSQL_PASSWORD", mariadb: "MYSQL_PASSWORD", redis: "REDIS_PASSWORD" }[String(options.engine)];
+    return passwordVar && env[passwordVar] ? { ...options, password_env: passwordVar } : options;
+  }
+  const type = (env.DB_TYPE ?? "").toLowerCase();
+  if (type === "postgres" || type === "postgresql") {
+    return {
+      engine: "postgres",
+      host: env.PGHOST ?? "localhost",
+      ...(env.PGPORT ? { port: Number(env.PGPORT) } : {}),
+      ...(env.PGUSER ? { user: env.PGUSER } : {}),
+      ...(env.PGPASSWORD ? { password_env: "PGPASSWORD" } : env.PGPASSWORD_FILE ? { password_file: env.PGPASSWORD_FILE } : {}),
+      database: env.PGDATABASE ?? env.PGUSER ?? "postgres",
+    };
+  }
+  if (type === "mysql" || type === "mariadb") {
+    return {
+      engine: type,
+      host: env.MYSQL_HOST ?? "localhost",
+      ...(env.MYSQL_PORT ? { port: Number(env.MYSQL_PORT) } : {}),
+      ...(env.MYSQL_USER ? { user: env.MYSQL_USER } : {}),
+      ...(env.MYSQL_PASSWORD ? { password_env: "MYSQL_PASSWORD" } : env.MYSQL_PASSWORD_FILE ? { password_file: env.MYSQL_PASSWORD_FILE } : {}),
+      ...(env.MYSQL_DATABASE ? { database: env.MYSQL_DATABASE } : { all_databases: true }),
+    };
+  }
+  if (type === "mongo" || type === "mongodb") return { engine: "mongodb", uri_env: "MONGO_URI" };
+  throw new DbkeepError("CONFIG_INVALID", `DB_TYPE "${env.DB_TYPE}" is not one of postgres, mysql, mariadb, mongo`, { hint: "or set DBKEEP_SOURCE to a URL such as postgres://user@host/db" });
+}
+
+function sidecarStore(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  if (env.DBKEEP_STORE) return { ...storeFromUrl(env.DBKEEP_STORE).options };
+  if (env.RESTIC_REPOSITORY) {
+    throw new DbkeepError("NOT_AVAILABLE", "RESTIC_REPOSITORY is set, but restic stores are not available in this version", {
+      hint: "set DBKEEP_STORE to a directory (e.g. /backups) for now",
+    });
+  }
+  throw new DbkeepError("CONFIG_INVALID", "sidecar mode needs DBKEEP_STORE (a directory or store URL)", { hint: "e.g. DBKEEP_STORE=/backups" });
+}

@@ -1,0 +1,277 @@
+import { createServer, type Server } from "node:http";
+import type { Config } from "../config/load.js";
+import { durationSeconds } from "../config/schema.js";
+import { DbkeepError, formatError, toDbkeepError } from "../core/errors.js";
+import { History } from "../core/history.js";
+import { backupPrefix, openEngine, openStore, planJob, policyFor, prune, runJob, type JobResult } from "../core/jobs.js";
+import type { Logger } from "../core/log.js";
+import { redact } from "../core/redact.js";
+import { Metrics } from "./metrics.js";
+import { cronSchedule, intervalSchedule, type Schedule } from "./schedule.js";
+
+export interface DaemonOptions {
+  /** Loads (and on SIGHUP reloads) the config; throws on an invalid one. */
+  loadConfig: () => Config;
+  log: Logger;
+  /** Set when the daemon should stop (SIGTERM/SIGINT): running jobs get the grace period, then are stopped. */
+  shutdown: AbortSignal;
+  listen?: string;
+  historyPath: string;
+  /** Run every scheduled job once, then exit (BACKUP_INTERVAL_SECONDS=0 in sidecar mode). */
+  once?: boolean;
+  now?: () => Date;
+}
+
+interface Running {
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/**
+ * `dbkeep daemon`: runs each job on its schedule, never two runs of one job at once (a run due while the previous
+ * one still runs is skipped and logged), serves /healthz, /readyz and /metrics, keeps a run history, reloads the
+ * config on SIGHUP (an invalid one is refused and the old one kept) and, on SIGTERM, lets running jobs finish up to
+ * the grace period before stopping them cleanly. Resolves with the exit code.
+ */
+export async function runDaemon(o: DaemonOptions): Promise<number> {
+  const now = o.now ?? (() => new Date());
+  const log = o.log;
+  const metrics = new Metrics();
+  const history = new History(o.historyPath);
+  const running = new Map<string, Running>();
+  const timers = new Set<NodeJS.Timeout>();
+  let config = o.loadConfig();
+  let ready = false;
+  let stopping = false;
+
+  const later = (ms: number, fn: () => void) => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      fn();
+    }, Math.max(0, ms));
+    timers.add(t);
+  };
+
+  function scheduleOf(job: string): Schedule | undefined {
+    const j = config.jobs[job]!;
+    if (j.schedule) return cronSchedule(j.schedule, config.timezone);
+    if (j.every !== undefined) return intervalSchedule(durationSeconds(j.every)!);
+    return undefined;
+  }
+
+  async function run(job: string, trigger: string): Promise<void> {
+    const m = metrics.job(job);
+    if (running.has(job)) {
+      m.results.skipped++;
+      log.warn({ job, trigger }, `run of ${job} skipped: the previous run is still running`);
+      return;
+    }
+    const abort = new AbortController();
+    const startedAt = now();
+    const done = (async () => {
+      m.running = true;
+      let result: JobResult;
+      try {
+        const plan = planJob(config, job);
+        result = await runJob(plan, { log, signal: abort.signal, now });
+      } catch (err) {
+        const e = toDbkeepError(err);
+        result = { job, ok: false, attempts: 1, seconds: (now().getTime() - startedAt.getTime()) / 1000, error: e, store: "" };
+      }
+      m.running = false;
+      m.results[result.ok ? "success" : "failure"]++;
+      m.lastDuration = result.seconds;
+      m.lastAttempts = result.attempts;
+      if (result.ok && result.manifest) {
+        m.lastSuccess = Date.parse(result.manifest.finished_at) / 1000;
+        m.lastSize = result.manifest.stored_bytes;
+        metrics.addUploaded(result.store, result.manifest.stored_bytes);
+      }
+      if (!result.ok && result.error) log.error({ job, code: result.error.code }, redact(formatError(result.error)));
+      try {
+        history.record(result, startedAt, trigger);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "could not record the run in the history");
+      }
+    })().finally(() => running.delete(job));
+    running.set(job, { abort, done });
+    await done;
+  }
+
+  async function runPrune(job: string): Promise<void> {
+    try {
+      const plan = planJob(config, job);
+      const engine = await openEngine(plan);
+      const store = await openStore(plan);
+      try {
+        const grace = durationSeconds(plan.retention?.orphan_grace ?? "1h");
+        await prune(store, backupPrefix(plan, engine), policyFor(plan), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), log: log.child({ job, task: "prune" }) });
+      } finally {
+        await store.close();
+      }
+    } catch (err) {
+      log.error({ job, task: "prune" }, redact(formatError(toDbkeepError(err))));
+    }
+  }
+
+  /** (Re)arms every job's timers from the current config; runs already going are left alone. */
+  function arm(initial: boolean): void {
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    for (const job of Object.keys(config.jobs)) {
+      const j = config.jobs[job]!;
+      const schedule = scheduleOf(job);
+      if (schedule) {
+        const last = history.lastStart(job);
+        let first: Date;
+        if (j.every !== undefined) first = last ? new Date(Math.max(now().getTime(), last.getTime() + durationSeconds(j.every)! * 1000)) : now();
+        else first = schedule.next(now()) ?? new Date(8.64e15);
+        if (initial && j.catch_up && j.schedule && last && schedule.missedBetween(last, now())) {
+          log.info({ job, last_run: last.toISOString() }, `${job} missed a scheduled run while the daemon was down: running it now`);
+          first = now();
+        }
+        // A cron job re-arms at every tick (a run still going then is skipped, as it should be); an interval job
+        // re-arms when its run ends, counted from the run's start.
+        if (j.schedule) {
+          const armCron = (at: Date) => {
+            const jitter = (durationSeconds(config.jobs[job]?.jitter) ?? 0) * 1000 * Math.random();
+            metrics.job(job).nextRun = Math.floor(at.getTime() / 1000);
+            later(at.getTime() - now().getTime() + jitter, () => {
+              if (stopping) return;
+              void run(job, "schedule");
+              if (!o.once) {
+                const next = schedule.next(new Date(Math.max(at.getTime(), now().getTime()) + 1));
+                if (next) armCron(next);
+              }
+            });
+          };
+          armCron(first);
+        } else {
+          const armEvery = (at: Date) => {
+            metrics.job(job).nextRun = Math.floor(at.getTime() / 1000);
+            later(at.getTime() - now().getTime(), () => {
+              if (stopping) return;
+              const started = now();
+              void run(job, "schedule").then(() => {
+                if (!o.once && !stopping) armEvery(new Date(started.getTime() + durationSeconds(j.every)! * 1000));
+              });
+            });
+          };
+          armEvery(first);
+        }
+        log.info({ job, schedule: schedule.description, next: new Date((metrics.job(job).nextRun ?? 0) * 1000).toISOString() }, `scheduled ${job}`);
+      }
+      if (j.prune_schedule && !o.once) {
+        const ps = cronSchedule(j.prune_schedule, config.timezone);
+        const armPrune = (at: Date) =>
+          later(at.getTime() - now().getTime(), () => {
+            if (stopping) return;
+            void runPrune(job);
+            const next = ps.next(new Date(at.getTime() + 1));
+            if (next) armPrune(next);
+          });
+        const n = ps.next(now());
+        if (n) armPrune(n);
+      }
+    }
+  }
+
+  async function checkStores(): Promise<void> {
+    try {
+      for (const job of Object.keys(config.jobs)) {
+        const store = await openStore(planJob(config, job));
+        try {
+          await store.stat(".dbkeep-readiness-probe");
+        } finally {
+          await store.close();
+        }
+      }
+      ready = true;
+    } catch (err) {
+      ready = false;
+      log.warn({ err: redact((err as Error).message) }, "a store is not reachable");
+    }
+  }
+
+  const server = await listen(o.listen ?? config.daemon.listen, metrics, () => ready, log);
+  await checkStores();
+  const storeCheck = setInterval(() => void checkStores(), 60_000);
+  storeCheck.unref();
+
+  const onHup = () => {
+    try {
+      const next = o.loadConfig();
+      config = next;
+      metrics.reloads.success++;
+      for (const w of next.warnings) log.warn(w);
+      log.info({ jobs: Object.keys(next.jobs).length }, "config reloaded");
+      arm(false);
+      void checkStores();
+    } catch (err) {
+      metrics.reloads.failure++;
+      const e = toDbkeepError(err);
+      log.error({ code: e.code }, `config reload refused, keeping the running config: ${redact(formatError(e))}`);
+    }
+  };
+  process.on("SIGHUP", onHup);
+
+  const scheduled = Object.keys(config.jobs).filter((j) => scheduleOf(j));
+  if (scheduled.length === 0) {
+    log.warn("no job has a schedule: or every: the daemon serves metrics and waits");
+  }
+  arm(true);
+  log.info({ listen: o.listen ?? config.daemon.listen, jobs: scheduled }, "dbkeep daemon started");
+
+  // once: wait for every first run, then stop; otherwise wait for the shutdown signal.
+  if (o.once) {
+    while (timers.size > 0 || running.size > 0) await new Promise((r) => setTimeout(r, 100));
+  } else {
+    await new Promise<void>((resolve) => (o.shutdown.aborted ? resolve() : o.shutdown.addEventListener("abort", () => resolve(), { once: true })));
+  }
+
+  stopping = true;
+  for (const t of timers) clearTimeout(t);
+  const grace = (durationSeconds(config.daemon.shutdown_grace) ?? 60) * 1000;
+  if (running.size > 0) {
+    log.info({ running: [...running.keys()], grace_seconds: grace / 1000 }, "waiting for running jobs to finish");
+    const all = Promise.all([...running.values()].map((r) => r.done));
+    const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), grace).unref())]);
+    if (timedOut) {
+      log.warn({ running: [...running.keys()] }, "grace period over: stopping running jobs");
+      for (const r of running.values()) r.abort.abort(new DbkeepError("ABORTED", "daemon shutting down"));
+      await all;
+    }
+  }
+  clearInterval(storeCheck);
+  process.off("SIGHUP", onHup);
+  await new Promise<void>((r) => server.close(() => r()));
+  history.close();
+  log.info("dbkeep daemon stopped");
+  return 0;
+}
+
+async function listen(address: string, metrics: Metrics, ready: () => boolean, log: Logger): Promise<Server> {
+  const m = /^(.*):(\d+)$/.exec(address);
+  if (!m) throw new DbkeepError("CONFIG_INVALID", `daemon.listen: "${address}" is not host:port`, { hint: "e.g. 127.0.0.1:9187" });
+  const host = m[1]!.replace(/^\[|\]$/g, "");
+  const port = Number(m[2]);
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    if (path === "/readyz") {
+      const ok = ready();
+      return void res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ready\n" : "not ready: a store is not reachable\n");
+    }
+    if (path === "/metrics") return void res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(metrics.render());
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(new DbkeepError("USAGE", `cannot listen on ${address}: ${err.message}`, { hint: err.code === "EADDRINUSE" ? "another process uses that port; set daemon.listen or --listen" : undefined })),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  const a = server.address();
+  log.info({ address: typeof a === "object" && a ? `${a.address}:${a.port}` : address }, "serving /healthz, /readyz and /metrics");
+  return server;
+}
