@@ -2,7 +2,7 @@
 // when GNU time is installed, the kernel's own max RSS figure as a cross-check.
 
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -95,20 +95,18 @@ function byName(processes) {
 }
 
 /**
- * Runs `argv` (or a shell command line when `shell` is set) with stdout to `stdoutFile` or nowhere, and returns
+ * Runs `argv` (or a shell command line when `shell` is set) with stdout discarded, and returns
  * { seconds, processes, gnuTimeMaxRssBytes, stderr }. Throws if the command fails.
  *
  * With `wrapTime`, the command runs under GNU time; its %M is the maximum over the process and every descendant it
  * reaped, so it is an upper bound for the main process and the per-process samples say which one it was.
  */
-export async function measure({ argv, shell, stdoutFile, wrapTime = false, timeFile }) {
+export async function measure({ argv, shell, wrapTime = false, timeFile }) {
   let cmd = shell ? ["bash", "-o", "pipefail", "-c", shell] : argv;
   const useTime = wrapTime && HAVE_GNU_TIME;
   if (useTime) cmd = [GNU_TIME, "-f", "%M", "-o", timeFile, ...cmd];
-  const out = stdoutFile ? openSync(stdoutFile, "w") : "ignore";
   const started = performance.now();
-  const child = spawn(cmd[0], cmd.slice(1), { stdio: ["ignore", out, "pipe"] });
-  if (typeof out === "number") closeSync(out);
+  const child = spawn(cmd[0], cmd.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
   const sampler = startSampler(child.pid);
   let stderr = "";
   child.stderr.setEncoding("utf8");

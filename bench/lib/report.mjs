@@ -1,6 +1,7 @@
 // Small formatting helpers shared by the bench scripts.
 
 import { execFileSync } from "node:child_process";
+import { statSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import process from "node:process";
 
@@ -47,4 +48,19 @@ export function machineInfo() {
     kernel: sh("uname", ["-sr"]),
     loadavg_at_start: sh("cat", ["/proc/loadavg"]),
   };
+}
+
+/**
+ * Which dbkeep was measured: the commit, uncommitted changes under src/, and when dist/ was built (run.mjs runs
+ * whatever dist/ holds; only npm run bench rebuilds it first).
+ */
+export function codeInfo(distMain) {
+  const status = sh("git", ["status", "--porcelain", "--", "src"]);
+  let built = null;
+  try {
+    built = statSync(distMain).mtime.toISOString();
+  } catch {
+    // not built
+  }
+  return { commit: sh("git", ["rev-parse", "--short", "HEAD"]), src_uncommitted: status ? status.split("\n") : [], dist_built_at: built };
 }
