@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[test-env] %s\n' "$*"; }
 
-if [ ! -x node_modules/.bin/vitest ] || [ ! -d node_modules/better-sqlite3/build/Release ]; then
+if [ ! -x node_modules/.bin/vitest ] || [ ! -d node_modules/better-sqlite3/build/Release ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm packages"
   npm install --no-audit --no-fund
 fi
@@ -15,6 +15,9 @@ fi
 declare -A TOOLS=(
   [pg_dump]=postgresql-client [psql]=postgresql-client [pg_restore]=postgresql-client
   [zstd]=zstd [lz4]=lz4 [gzip]=gzip [tar]=tar [sqlite3]=sqlite3 [sha256sum]=coreutils
+  [age]=age [age-keygen]=age [script]=bsdutils
+  [redis-server]=redis-server [redis-cli]=redis-tools [openssl]=openssl
+  [mariadb]=mariadb-client [mariadb-dump]=mariadb-client [mydumper]=mydumper
 )
 missing=()
 for cmd in "${!TOOLS[@]}"; do
@@ -51,4 +54,16 @@ if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   log "PostgreSQL is ready on 127.0.0.1:5432"
 else
   log "PostgreSQL is NOT reachable on 127.0.0.1:5432 (tests that need it fail under CI=true)"
+fi
+
+# MariaDB on 127.0.0.1:3306 (root, empty password): start the installed server if it is stopped.
+if ! mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 && [ -x /usr/sbin/mariadbd ]; then
+  log "starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  for _ in $(seq 1 30); do mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+if mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+  log "MariaDB is ready on 127.0.0.1:3306"
+else
+  log "MariaDB is NOT reachable on 127.0.0.1:3306 (tests that need it fail under CI=true)"
 fi

@@ -1,6 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
-import { configPath, loadConfigFile, type Config } from "../config/load.js";
+import { configFromEnv, isSidecarEnv } from "../config/env.js";
+import { configPath, loadConfigFile, validateConfig, type Config } from "../config/load.js";
 import { isLocation, sourceFromUrl, storeFromUrl } from "../config/urls.js";
 import { checkLevel, type Compression } from "../core/compression.js";
 import { DbkeepError } from "../core/errors.js";
@@ -22,6 +23,12 @@ export class Context {
   readonly opts: GlobalOptions;
   /** The log format in effect: --log-format, else text on a TTY and JSON lines elsewhere. */
   readonly logFormat: LogFormat;
+  /** Set by commands that handle SIGTERM themselves (the daemon exits 0 after a graceful stop). */
+  handlesSignals = false;
+  /** The config came from environment variables (sidecar mode). */
+  sidecar = false;
+  /** Sidecar mode with BACKUP_INTERVAL_SECONDS=0: run once and exit. */
+  sidecarOnce = false;
   #config: Config | undefined;
 
   constructor(opts: GlobalOptions, signal: AbortSignal) {
@@ -35,6 +42,13 @@ export class Context {
   config(): Config {
     if (!this.#config) {
       const { path, explicit } = configPath(this.opts.config);
+      if (!explicit && !existsSync(path) && isSidecarEnv(process.env)) {
+        const { raw, once } = configFromEnv(process.env);
+        this.#config = validateConfig(raw, "environment");
+        this.sidecar = true;
+        this.sidecarOnce = once;
+        return this.#config;
+      }
       if (!explicit && !existsSync(path)) {
         throw new DbkeepError("USAGE", "no config file: ./dbkeep.yaml does not exist", {
           hint: "pass -c FILE, set DBKEEP_CONFIG, or use URLs: dbkeep backup sqlite:./app.db --to ./backups",

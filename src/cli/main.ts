@@ -5,7 +5,11 @@ import { redact } from "../core/redact.js";
 import { VERSION } from "../core/version.js";
 import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
+import { registerDaemon } from "./commands/daemon.js";
+import { registerHistory } from "./commands/history.js";
+import { registerCrypt } from "./commands/crypt.js";
 import { registerList } from "./commands/list.js";
+import { registerNotify } from "./commands/notify.js";
 import { registerPrune } from "./commands/prune.js";
 import { registerRestore } from "./commands/restore.js";
 import { Context, type GlobalOptions } from "./context.js";
@@ -17,7 +21,7 @@ async function main(argv: string[]): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) process.exit(sig === "SIGINT" ? 130 : 143); // second signal: stop now
     interrupted = sig;
-    process.stderr.write(`\n${sig}: stopping, cleaning up...\n`);
+    if (!context?.handlesSignals) process.stderr.write(`\n${sig}: stopping, cleaning up...\n`);
     abort.abort(new DbkeepError("ABORTED", `interrupted by ${sig}`));
   };
   process.on("SIGINT", onSignal);
@@ -41,6 +45,7 @@ Examples:
   dbkeep backup sqlite:./examples/app.db --to ./backups
   dbkeep list ./backups
   dbkeep restore ./backups latest --to sqlite:./restored.db
+  dbkeep keygen -o key.txt && dbkeep backup sqlite:./app.db --to ./backups -r age1...
   dbkeep -c dbkeep.yaml backup --all --parallel 2 --prune
   dbkeep config check
 
@@ -52,11 +57,15 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerRestore(program, ctx);
   registerPrune(program, ctx);
   registerConfig(program, ctx);
+  registerDaemon(program, ctx);
+  registerHistory(program, ctx);
+  registerCrypt(program, ctx);
+  registerNotify(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {
     await program.parseAsync(argv);
-    if (interrupted) return interrupted === "SIGINT" ? 130 : 143;
+    if (interrupted && !context?.handlesSignals) return interrupted === "SIGINT" ? 130 : 143;
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {

@@ -7,7 +7,10 @@ import { Secret } from "../core/redact.js";
 import { ENGINES, PLANNED_ENGINES } from "../engines/registry.js";
 import { NOTIFIERS } from "../notifiers/registry.js";
 import { STORES } from "../stores/registry.js";
-import { configSchema, jobSchema, type JobConfig } from "./schema.js";
+import { configSchema, daemonSchema, jobSchema, type DaemonConfig, type EncryptionConfig, type JobConfig } from "./schema.js";
+
+/** The secret fields of an encryption block (each also as `_env` and `_file`). */
+export const ENCRYPTION_SECRETS = ["passphrase", "identity"] as const;
 
 export interface Section {
   /** Options as the plug-in's schema normalised them. */
@@ -23,6 +26,9 @@ export interface Config {
   notifications: Record<string, Section & { type: string }>;
   jobs: Record<string, JobConfig & { stores: string[] }>;
   timezone: string;
+  daemon: DaemonConfig;
+  /** The top-level encryption block: the default of every job without one of its own. */
+  encryption?: EncryptionConfig;
   warnings: string[];
 }
 
@@ -102,7 +108,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const top = configSchema.safeParse(raw);
   if (!top.success) throw configError(file, zodProblems(top.error, []));
   const c = top.data;
-  const out: Config = { ...(file ? { file } : {}), datasources: {}, stores: {}, notifications: {}, jobs: {}, timezone: c.timezone ?? "UTC", warnings: [] };
+  const out: Config = { ...(file ? { file } : {}), datasources: {}, stores: {}, notifications: {}, jobs: {}, timezone: c.timezone ?? "UTC", daemon: c.daemon ?? daemonSchema.parse({}), ...(c.encryption ? { encryption: c.encryption } : {}), warnings: [] };
 
   for (const [name, ds] of Object.entries(c.datasources)) {
     const engine = typeof ds.engine === "string" ? ds.engine : undefined;
@@ -155,7 +161,6 @@ export function validateConfig(raw: unknown, file?: string): Config {
     else {
       problems.push(...secretProblems(parsed.data, plugin.secrets, `notifications.${name}`));
       out.notifications[name] = { type, options: parsed.data, secretFields: plugin.secrets };
-      if (!plugin.available) out.warnings.push(`notifications.${name}: "${type}" notifications are accepted but not sent by this version`);
     }
   }
 
@@ -182,6 +187,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     for (const [i, n] of (job.notify ?? []).entries()) {
       if (!(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
     }
+    if (parsedJob.success && parsedJob.data.schedule && parsedJob.data.every !== undefined) problems.push({ path: p, message: "give either schedule or every, not both" });
     if (parsedJob.success) out.jobs[name] = { ...parsedJob.data, stores };
   }
   if (c.timezone && !validTimeZone(c.timezone)) problems.push({ path: "timezone", message: `unknown time zone "${c.timezone}"` });
@@ -228,6 +234,10 @@ function literalSecrets(config: Config): string[] {
   scan("datasources", config.datasources);
   scan("stores", config.stores);
   scan("notifications", config.notifications);
+  const blocks: [string, EncryptionConfig | undefined][] = [["encryption", config.encryption], ...Object.entries(config.jobs).map(([n, j]): [string, EncryptionConfig | undefined] => [`jobs.${n}.encryption`, j.encryption])];
+  for (const [path, e] of blocks) {
+    for (const f of ENCRYPTION_SECRETS) if (e?.[f] !== undefined) found.push(`${path}.${f}`);
+  }
   return found;
 }
 

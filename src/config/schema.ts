@@ -1,6 +1,8 @@
 import { z } from "zod";
 import { COMPRESSIONS } from "../core/compression.js";
+import { decodeRecipient } from "../crypto/keys.js";
 import { checkSpan } from "../core/retention.js";
+import { checkCron } from "../daemon/schedule.js";
 
 /** `30`, `30s`, `5m`, `2h`, `7d`: seconds. */
 export const duration = z.union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)?$/, "expected a duration such as 30, 30s, 5m, 2h or 7d")]);
@@ -16,6 +18,10 @@ export function durationSeconds(v: number | string | undefined): number | undefi
 }
 
 const count = z.number().int().nonnegative();
+const cronExpression = z.string().superRefine((v, ctx) => {
+  const bad = checkCron(v);
+  if (bad) ctx.addIssue({ code: "custom", message: bad });
+});
 const span = z.string().superRefine((v, ctx) => {
   const bad = checkSpan(v);
   if (bad) ctx.addIssue({ code: "custom", message: bad });
@@ -56,6 +62,43 @@ export const retrySchema = z.strictObject({
   max_delay: duration.optional(),
 });
 
+const recipient = z.string().superRefine((v, ctx) => {
+  try {
+    decodeRecipient(v);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+  }
+});
+
+/**
+ * age encryption: whom backups are encrypted to (recipients or a passphrase) and, for restores, the identity or
+ * passphrase that decrypts them. Secrets (`passphrase`, `identity`) take `_env` / `_file` like every other secret.
+ */
+export const encryptionSchema = z
+  .strictObject({
+    recipients: z.array(recipient).min(1).optional(),
+    recipients_file: z.string().min(1).optional(),
+    passphrase: z.string().min(1).optional(),
+    passphrase_env: z.string().min(1).optional(),
+    passphrase_file: z.string().min(1).optional(),
+    identity: z.string().min(1).optional(),
+    identity_env: z.string().min(1).optional(),
+    identity_file: z.string().min(1).optional(),
+  })
+  .superRefine((e, ctx) => {
+    const given = (f: "passphrase" | "identity") => ([f, `${f}_env`, `${f}_file`] as const).filter((k) => e[k] !== undefined);
+    for (const f of ["passphrase", "identity"] as const) {
+      if (given(f).length > 1) ctx.addIssue({ code: "custom", path: [f], message: `give only one of ${given(f).join(", ")}` });
+    }
+    if (given("passphrase").length > 0 && (e.recipients || e.recipients_file)) {
+      ctx.addIssue({ code: "custom", path: [given("passphrase")[0]!], message: "a passphrase cannot be combined with recipients (age allows a passphrase only on its own)" });
+    }
+    if (!e.recipients && !e.recipients_file && given("passphrase").length === 0 && given("identity").length === 0) {
+      ctx.addIssue({ code: "custom", message: "give recipients, recipients_file or passphrase_env (and identity_file to restore)" });
+    }
+  });
+export type EncryptionConfig = z.infer<typeof encryptionSchema>;
+
 export const jobSchema = z.strictObject({
   datasource: z.string().min(1),
   store: z.string().min(1).optional(),
@@ -65,14 +108,46 @@ export const jobSchema = z.strictObject({
   retry: retrySchema.optional(),
   notify: z.array(z.strictObject({ notifier: z.string().min(1), on: z.enum(["failure", "success", "always"]).default("failure") })).optional(),
   retention: retentionSchema.optional(),
+  /** Stop the whole run (all attempts) after this long. */
+  timeout: duration.optional(),
+  /** `dbkeep daemon`: a cron expression (seconds optional) in the config's timezone ... */
+  schedule: cronExpression.optional(),
+  /** ... or an interval such as 6h. */
+  every: duration.optional(),
+  /** Spread runs that share a time by a random delay up to this long. */
+  jitter: duration.optional(),
+  /** After downtime, run a missed scheduled run once at start. */
+  catch_up: z.boolean().default(false),
+  /** Apply retention on its own schedule in the daemon. */
+  prune_schedule: cronExpression.optional(),
+  /** Shell commands around the run, with its outcome in DBKEEP_* variables. */
+  hooks: z
+    .strictObject({
+      before: z.string().optional(),
+      after: z.string().optional(),
+      on_failure: z.string().optional(),
+      timeout: duration.default(300),
+    })
+    .optional(),
   /** Overrides of the datasource's dump settings. */
   format: z.enum(["plain", "custom", "directory"]).optional(),
   compression: z.enum(COMPRESSIONS).optional(),
   compression_level: z.number().int().optional(),
+  /** Replaces the top-level encryption block for this job. */
+  encryption: encryptionSchema.optional(),
 });
 export type JobConfig = z.infer<typeof jobSchema>;
 
 const named = z.record(z.string(), z.looseObject({}));
+
+export const daemonSchema = z.strictObject({
+  /** Address of /healthz, /readyz and /metrics; 127.0.0.1 only unless said otherwise. */
+  listen: z.string().default("127.0.0.1:9187"),
+  /** The run history's SQLite file (default: $DBKEEP_STATE_DIR/history.db). */
+  history: z.string().optional(),
+  /** How long running jobs may finish after SIGTERM before they are stopped. */
+  shutdown_grace: duration.default(60),
+});
 
 /** The top level; each datasource, store and notifier is then checked by its plug-in's own schema. */
 export const configSchema = z.strictObject({
@@ -81,5 +156,9 @@ export const configSchema = z.strictObject({
   notifications: named.default({}),
   jobs: named.default({}),
   timezone: z.string().optional(),
+  daemon: daemonSchema.optional(),
+  /** The encryption of every job that has no encryption block of its own. */
+  encryption: encryptionSchema.optional(),
 });
 export type RawConfig = z.infer<typeof configSchema>;
+export type DaemonConfig = z.infer<typeof daemonSchema>;

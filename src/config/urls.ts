@@ -12,11 +12,12 @@ function usage(message: string, hint: string): DbkeepError {
   return new DbkeepError("USAGE", message, { hint });
 }
 
-const SOURCE_EXAMPLES = "postgres://user@host:5432/app or sqlite:./app.db";
+const SOURCE_EXAMPLES = "postgres://user@host:5432/app, mysql://user@host:3306/app or sqlite:./app.db";
 
 /**
  * A datasource from a URL: `postgres://user[:password]@host[:port]/db?format=custom&compression=zstd&sslmode=require`
- * (a socket directory goes in `?host=/var/run/postgresql`), or `sqlite:PATH`.
+ * (a socket directory goes in `?host=/var/run/postgresql`), `mysql://` or `mariadb://user@host[:port]/db?socket=...`, or
+ * `sqlite:PATH`.
  * Query parameters are the datasource's keys (format, compression, compression_level, jobs, ...).
  */
 export function sourceFromUrl(url: string): Section & { engine: string; warnings: string[] } {
@@ -51,6 +52,59 @@ export function sourceFromUrl(url: string): Section & { engine: string; warnings
       warnings.push("a password in a URL is visible to other users in the process list; use PGPASSWORD or ~/.pgpass instead");
     }
     return finish("postgres", opts, warnings);
+  }
+  if (/^(mysql|mariadb):\/\//i.test(url)) {
+    const engine = url.slice(0, url.indexOf(":")).toLowerCase();
+    let u: URL;
+    try {
+      // As for postgres: an empty host (mysql:///db, mysql://user@/db) is localhost, which the client reaches by socket.
+      u = new URL(url.replace(/^((?:mysql|mariadb):\/\/)([^/?#]*@)?(?=\/)/i, (_m, scheme: string, auth?: string) => `${scheme}${auth ?? ""}localhost`));
+    } catch {
+      throw usage(`not a valid URL: ${redactUrl(url)}`, "write mysql://user@host:3306/app or mariadb://user@host/app");
+    }
+    const database = decodeURIComponent(u.pathname.replace(/^\//, ""));
+    const q = params(u.searchParams);
+    if (!database && q.databases === undefined && q.all_databases === undefined) {
+      throw usage(`no database in ${redactUrl(url)}`, `write ${engine}://user@host:3306/DATABASE, or ?databases=a,b or ?all_databases=true`);
+    }
+    const opts: Record<string, unknown> = {
+      engine,
+      host: u.hostname ? decodeURIComponent(u.hostname) : "localhost",
+      ...(u.port ? { port: Number(u.port) } : {}),
+      ...(u.username ? { user: decodeURIComponent(u.username) } : {}),
+      ...(database ? { database } : {}),
+      ...q,
+    };
+    if (u.password) {
+      opts.password = decodeURIComponent(u.password);
+      warnings.push("a password in a URL is visible to other users in the process list; use MYSQL_PWD or ~/.my.cnf instead");
+    }
+    return finish(engine, opts, warnings);
+  }
+  if (/^rediss?:\/\//i.test(url)) {
+    // redis://[user[:password]@]host[:port][/db]?mode=logical; rediss:// is the same over TLS.
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw usage(`not a valid URL: ${redactUrl(url)}`, "write redis://host:6379 or redis://user@host:6379/0?mode=logical");
+    }
+    const db = decodeURIComponent(u.pathname.replace(/^\//, ""));
+    if (db && !/^\d+$/.test(db)) throw usage(`the path of a redis URL is a database number, not "${db}"`, "write redis://host:6379/0?mode=logical");
+    const opts: Record<string, unknown> = {
+      engine: "redis",
+      ...(u.hostname ? { host: decodeURIComponent(u.hostname).replace(/^\[(.*)\]$/, "$1") } : {}),
+      ...(u.port ? { port: Number(u.port) } : {}),
+      ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+      ...(db ? { db: Number(db) } : {}),
+      ...(/^rediss:/i.test(url) ? { tls: true } : {}),
+      ...params(u.searchParams),
+    };
+    if (u.password) {
+      opts.password = decodeURIComponent(u.password);
+      warnings.push("a password in a URL is visible to other users in the process list; use REDISCLI_AUTH instead");
+    }
+    return finish("redis", opts, warnings);
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
   throw usage(`unsupported source ${scheme ? `"${scheme}:" ` : ""}${redactUrl(url)}`, `write ${SOURCE_EXAMPLES}`);

@@ -1,14 +1,17 @@
 import { COMPRESSION_EXT, type Compression } from "./compression.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { backupKeys, checksumLine, putText, serializeManifest, MANIFEST_VERSION, type Manifest, type BackupKeys } from "./manifest.js";
+import { backupKeys, checksumLine, ENCRYPTED_EXT, putText, serializeManifest, MANIFEST_VERSION, type Manifest, type BackupKeys } from "./manifest.js";
 import { streamFromStore, streamToStore, type Progress } from "./pipeline.js";
 import { VERSION } from "./version.js";
+import { createAgeDecryptStream, createAgeEncryptStream, type Identity, type Recipient } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
 import type { Store } from "../stores/store.js";
 
 export interface BackupSpec {
   job?: string;
+  /** A label of the backup's kind (seed 001: daily, weekly, manual); "manual" backups are never pruned. */
+  type?: string;
   engine: Engine;
   store: Store;
   prefix?: string;
@@ -20,6 +23,8 @@ export interface BackupSpec {
   signal: AbortSignal;
   now?: () => Date;
   onProgress?: (p: Progress) => void;
+  /** age recipients: the dump and its extras are encrypted after compression, and their names get `.age`. */
+  encryption?: Recipient[];
 }
 
 /**
@@ -37,10 +42,12 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
   try {
     const dump = engine.dump({ signal: spec.signal, log });
     written.push(keys.data);
+    const encryptor = spec.encryption ? createAgeEncryptStream(spec.encryption) : undefined;
     const result = await streamToStore({
       source: dump.stream,
       compression: spec.compression,
       level: spec.level,
+      ...(encryptor ? { stages: [encryptor] } : {}),
       store,
       key: keys.data,
       signal: spec.signal,
@@ -49,10 +56,10 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
     const info = await dump.done;
     const extras: NonNullable<Manifest["extras"]> = [];
     for (const extra of engine.extras?.() ?? []) {
-      const key = keys.data.slice(0, keys.data.lastIndexOf("/") + 1) + `${keys.id}.${extra.name}${extra.extension}${COMPRESSION_EXT[spec.compression]}`;
+      const key = keys.data.slice(0, keys.data.lastIndexOf("/") + 1) + `${keys.id}.${extra.name}${extra.extension}${COMPRESSION_EXT[spec.compression]}${spec.encryption ? ENCRYPTED_EXT : ""}`;
       written.push(key);
       const x = extra.dump({ signal: spec.signal, log });
-      const r = await streamToStore({ source: x.stream, compression: spec.compression, level: spec.level, store, key, signal: spec.signal });
+      const r = await streamToStore({ source: x.stream, compression: spec.compression, level: spec.level, ...(spec.encryption ? { stages: [createAgeEncryptStream(spec.encryption)] } : {}), store, key, signal: spec.signal });
       await x.done;
       extras.push({ name: extra.name, key, sha256: r.sha256, raw_bytes: r.rawBytes, stored_bytes: r.storedBytes });
       log.info({ key, bytes: r.storedBytes }, `stored ${extra.name}`);
@@ -60,20 +67,22 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
     written.push(keys.checksum);
     await putText(store, keys.checksum, checksumLine(result.sha256, keys.data), spec.signal);
 
-    if (spec.verify) await verifyStored(store, keys.data, result, spec);
+    // The file key is still in memory: read-back decrypts with it, so verify needs no secret key on this machine.
+    if (spec.verify) await verifyStored(store, keys.data, result, spec, encryptor?.fileKeyIdentity());
 
     const finished = now();
     const manifest: Manifest = {
       manifest_version: MANIFEST_VERSION,
       id: keys.id,
       ...(spec.job ? { job: spec.job } : {}),
+      ...(spec.type ? { type: spec.type } : {}),
       engine: engine.name,
       database: engine.database,
       source: engine.source() as unknown as Record<string, string | number>,
       format: engine.format,
       compression: spec.compression,
       ...(spec.level !== undefined ? { compression_level: spec.level } : {}),
-      encryption: null,
+      encryption: spec.encryption ? { format: "age", recipients: spec.encryption.map((r) => r.info) } : null,
       key: keys.data,
       checksum_key: keys.checksum,
       raw_bytes: result.rawBytes,
@@ -103,14 +112,20 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
 /** The keys for a backup at `at`, with a -2, -3 ... suffix if another backup of the same second exists. */
 async function freeKeys(spec: BackupSpec, at: Date): Promise<BackupKeys> {
   for (let n = 1; n < 100; n++) {
-    const keys = backupKeys(spec.prefix, spec.engine.database, at, spec.engine.extension, spec.compression, n);
+    const keys = backupKeys(spec.prefix, spec.engine.database, at, spec.engine.extension, spec.compression, n, spec.encryption ? ENCRYPTED_EXT : "");
     const [m, d] = await Promise.all([spec.store.stat(keys.manifest), spec.store.stat(keys.data)]);
     if (!m && !d) return keys;
   }
   throw new DbkeepError("STORE_FAILED", "too many backups in the same second");
 }
 
-async function verifyStored(store: Store, key: string, result: { storedBytes: number; sha256: string }, spec: BackupSpec): Promise<void> {
+async function drain(stream: NodeJS.ReadableStream): Promise<void> {
+  for await (const _ of stream) {
+    // reading is the check: every frame is decompressed
+  }
+}
+
+async function verifyStored(store: Store, key: string, result: { storedBytes: number; rawBytes: number; sha256: string }, spec: BackupSpec, decryptWith?: Identity): Promise<void> {
   const st = await store.stat(key);
   if (!st || st.size !== result.storedBytes) {
     throw new DbkeepError("STORE_FAILED", `verify: ${key} in ${store.name} is ${st?.size ?? "missing"} bytes, ${result.storedBytes} were sent`, {
@@ -122,9 +137,12 @@ async function verifyStored(store: Store, key: string, result: { storedBytes: nu
     key,
     expected: { sha256: result.sha256, bytes: result.storedBytes, what: key },
     compression: spec.compression,
+    ...(decryptWith ? { stages: [createAgeDecryptStream([decryptWith], { what: key })] } : {}),
     signal: spec.signal,
   });
-  stream.resume(); // decompress to nowhere: checks every frame
-  await done;
-  spec.log.info({ key }, "verified: size, SHA-256 and compression frames match");
+  const check = spec.engine.checkDump
+    ? spec.engine.checkDump(stream, { format: spec.engine.format, rawBytes: result.rawBytes, signal: spec.signal })
+    : drain(stream).then(() => "");
+  const [checked] = await Promise.all([check, done]);
+  spec.log.info({ key, ...(checked ? { check: checked } : {}) }, "verified: size, SHA-256 and compression frames match" + (checked ? `; ${checked}` : ""));
 }

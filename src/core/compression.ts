@@ -25,7 +25,7 @@ export function checkLevel(compression: Compression, level: number | undefined):
 
 /**
  * Implementation per codec, chosen by measurement (bench/compressors.mjs, docs/benchmarks.md):
- * gzip runs in-process (node:zlib beat the gzip CLI by ~30%), zstd and lz4 run as their CLI tools in a separate
+ * gzip runs in-process (node:zlib ran about 1.8x as fast as the gzip CLI), zstd and lz4 run as their CLI tools in a separate
  * process (Node 20 has no zstd; zstd -T0 uses every core and is the fastest stage of all).
  */
 export async function createCompressor(compression: Compression, level?: number, signal?: AbortSignal): Promise<Duplex> {

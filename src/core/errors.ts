@@ -14,9 +14,13 @@ export type ErrorCode =
   | "BACKUP_NOT_FOUND"
   | "CHECKSUM_MISMATCH"
   | "CORRUPT_BACKUP"
+  | "DECRYPT_FAILED"
+  | "NOTIFY_FAILED"
   | "RESTORE_REFUSED"
   | "ABORTED"
   | "TIMEOUT"
+  | "HOOK_FAILED"
+  | "LOCKED"
   | "NOT_AVAILABLE"
   | "INTERNAL";
 

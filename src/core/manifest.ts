@@ -12,18 +12,35 @@ export const LAST_RUN = ".dbkeep-last-run.json";
 
 const tableSchema = z.object({ name: z.string(), rows: z.number().optional(), rows_estimate: z.number().optional() });
 
+/** Appended to the names of encrypted objects: `app-20260101-000000.sql.zst.age`. */
+export const ENCRYPTED_EXT = ".age";
+
+/**
+ * An encrypted backup: the format and its recipients' public keys (`{"type":"scrypt"}` for a passphrase), so that
+ * anyone can see whose key opens it; never a secret.
+ */
+export const manifestEncryptionSchema = z.object({
+  format: z.literal("age"),
+  recipients: z
+    .array(z.discriminatedUnion("type", [z.object({ type: z.literal("X25519"), recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/) }), z.object({ type: z.literal("scrypt") })]))
+    .min(1),
+});
+export type ManifestEncryption = z.infer<typeof manifestEncryptionSchema>;
+
 /** The JSON manifest, written last: a backup exists only when its manifest does. Never holds a secret. */
 export const manifestSchema = z.object({
   manifest_version: z.literal(MANIFEST_VERSION),
   id: z.string(),
   job: z.string().optional(),
+  /** The backup's kind, e.g. daily, weekly or manual; manual backups are kept until deleted by hand. */
+  type: z.string().optional(),
   engine: z.string(),
   database: z.string(),
   source: z.record(z.string(), z.union([z.string(), z.number()])).optional(),
   format: z.string(),
   compression: z.enum(COMPRESSIONS),
   compression_level: z.number().optional(),
-  encryption: z.null().or(z.record(z.string(), z.unknown())),
+  encryption: z.null().or(manifestEncryptionSchema),
   key: z.string(),
   checksum_key: z.string(),
   raw_bytes: z.number(),
@@ -63,10 +80,10 @@ export interface BackupKeys {
 }
 
 /** `<prefix>/<database>/<database>-<YYYYMMDD-HHMMSS>.<ext>`, its `.sha256` sidecar and its manifest. */
-export function backupKeys(prefix: string | undefined, database: string, at: Date, extension: string, compression: Compression, n = 1): BackupKeys {
+export function backupKeys(prefix: string | undefined, database: string, at: Date, extension: string, compression: Compression, n = 1, suffix = ""): BackupKeys {
   const id = `${database}-${timestampId(at)}${n > 1 ? `-${n}` : ""}`;
   const dir = joinKey(prefix, database);
-  const data = joinKey(dir, `${id}${extension}${COMPRESSION_EXT[compression]}`);
+  const data = joinKey(dir, `${id}${extension}${COMPRESSION_EXT[compression]}${suffix}`);
   return { id, data, checksum: `${data}.sha256`, manifest: joinKey(dir, `${id}${MANIFEST_SUFFIX}`) };
 }
 

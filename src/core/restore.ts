@@ -5,6 +5,7 @@ import type { Logger } from "./log.js";
 import { type Manifest } from "./manifest.js";
 import { streamFromStore, type Progress } from "./pipeline.js";
 import { HashStage, readAll } from "./streams.js";
+import { AgeError, createAgeDecryptStream, fileKeyIdentity, readHeader, unlockHeader, X25519Identity, type Identity } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
 import type { Store } from "../stores/store.js";
 
@@ -21,6 +22,8 @@ export interface RestoreSpec {
   /** Apply the backup's extras (PostgreSQL roles and tablespaces) before the database. */
   extras?: boolean;
   onProgress?: (p: Progress) => void;
+  /** What decrypts an encrypted backup; called only for one, so that no secret is read for plain backups. */
+  identities?: () => Identity[];
 }
 
 export interface RestoreResult {
@@ -46,6 +49,8 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
     });
   }
   await checkSidecar(store, m);
+  // A wrong key fails here, before the target is inspected, asked about or touched.
+  const decryptWith = m.encryption ? await unlock(spec, m.key) : undefined;
   const target = `${engine.name} database ${engine.database}`;
   const state = await engine.inspectTarget();
   if (state.objects.length > 0) {
@@ -59,11 +64,13 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
   if (spec.extras) await restoreExtras(spec);
   log.info({ backup: m.id, store: store.name, target: engine.database }, `restoring ${m.id} into ${target}`);
   const started = Date.now();
+  const decrypter = decryptWith ? createAgeDecryptStream([decryptWith], { what: m.key }) : undefined;
   const { stream, done } = await streamFromStore({
     store,
     key: m.key,
     expected: { sha256: m.sha256, bytes: m.stored_bytes, what: m.key },
     compression: m.compression,
+    ...(decrypter ? { stages: [decrypter] } : {}),
     signal: spec.signal,
     onProgress: spec.onProgress,
   });
@@ -77,6 +84,8 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
       const damage = await checkStored(store, m, spec.signal);
       if (damage) throw damage;
     }
+    // Data that failed authentication explains whatever the restore tool said about it.
+    if (decrypter?.errored instanceof AgeError) throw decrypter.errored;
     throw err;
   }
   return { seconds: (Date.now() - started) / 1000, storedBytes: m.stored_bytes, target, replaced: state.objects };
@@ -90,11 +99,46 @@ async function restoreExtras(spec: RestoreSpec): Promise<void> {
   }
   if (!engine.restoreExtra) throw new DbkeepError("USAGE", `${engine.name} has nothing to restore besides the database`);
   for (const x of m.extras) {
-    const { stream, done } = await streamFromStore({ store, key: x.key, expected: { sha256: x.sha256, bytes: x.stored_bytes, what: x.key }, compression: m.compression, signal: spec.signal });
+    const decryptWith = m.encryption ? await unlock(spec, x.key) : undefined;
+    const stages = decryptWith ? [createAgeDecryptStream([decryptWith], { what: x.key })] : undefined;
+    const { stream, done } = await streamFromStore({ store, key: x.key, expected: { sha256: x.sha256, bytes: x.stored_bytes, what: x.key }, compression: m.compression, ...(stages ? { stages } : {}), signal: spec.signal });
     const content = await readAll(stream, 256 * 1024 * 1024);
     await done;
     spec.log.info({ key: x.key }, `applying ${x.name}`);
     await engine.restoreExtra(x.name, content, { signal: spec.signal, log: spec.log });
+  }
+}
+
+/**
+ * Opens the header of an encrypted object with the given identities and returns an identity holding its file key:
+ * the key is checked before anything streams, and a passphrase's scrypt runs once.
+ */
+async function unlock(spec: RestoreSpec, key: string): Promise<Identity> {
+  const m = spec.manifest;
+  const to = (m.encryption?.recipients ?? []).map((r) => (r.type === "X25519" ? r.recipient : "a passphrase"));
+  const ids = spec.identities?.() ?? [];
+  if (ids.length === 0) {
+    throw new DbkeepError("USAGE", `backup ${m.id} is encrypted (to ${to.join(", ")}); restoring it needs the identity`, {
+      hint: to.includes("a passphrase") ? "pass --passphrase-env NAME, or set encryption.passphrase_env in the config" : "pass --identity FILE, or set encryption.identity_file in the config",
+    });
+  }
+  const header = await readHeader(await spec.store.get(key, { signal: spec.signal }), key);
+  try {
+    return fileKeyIdentity(await unlockHeader(header, ids, key));
+  } catch (err) {
+    if (!(err instanceof AgeError)) throw err;
+    const given = ids.flatMap((i) => (i instanceof X25519Identity ? [i.recipient] : []));
+    const rightKey = given.some((g) => to.includes(g));
+    if (err.reason === "no-match" && given.length > 0 && !rightKey && !to.includes("a passphrase")) {
+      throw new AgeError("no-match", `cannot decrypt backup ${m.id}: it is encrypted to ${to.join(", ")}, and the identity given is ${given.join(", ")}`, `use the identity file whose "# public key:" line is one of ${to.join(", ")}`, err);
+    }
+    // The right key that cannot open the header, or a malformed header: damage, which the checksum confirms.
+    if (err.reason !== "no-match" || rightKey) {
+      const extra = m.extras?.find((x) => x.key === key);
+      const damage = await checkStored(spec.store, extra ? { ...m, key, sha256: extra.sha256, stored_bytes: extra.stored_bytes } : m, spec.signal);
+      if (damage) throw damage;
+    }
+    throw err;
   }
 }
 

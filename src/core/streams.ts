@@ -5,10 +5,10 @@ import { DbkeepError } from "./errors.js";
 /**
  * Passes `source` through, but ends only after `done` resolves; if `done` rejects, the stream errors instead.
  * Engines wrap a dump tool's stdout with it so that a tool failing after partial output can never look like a
- * complete dump to the stages and stores downstream.
+ * complete dump to the stages and stores downstream. Given `out`, it writes into that stream instead of a new one
+ * (one stage less on the hot path of a dump).
  */
-export function endAfter(source: Readable, done: Promise<unknown>): Readable {
-  const out = new PassThrough();
+export function endAfter(source: Readable, done: Promise<unknown>, out: PassThrough = new PassThrough()): Readable {
   source.on("error", (err) => out.destroy(err));
   done.catch((err: unknown) => out.destroy(err as Error));
   source.pipe(out, { end: false });

@@ -15,6 +15,14 @@ const PACKAGES: Record<string, string> = {
   gzip: "gzip",
   pigz: "pigz",
   tar: "tar",
+  "redis-cli": "redis-tools",
+  "redis-server": "redis-server",
+  mysqldump: "mariadb-client",
+  mysql: "mariadb-client",
+  "mariadb-dump": "mariadb-client",
+  mariadb: "mariadb-client",
+  mydumper: "mydumper",
+  myloader: "mydumper",
 };
 
 /**

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -62,16 +62,40 @@ export interface CliResult {
   stderr: string;
 }
 
+/** Locks and the run history of the CLI runs of one test file stay in a temp dir of their own. */
+const STATE_DIR = mkdtempSync(join(tmpdir(), "dbkeep-state-"));
+export const CLI_ENV: Record<string, string> = { DBKEEP_STATE_DIR: STATE_DIR };
+
 /** Runs the built CLI as a user would. */
 export function dbkeep(args: string[], opts: { cwd?: string; env?: Record<string, string>; input?: string } = {}): CliResult {
   const r = spawnSync(process.execPath, [CLI, ...args], {
     cwd: opts.cwd ?? ROOT,
-    env: { ...process.env, ...opts.env },
+    env: { ...process.env, ...CLI_ENV, ...opts.env },
     input: opts.input ?? "",
     encoding: "utf8",
     timeout: 300_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * The built CLI, asynchronously: receivers living in the test process must be able to answer while it runs
+ * (the spawnSync of dbkeep() would block them).
+ */
+export function dbkeepAsync(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...CLI_ENV, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
 }
 
 export function cleanup(path: string): void {

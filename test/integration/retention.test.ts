@@ -134,3 +134,21 @@ describe("prune on a real store", () => {
     expect(r.stderr).toContain('jobs.app.retention.stores.cloud: the job does not write to store "cloud" (its stores: local)');
   });
 });
+
+describe("manual backups", () => {
+  it("are kept by prune whatever the policy says, and labelled in their manifest", async () => {
+    const { cfg, backupsDir } = setup("      keep_last: 1");
+    await backupAt(cfg, ["2026-05-01T00:00:00Z"]);
+    const manual = dbkeep(["-c", cfg, "backup", "app", "--type", "manual", "--json"]);
+    expect(manual.code).toBe(0);
+    const manualId = (JSON.parse(manual.stdout) as { jobs: { backup: string }[] }).jobs[0]!.backup;
+    await backupAt(cfg, ["2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z"]);
+    const r = dbkeep(["-c", cfg, "prune", "app", "--dry-run", "--json"]);
+    const doc = JSON.parse(r.stdout) as { backups: { id: string; action: string; reasons: string[] }[] };
+    expect(doc.backups.find((b) => b.id === manualId)).toMatchObject({ action: "keep", reasons: ["manual"] });
+    expect(doc.backups.filter((b) => b.action === "delete")).toHaveLength(2);
+    const listed = JSON.parse(dbkeep(["-c", cfg, "list", "app", "--json"]).stdout) as { backups: { id: string; type?: string }[] };
+    expect(listed.backups.find((b) => b.id === manualId)?.type).toBe("manual");
+    expect(backupsDir).toBeTruthy();
+  });
+});

@@ -54,7 +54,7 @@ jobs:
   });
 
   it("names engines that are planned but not in this version", () => {
-    expect(problemsOf("datasources:\n  m: { engine: mysql }\n")).toContain('datasources.m.engine: engine "mysql" is not available in this version of dbkeep');
+    expect(problemsOf("datasources:\n  m: { engine: db2 }\n")).toContain('datasources.m.engine: engine "db2" is not available in this version of dbkeep');
   });
 
   it("reports YAML syntax errors as config errors", () => {

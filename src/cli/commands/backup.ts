@@ -3,7 +3,9 @@ import { DbkeepError, formatError } from "../../core/errors.js";
 import { redact } from "../../core/redact.js";
 import { backupPrefix, openEngine, openStore, policyFor, prune, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
 import { durationSeconds } from "../../config/schema.js";
+import { History, historyPath } from "../../core/history.js";
 import { isLocation } from "../../config/urls.js";
+import { encryptionFromFlags } from "../../crypto/settings.js";
 import { oneOffPlan, type Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
 
@@ -16,8 +18,14 @@ interface BackupFlags {
   compression?: string;
   level?: string;
   verify?: boolean;
+  type?: string;
   json?: boolean;
+  recipient?: string[];
+  recipientsFile?: string;
+  passphraseEnv?: string;
 }
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function registerBackup(program: Command, ctx: () => Context): void {
   program
@@ -32,26 +40,36 @@ export function registerBackup(program: Command, ctx: () => Context): void {
     .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none")
     .option("--level <n>", "one-off mode: compression level")
     .option("--verify", "read the backup back and check it after upload")
+    .option("--type <kind>", "label the backup (e.g. daily, weekly); manual backups are never pruned")
     .option("--json", "print the results as one JSON document")
+    .option("-r, --recipient <age1...>", "one-off mode: encrypt to this age public key (repeatable)", collect)
+    .option("-R, --recipients-file <file>", "one-off mode: encrypt to the age public keys in this file")
+    .option("--passphrase-env <name>", "one-off mode: encrypt with the passphrase in this environment variable")
     .addHelpText(
       "after",
       `
 Examples:
   dbkeep backup sqlite:./app.db --to ./backups
+  dbkeep backup sqlite:./app.db --to ./backups -r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
   dbkeep backup postgres://app@db.internal:5432/app --to ./backups --compression zstd
   dbkeep backup 'postgres://app@localhost/app?format=custom' --to /var/backups
   dbkeep -c dbkeep.yaml backup appdb-backup
-  dbkeep backup --all --parallel 4 --prune`,
+  dbkeep backup --all --parallel 4 --prune
+  dbkeep backup appdb-backup --type manual          # kept until deleted by hand`,
     )
     .action(async (targets: string[], flags: BackupFlags) => {
       const c = ctx();
       const plans = planBackups(c, targets, flags);
       const parallel = Math.max(1, Number.parseInt(flags.parallel ?? "1", 10) || 1);
+      // Runs of configured jobs go into the same history as the daemon's (`dbkeep history`).
+      const history = plans.some((p) => !p.oneOff) ? openHistory(c) : undefined;
       const results = await runPool(plans, parallel, async (plan) => {
         const progress = plans.length === 1 ? c.progress(`backing up ${plan.name === "one-off" ? "" : plan.name + " "}`.trimEnd()) : undefined;
         try {
-          const r = await runJob(plan, { log: c.log, signal: c.signal, ...(progress ? { onProgress: progress.update } : {}) });
+          const startedAt = new Date();
+          const r = await runJob(plan, { log: c.log, signal: c.signal, ...(flags.type ? { type: flags.type } : {}), ...(progress ? { onProgress: progress.update } : {}) });
           progress?.clear();
+          if (!plan.oneOff) history?.record(r, startedAt, "cli");
           if (r.ok && flags.prune && plan.retention) {
             const engine = await openEngine(plan);
             const store = await openStore(plan);
@@ -69,9 +87,19 @@ Examples:
           progress?.clear();
         }
       });
+      history?.close();
       report(c, results, flags.json ?? false);
       if (results.some((r) => !r.ok)) process.exitCode = 1;
     });
+}
+
+function openHistory(c: Context): History | undefined {
+  try {
+    return new History(historyPath(c.config().daemon.history));
+  } catch (err) {
+    c.log.warn({ err: (err as Error).message }, "the run history cannot be opened; this run is not recorded");
+    return undefined;
+  }
 }
 
 function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan[] {
@@ -79,9 +107,14 @@ function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan
   if (locations.length > 0) {
     if (targets.length !== 1) throw new DbkeepError("USAGE", "give one source URL at a time, without job names");
     if (!flags.to) throw new DbkeepError("USAGE", "one-off backups need --to STORE", { hint: `dbkeep backup ${targets[0]} --to ./backups` });
-    return [oneOffPlan(targets[0], flags.to, flags, c.log)];
+    const plan = oneOffPlan(targets[0], flags.to, flags, c.log);
+    const encryption = encryptionFromFlags("--recipient", { recipients: flags.recipient, recipients_file: flags.recipientsFile, passphrase_env: flags.passphraseEnv });
+    return [{ ...plan, ...(encryption ? { encryption } : {}) }];
   }
   if (flags.to) throw new DbkeepError("USAGE", "--to goes with a source URL; jobs of the config use their own store");
+  if (flags.recipient?.length || flags.recipientsFile || flags.passphraseEnv) {
+    throw new DbkeepError("USAGE", "--recipient, --recipients-file and --passphrase-env go with a source URL", { hint: "jobs of the config are encrypted by their encryption block" });
+  }
   const config = c.config();
   const names = flags.all ? Object.keys(config.jobs) : targets;
   if (names.length === 0) {

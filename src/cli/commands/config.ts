@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { stringify } from "yaml";
-import type { Config, Section } from "../../config/load.js";
+import { ENCRYPTION_SECRETS, type Config, type Section } from "../../config/load.js";
+import type { EncryptionConfig } from "../../config/schema.js";
 import type { Context } from "../context.js";
 
 export function registerConfig(program: Command, ctx: () => Context): void {
@@ -27,6 +28,8 @@ Exit code 2 and every problem with its dotted path when the config is invalid.`,
 }
 
 /** The config with literal secrets shown as *** and each *_env / *_file marked as set or missing. */
+const encryptionSection = (e: EncryptionConfig): Section => ({ options: e as Record<string, unknown>, secretFields: ENCRYPTION_SECRETS });
+
 function redacted(cfg: Config): Record<string, unknown> {
   const section = (s: Section) => {
     const out: Record<string, unknown> = { ...s.options };
@@ -44,8 +47,9 @@ function redacted(cfg: Config): Record<string, unknown> {
     ...(Object.keys(cfg.notifications).length ? { notifications: map(cfg.notifications) } : {}),
     jobs: Object.fromEntries(Object.entries(cfg.jobs).map(([k, j]) => {
       const { store: _s, ...rest } = j;
-      return [k, rest];
+      return [k, rest.encryption ? { ...rest, encryption: section(encryptionSection(rest.encryption)) } : rest];
     })),
     timezone: cfg.timezone,
+    ...(cfg.encryption ? { encryption: section(encryptionSection(cfg.encryption)) } : {}),
   };
 }

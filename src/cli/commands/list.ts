@@ -47,7 +47,7 @@ Examples:
         }
         if (listing.backups.length === 0) process.stdout.write(`no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}\n`);
         else {
-          const rows = listing.backups.map((b) => [b.id, b.started_at.replace("T", " ").slice(0, 19), formatBytes(b.stored_bytes), `${b.format}/${b.compression}`, b.key]);
+          const rows = listing.backups.map((b) => [b.id, b.started_at.replace("T", " ").slice(0, 19), formatBytes(b.stored_bytes), `${b.format}/${b.compression}${b.encryption ? "+age" : ""}`, b.key]);
           process.stdout.write(table(["BACKUP", "TAKEN (UTC)", "SIZE", "FORMAT", "KEY"], rows) + "\n");
         }
         if (flags.all) {

@@ -4,6 +4,7 @@ import { DbkeepError } from "../../core/errors.js";
 import { openEngine, type JobPlan } from "../../core/jobs.js";
 import { findBackup, listBackups } from "../../core/manifest.js";
 import { runRestore } from "../../core/restore.js";
+import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import type { Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
 import { openTarget } from "./list.js";
@@ -14,6 +15,8 @@ interface RestoreFlags {
   jobs?: string;
   globals?: boolean;
   json?: boolean;
+  identity?: string;
+  passphraseEnv?: string;
 }
 
 export function registerRestore(program: Command, ctx: () => Context): void {
@@ -27,17 +30,22 @@ export function registerRestore(program: Command, ctx: () => Context): void {
     .option("--jobs <n>", "parallel restore jobs (pg_restore -j) for custom and directory dumps")
     .option("--globals", "PostgreSQL: also restore the roles and tablespaces saved with globals: true")
     .option("--json", "print the result as JSON")
+    .option("-i, --identity <file>", "decrypt with the age identity (secret key) in this file")
+    .option("--passphrase-env <name>", "decrypt with the passphrase in this environment variable")
     .addHelpText(
       "after",
       `
 Examples:
   dbkeep restore ./backups latest --to sqlite:./restored.db
+  dbkeep restore ./backups latest --to sqlite:./restored.db -i key.txt
   dbkeep restore ./backups app-20260210-143000 --to postgres://app@localhost/app_copy
   dbkeep restore appdb-backup                      # latest, into the job's own datasource
   dbkeep restore appdb-backup app-20260210-143000.sql.gz --to staging-db --auto-confirm
 
 The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
-backup was read, verified and restored beside it, so a damaged backup never changes the target.`,
+backup was read, verified and restored beside it, so a damaged backup never changes the target.
+An encrypted backup needs its identity (-i, or encryption.identity_file in the config); a wrong
+one is refused before the target is touched.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
       const c = ctx();
@@ -72,6 +80,10 @@ backup was read, verified and restored beside it, so a damaged backup never chan
             ...(flags.jobs ? { jobs: Number(flags.jobs) } : {}),
             ...(flags.globals ? { extras: true } : {}),
             onProgress: progress.update,
+            identities: () => {
+              const own = encryptionFromFlags("--identity", { identity_file: flags.identity, passphrase_env: flags.passphraseEnv }) ?? plan.encryption;
+              return own ? identitiesFor(own, (w) => c.log.warn(w)) : [];
+            },
             confirm: async (objects, what) => {
               const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
               c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);

@@ -1,12 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
+import { mkdir, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { z } from "zod";
 import { DbkeepError } from "../../core/errors.js";
 import type { PutOptions, Store, StoreObject } from "../store.js";
+import { fsyncPath } from "../../core/fsync.js";
 
 export const localStoreSchema = z.strictObject({
   type: z.literal("local"),
@@ -42,15 +43,6 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
     return new DbkeepError("STORE_FAILED", `[store:${name}] ${action} ${key} failed: ${e.message}`, { cause: err, hint });
   }
 
-  async function fsyncDir(dir: string): Promise<void> {
-    const fh = await open(dir, "r");
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  }
-
   return {
     name,
 
@@ -67,14 +59,9 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
         const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
         body.on("data", (c: Buffer) => (bytes += c.length));
         await pipeline(body, out, { signal: putOpts.signal });
-        const fh = await open(tmp, "r+");
-        try {
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
+        await fsyncPath(tmp, "r+");
         await rename(tmp, final);
-        await fsyncDir(dir);
+        await fsyncPath(dir);
         return { bytes };
       } catch (err) {
         await unlink(tmp).catch(() => undefined);
