@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import type { Readable } from "node:stream";
 import { access, constants } from "node:fs/promises";
 import { delimiter, isAbsolute, join } from "node:path";
 import { DbkeepError, type ErrorCode } from "./errors.js";
@@ -171,4 +172,37 @@ export async function runTool(path: string, args: string[], opts: SpawnOptions &
   child.stdin?.end(opts.input ?? "");
   await done;
   return out;
+}
+
+/**
+ * Writes `input` into a tool's stdin for as long as the tool reads, and keeps consuming `input` to its end either
+ * way (tar stops reading at the end-of-archive blocks, pg_restore --list after the table of contents; the caller's
+ * checksum still needs every byte). If the input
+ * errors, the tool is killed: it must not take a truncated archive for a whole one.
+ */
+export async function feedWhileReading(input: Readable, tool: SpawnedTool): Promise<void> {
+  const stdin = tool.child.stdin;
+  let open = stdin !== null;
+  stdin?.on("error", () => (open = false));
+  stdin?.on("close", () => (open = false));
+  try {
+    for await (const chunk of input) {
+      if (!open || !stdin) continue;
+      if (!stdin.write(chunk as Buffer)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            stdin.removeListener("drain", done);
+            stdin.removeListener("close", done);
+            resolve();
+          };
+          stdin.once("drain", done);
+          stdin.once("close", done);
+        });
+      }
+    }
+  } catch (err) {
+    tool.child.kill("SIGKILL");
+    throw err;
+  }
+  if (open) stdin?.end();
 }

@@ -1,13 +1,13 @@
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, dbkeep, ROOT, tempDir } from "../helpers/env.js";
+import { dbkeep, ROOT, tempDir } from "../helpers/env.js";
 import { contentOf, dropDatabasesLike, MY, myAvailable, myQuery, mySource, quoteId, schemaOf } from "../helpers/mysql.js";
 import { engineConformance } from "./engine.suite.js";
-import { descendants } from "../helpers/proc.js";
+import { runWatchingChildren } from "../helpers/proc.js";
 
 const ID = randomBytes(3).toString("hex");
 const RUN = `dbkeep_it_my_${ID}`;
@@ -149,25 +149,11 @@ exec '${real}' "$@"
   it("the password reaches the tools through a private option file only: never an argument list or environment, and the file is gone afterwards", async () => {
     const tmp = join(dir, "tmp");
     mkdirSync(tmp);
-    const child = spawn(process.execPath, [CLI, "-c", cfg, "backup", "src-backup"], {
-      env: { ...process.env, DBKEEP_IT_MY_PW: SECRET, TMPDIR: tmp },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-    const seen = new Map<number, { cmdline: string; environ: string }>();
-    const exited = new Promise<number>((r) => child.once("exit", (code) => r(code ?? -1)));
-    let running = true;
-    void exited.then(() => (running = false));
-    while (running) {
-      for (const p of descendants(child.pid!)) seen.set(p.pid, p);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    expect(await exited, output).toBe(0);
+    const { code, output, procs } = await runWatchingChildren(["-c", cfg, "backup", "src-backup"], { DBKEEP_IT_MY_PW: SECRET, TMPDIR: tmp });
+    expect(code, output).toBe(0);
     // Whatever the polling caught (zstd, the tools, the wrappers' shells): no password anywhere. A child caught
     // between fork and exec still runs node with dbkeep's own environment; no tool ever sees that, so it is skipped.
-    for (const p of [...seen.values()].filter((x) => !x.cmdline.startsWith(`${process.execPath} `))) {
+    for (const p of procs.filter((x) => !x.cmdline.startsWith(`${process.execPath} `))) {
       expect(p.cmdline).not.toContain(SECRET);
       expect(p.environ).not.toContain(SECRET);
       expect(p.environ).not.toContain("DBKEEP_IT_MY_PW");

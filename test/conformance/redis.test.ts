@@ -1,13 +1,13 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, dbkeep, tempDir } from "../helpers/env.js";
+import { dbkeep, tempDir } from "../helpers/env.js";
 import { freePort, loadFiller, loadFixture, redisAvailable, snapshotRedis, startRedis, withRedis, type TestRedis } from "../helpers/redis.js";
 import { engineConformance } from "./engine.suite.js";
-import { descendants } from "../helpers/proc.js";
+import { runWatchingChildren } from "../helpers/proc.js";
 
 const available = redisAvailable();
 const SECRET = "Redis-Secret-pw-4711";
@@ -268,21 +268,9 @@ if (available && source && target && locked) {
         rdb: ds(locked, { mode: "rdb", password_env: "DBKEEP_TEST_REDIS_PW", compression: "zstd" }),
         logical: ds(locked, { password_env: "DBKEEP_TEST_REDIS_PW", compression: "zstd" }),
       }, { verify: true });
-      const child = spawn(process.execPath, [CLI, "-c", cfg, "backup", "rdb-job"], { env: { ...process.env, DBKEEP_TEST_REDIS_PW: SECRET }, stdio: ["ignore", "pipe", "pipe"] });
-      let output = "";
-      child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-      const seen = new Map<number, { cmdline: string; environ: string }>();
-      const exited = new Promise<number>((r) => child.once("exit", (code) => r(code ?? -1)));
-      let running = true;
-      void exited.then(() => (running = false));
-      while (running) {
-        for (const p of descendants(child.pid!)) seen.set(p.pid, p);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-      expect(await exited, output).toBe(0);
-      const procs = [...seen.values()];
-      const cli = procs.find((p) => /redis-cli .*--rdb -/.test(p.cmdline));
+      const { code, output, procs } = await runWatchingChildren(["-c", cfg, "backup", "rdb-job"], { DBKEEP_TEST_REDIS_PW: SECRET });
+      expect(code, output).toBe(0);
+            const cli = procs.find((p) => /redis-cli .*--rdb -/.test(p.cmdline));
       expect(cli, "redis-cli should have been seen running").toBeDefined();
       expect(cli?.environ).toContain(`REDISCLI_AUTH=${SECRET}`);
       for (const p of procs) expect(p.cmdline).not.toContain(SECRET);

@@ -1,4 +1,6 @@
+import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
+import { CLI, CLI_ENV } from "./env.js";
 
 /** Every descendant of a process, with its argument list and environment. */
 export function descendants(root: number): { pid: number; cmdline: string; environ: string }[] {
@@ -26,4 +28,28 @@ export function descendants(root: number): { pid: number; cmdline: string; envir
   };
   walk(root);
   return out;
+}
+
+export interface WatchedRun {
+  code: number;
+  output: string;
+  /** Every descendant seen while the command ran (polled every 5 ms). */
+  procs: { pid: number; cmdline: string; environ: string }[];
+}
+
+/** Runs the built CLI and records every child process it starts, with its argument list and environment. */
+export async function runWatchingChildren(args: string[], env: Record<string, string>): Promise<WatchedRun> {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...CLI_ENV, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (output += d.toString()));
+  const seen = new Map<number, { pid: number; cmdline: string; environ: string }>();
+  const exited = new Promise<number>((r) => child.once("exit", (code) => r(code ?? -1)));
+  let running = true;
+  void exited.then(() => (running = false));
+  while (running) {
+    for (const p of descendants(child.pid!)) seen.set(p.pid, p);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return { code: await exited, output, procs: [...seen.values()] };
 }

@@ -1,10 +1,9 @@
-import { spawn } from "node:child_process";
 import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, createDb, dbkeep, dropDb, pgAvailable, pgQuery, tempDir } from "../helpers/env.js";
+import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, tempDir } from "../helpers/env.js";
 import { contentOf } from "../helpers/pgcompare.js";
-import { descendants } from "../helpers/proc.js";
+import { runWatchingChildren } from "../helpers/proc.js";
 
 const SRC = "dbkeep_it_cfg_src";
 const DST = "dbkeep_it_cfg_dst";
@@ -65,21 +64,9 @@ jobs:
   });
 
   it("the password reaches pg_dump through its environment only: never an argument list, never another child", async () => {
-    const child = spawn(process.execPath, [CLI, "-c", cfg, "backup", "src-backup"], { env: { ...process.env, DBKEEP_IT_PW: SECRET }, stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => (output += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (output += d.toString()));
-    const seen = new Map<number, { cmdline: string; environ: string }>();
-    const exited = new Promise<number>((r) => child.once("exit", (code) => r(code ?? -1)));
-    let running = true;
-    void exited.then(() => (running = false));
-    while (running) {
-      for (const p of descendants(child.pid!)) seen.set(p.pid, p);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    expect(await exited, output).toBe(0);
-    const procs = [...seen.values()];
-    expect(procs.some((p) => p.cmdline.includes("pg_dump"))).toBe(true);
+    const { code, output, procs } = await runWatchingChildren(["-c", cfg, "backup", "src-backup"], { DBKEEP_IT_PW: SECRET });
+    expect(code, output).toBe(0);
+        expect(procs.some((p) => p.cmdline.includes("pg_dump"))).toBe(true);
     for (const p of procs) expect(p.cmdline).not.toContain(SECRET);
     const dumper = procs.find((p) => /\/pg_dump --format/.test(p.cmdline));
     expect(dumper?.environ).toContain(`PGPASSWORD=${SECRET}`);

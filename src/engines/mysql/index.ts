@@ -9,7 +9,7 @@ import { DbkeepError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
-import { minimalEnv, resolveTool, runTool, spawnTool, type SpawnedTool } from "../../core/subprocess.js";
+import { feedWhileReading, minimalEnv, resolveTool, runTool, type SpawnedTool, spawnTool } from "../../core/subprocess.js";
 import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { MysqlDatasource } from "./schema.js";
 
@@ -570,38 +570,6 @@ function finish(w: Writable): Promise<void> {
     w.once("close", () => resolve());
     w.end();
   });
-}
-
-/**
- * Writes `input` into a tool's stdin for as long as the tool reads, and keeps consuming `input` to its end either
- * way (tar stops reading at the end-of-archive blocks; the caller's checksum still needs every byte). If the input
- * errors, the tool is killed: it must not take a truncated archive for a whole one.
- */
-async function feedWhileReading(input: Readable, tool: SpawnedTool): Promise<void> {
-  const stdin = tool.child.stdin;
-  let open = stdin !== null;
-  stdin?.on("error", () => (open = false));
-  stdin?.on("close", () => (open = false));
-  try {
-    for await (const chunk of input) {
-      if (!open || !stdin) continue;
-      if (!stdin.write(chunk as Buffer)) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            stdin.removeListener("drain", done);
-            stdin.removeListener("close", done);
-            resolve();
-          };
-          stdin.once("drain", done);
-          stdin.once("close", done);
-        });
-      }
-    }
-  } catch (err) {
-    tool.child.kill("SIGKILL");
-    throw err;
-  }
-  if (open) stdin?.end();
 }
 
 async function exists(path: string): Promise<boolean> {

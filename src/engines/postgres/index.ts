@@ -9,7 +9,7 @@ import pg from "pg";
 import { DbkeepError } from "../../core/errors.js";
 import type { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
-import { minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
+import { feedWhileReading, minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
 import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
@@ -228,7 +228,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
             await mkdir(source, { recursive: true, mode: 0o700 });
             const t = spawnTool(tar, ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
             // tar stops reading at the end-of-archive blocks; the padding after them must still pass the checksum.
-            await feedWhileReading(input, t.child.stdin);
+            await feedWhileReading(input, t);
             await t.done;
           }
           const args = [...base, `--jobs=${jobs}`, ...(ropts.format === "directory" ? ["--format=directory"] : []), source];
@@ -336,7 +336,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     let listing = "";
     t.child.stdout?.setEncoding("utf8");
     t.child.stdout?.on("data", (c: string) => (listing = (listing + c).slice(-1_000_000)));
-    await feedWhileReading(input, t.child.stdin);
+    await feedWhileReading(input, t);
     await t.done;
     if (o.format === "custom") {
       const entries = listing.split("\n").filter((l) => /^\d+;/.test(l)).length;
@@ -380,31 +380,6 @@ async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited
   if (input.errored) throw input.errored;
   if (tool.status === "rejected") throw tool.reason;
   if (feeding.status === "rejected") throw feeding.reason;
-}
-
-/**
- * Writes `input` into a tool's stdin for as long as the tool reads, and keeps consuming `input` to its end either
- * way (pg_restore --list stops after the table of contents; the caller's checksum still needs every byte).
- */
-async function feedWhileReading(input: Readable, stdin: NodeJS.WritableStream | null): Promise<void> {
-  let open = stdin !== null;
-  stdin?.on("error", () => (open = false));
-  stdin?.on("close", () => (open = false));
-  for await (const chunk of input) {
-    if (!open || !stdin) continue;
-    if (!stdin.write(chunk as Buffer)) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          stdin.removeListener("drain", done);
-          stdin.removeListener("close", done);
-          resolve();
-        };
-        stdin.once("drain", done);
-        stdin.once("close", done);
-      });
-    }
-  }
-  if (open) stdin?.end();
 }
 
 function ident(name: string): string {
