@@ -6,6 +6,7 @@ import { VERSION } from "../core/version.js";
 import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
 import { registerDaemon } from "./commands/daemon.js";
+import { registerDoctor } from "./commands/doctor.js";
 import { registerHistory } from "./commands/history.js";
 import { registerCrypt } from "./commands/crypt.js";
 import { registerList } from "./commands/list.js";
@@ -61,6 +62,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerHistory(program, ctx);
   registerCrypt(program, ctx);
   registerNotify(program, ctx);
+  registerDoctor(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

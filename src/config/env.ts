@@ -99,7 +99,9 @@ function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
       ...(env.PGPORT ? { port: Number(env.PGPORT) } : {}),
       ...(env.PGUSER ? { user: env.PGUSER } : {}),
       ...(env.PGPASSWORD ? { password_env: "PGPASSWORD" } : env.PGPASSWORD_FILE ? { password_file: env.PGPASSWORD_FILE } : {}),
-      database: env.PGDATABASE ?? env.PGUSER ?? "postgres",
+      ...(/^(true|1|yes)$/i.test(env.PG_DUMP_ALL ?? "")
+        ? { all_databases: true, ...(env.PGDATABASE ? { database: env.PGDATABASE } : {}) }
+        : { database: env.PGDATABASE ?? env.PGUSER ?? "postgres" }),
     };
   }
   if (type === "mysql" || type === "mariadb") {

@@ -12,7 +12,7 @@ function usage(message: string, hint: string): DbkeepError {
   return new DbkeepError("USAGE", message, { hint });
 }
 
-const SOURCE_EXAMPLES = "postgres://user@host:5432/app, mysql://user@host:3306/app or sqlite:./app.db";
+const SOURCE_EXAMPLES = "postgres://user@host:5432/app, mysql://user@host:3306/app, mongodb://user@host:27017/app or sqlite:./app.db";
 
 /**
  * A datasource from a URL: `postgres://user[:password]@host[:port]/db?format=custom&compression=zstd&sslmode=require`
@@ -106,9 +106,32 @@ export function sourceFromUrl(url: string): Section & { engine: string; warnings
     }
     return finish("redis", opts, warnings);
   }
+  if (/^mongodb(\+srv)?:\/\//i.test(url)) {
+    // The connection string itself is the datasource's uri (hosts, replicaSet, authSource, tls stay in it); only
+    // dbkeep's own keys are taken out of its query. Parsed by hand: a seed list (host1,host2) is no WHATWG URL.
+    const m = /^(mongodb(?:\+srv)?:\/\/)([^/?#]+)(\/[^?#]*)?(?:\?([^#]*))?$/i.exec(url);
+    if (!m) throw usage(`not a valid URL: ${redactUrl(url)}`, "write mongodb://user@host:27017/app or mongodb+srv://user@cluster.example.net/app");
+    const [, scheme = "", authority = "", path = "", query = ""] = m;
+    const q = new URLSearchParams(query);
+    const own: Record<string, unknown> = {};
+    for (const key of [...q.keys()]) {
+      if (MONGO_KEYS.has(key)) {
+        Object.assign(own, params(new URLSearchParams([[key, q.get(key) ?? ""]])));
+        q.delete(key);
+      }
+    }
+    const rest = q.toString();
+    const database = decodeURIComponent(path.replace(/^\//, ""));
+    const opts: Record<string, unknown> = { engine: "mongodb", uri: `${scheme}${authority}${path || (rest ? "/" : "")}${rest ? `?${rest}` : ""}`, ...(database ? { database } : {}), ...own };
+    if (/^[^@]*:[^@]*@/.test(authority)) warnings.push("a password in a URL is visible to other users in the process list; use uri_env or uri_file in a config instead");
+    return finish("mongodb", opts, warnings);
+  }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
   throw usage(`unsupported source ${scheme ? `"${scheme}:" ` : ""}${redactUrl(url)}`, `write ${SOURCE_EXAMPLES}`);
 }
+
+/** Query parameters of a mongodb:// URL that are dbkeep's keys; every other one belongs to the connection string. */
+const MONGO_KEYS = new Set(["compression", "level", "compression_level", "oplog", "bin_dir", "timeout", "database"]);
 
 /** A store from a URL or path: `./backups`, `/var/backups`, `file:///var/backups`, `local:./backups`. */
 export function storeFromUrl(url: string): Section & { type: string } {

@@ -75,7 +75,7 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
     onProgress: spec.onProgress,
   });
   try {
-    await engine.restore(stream, { signal: spec.signal, log, format: m.format, ...(spec.jobs ? { jobs: spec.jobs } : {}) });
+    await engine.restore(stream, { signal: spec.signal, log, format: m.format, sourceDatabase: m.database, ...(spec.jobs ? { jobs: spec.jobs } : {}) });
     await done;
   } catch (err) {
     // A restore tool that stopped early on damaged input reports a syntax or format error; the real cause is the

@@ -24,6 +24,10 @@ const PACKAGES: Record<string, string> = {
   mariadb: "mariadb-client",
   mydumper: "mydumper",
   myloader: "mydumper",
+  mongodump: "mongodb-database-tools",
+  mongorestore: "mongodb-database-tools",
+  db2: "the IBM Db2 client",
+  db2ckbkp: "the IBM Db2 client",
 };
 
 /**

@@ -40,6 +40,8 @@ export interface RestoreOptions {
   format: string;
   /** Parallel restore jobs, for the engines that have them. */
   jobs?: number;
+  /** The database the backup was taken of (from its manifest), for engines that rename on restore. */
+  sourceDatabase?: string;
 }
 
 /** Where the dump came from, for the manifest: never a secret. */
@@ -50,6 +52,13 @@ export interface SourceInfo {
   port?: number;
   user?: string;
   path?: string;
+}
+
+/** One line of `dbkeep doctor`: an error means a backup or restore of this datasource would fail. */
+export interface DoctorFinding {
+  level: "ok" | "warn" | "error";
+  message: string;
+  hint?: string;
 }
 
 /**
@@ -84,6 +93,11 @@ export interface Engine {
   checkDump?(input: Readable, o: { format: string; rawBytes: number; signal: AbortSignal }): Promise<string>;
   /** Objects a backup carries beside the main dump, e.g. PostgreSQL roles and tablespaces ("globals"). */
   extras?(): ExtraDump[];
+  /**
+   * Pre-flight checks for `dbkeep doctor`: tools, versions, privileges. Reports problems as findings instead of
+   * throwing, so that one missing tool does not hide the other problems.
+   */
+  doctor?(): Promise<DoctorFinding[]>;
   /** Applies one extra (already read and checksum-verified) to the target server. */
   restoreExtra?(name: string, content: Buffer, opts: { signal: AbortSignal; log: Logger }): Promise<void>;
 }

@@ -1,6 +1,8 @@
 import type { z } from "zod";
 import type { Secret } from "../core/redact.js";
 import type { Engine } from "./engine.js";
+import { db2DatasourceSchema } from "./db2/schema.js";
+import { mongodbDatasourceSchema } from "./mongodb/schema.js";
 import { mysqlDatasourceSchema } from "./mysql/schema.js";
 import { postgresDatasourceSchema } from "./postgres/schema.js";
 import { redisPlugin } from "./redis/plugin.js";
@@ -43,6 +45,27 @@ const mysql: EnginePlugin = {
   },
 };
 
+const mongodb: EnginePlugin = {
+  schema: mongodbDatasourceSchema,
+  secrets: ["uri", "password"],
+  async create(o, ctx) {
+    const { createMongodbEngine } = await import("./mongodb/index.js");
+    const { engine: _e, uri: _u, uri_env: _ue, uri_file: _uf, password: _p, password_env: _pe, password_file: _pf, compression: _c, compression_level: _l, ...ds } =
+      mongodbDatasourceSchema.parse(o);
+    return createMongodbEngine({ ...ds, uri: () => ctx.secret("uri"), password: () => ctx.secret("password") });
+  },
+};
+
+const db2: EnginePlugin = {
+  schema: db2DatasourceSchema,
+  secrets: ["password"],
+  async create(o, ctx) {
+    const { createDb2Engine } = await import("./db2/index.js");
+    const { engine: _e, password: _p, password_env: _pe, password_file: _pf, compression: _c, compression_level: _l, ...ds } = db2DatasourceSchema.parse(o);
+    return createDb2Engine({ ...ds, password: () => ctx.secret("password") });
+  },
+};
+
 /** Folder name = `engine:` value = registry key. Adding an engine is a folder and a line here. */
 export const ENGINES: Record<string, EnginePlugin> = {
   postgres,
@@ -50,6 +73,8 @@ export const ENGINES: Record<string, EnginePlugin> = {
   mysql,
   mariadb: mysql,
   redis: redisPlugin,
+  mongodb,
+  db2,
   sqlite: {
     schema: sqliteDatasourceSchema,
     secrets: [],
@@ -62,4 +87,4 @@ export const ENGINES: Record<string, EnginePlugin> = {
 };
 
 /** Engines the mission names that this version cannot run yet: named in the error instead of "unknown". */
-export const PLANNED_ENGINES = ["mongodb", "db2"];
+export const PLANNED_ENGINES: string[] = [];

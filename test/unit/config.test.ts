@@ -53,8 +53,9 @@ jobs:
     expect(problems).toContain('jobs.second.retention: unknown key "keep_dayly"');
   });
 
-  it("names engines that are planned but not in this version", () => {
-    expect(problemsOf("datasources:\n  m: { engine: db2 }\n")).toContain('datasources.m.engine: engine "db2" is not available in this version of dbkeep');
+  it("accepts the mongodb and db2 engines", () => {
+    const c = parseConfig("datasources:\n  m: { engine: mongodb, uri_env: MONGO_URI }\n  d: { engine: db2, database: SAMPLE }\n");
+    expect(Object.keys(c.datasources)).toEqual(["m", "d"]);
   });
 
   it("reports YAML syntax errors as config errors", () => {

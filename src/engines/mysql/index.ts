@@ -10,7 +10,7 @@ import type { Logger } from "../../core/log.js";
 import { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, type SpawnedTool, spawnTool } from "../../core/subprocess.js";
-import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { MysqlDatasource } from "./schema.js";
 
 export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
@@ -501,6 +501,56 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     return `mydumper tar holds metadata and ${files} SQL files`;
   }
 
+  /** Tools, server version and the grants a dump needs (SHOW GRANTS of the connected user). */
+  async function doctor(): Promise<DoctorFinding[]> {
+    const out: DoctorFinding[] = [];
+    const finders: [string, () => Promise<string>][] = useMydumper
+      ? [["mydumper", () => resolveTool("mydumper", binDir)], ["myloader", () => resolveTool("myloader", binDir)], ["mysql", clientTool]]
+      : [["mysqldump", dumpTool], ["mysql", clientTool]];
+    let haveClient = false;
+    for (const [name, find] of finders) {
+      try {
+        const p = await find();
+        out.push({ level: "ok", message: `${basename(p)} ${await toolVersion(p)} (${p})` });
+        if (name === "mysql") haveClient = true;
+      } catch (err) {
+        const e = err as DbkeepError;
+        out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+      }
+    }
+    if (!haveClient) return out;
+    let server: string;
+    let grants: string[];
+    try {
+      ({ server, grants } = await withSession(async (s) => ({
+        server: (await query(s, "SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')"))[0]?.[0] ?? "",
+        grants: (await query(s, "SHOW GRANTS")).map((r) => r[0] ?? ""),
+      })));
+    } catch (err) {
+      const e = err as DbkeepError;
+      out.push({ level: "error", message: `${e.message}${e.details ? `: ${e.details}` : ""}`, ...(e.hint ? { hint: e.hint } : {}) });
+      return out;
+    }
+    out.push({ level: "ok", message: `server ${server}` });
+    const have = effectivePrivileges(grants, single ? [single] : (list ?? []));
+    const needs: [string, DoctorFinding["level"], string][] = [
+      ["SELECT", "error", "nothing can be dumped without it"],
+      ["LOCK TABLES", "warn", "needed to lock non-InnoDB tables during the dump"],
+      ["SHOW VIEW", "warn", "views cannot be dumped without it"],
+      ["TRIGGER", "warn", "triggers are silently left out without it"],
+      ["EVENT", opts.events ? "warn" : "ok", "events cannot be dumped without it"],
+      ["RELOAD", useMydumper ? "warn" : "ok", "mydumper and --flush-logs need it (FLUSH TABLES WITH READ LOCK, FLUSH LOGS)"],
+      ["PROCESS", "warn", "MySQL 8's mysqldump needs it for tablespace information (else --no-tablespaces)"],
+    ];
+    const target = single ?? (list ? list.join(", ") : "every database");
+    for (const [priv, level, why] of needs) {
+      if (have.has(priv)) out.push({ level: "ok", message: `${priv} granted` });
+      else if (level === "ok") out.push({ level: "ok", message: `${priv} not granted (not needed by this datasource)` });
+      else out.push({ level, message: `${priv} is missing on ${target}: ${why}`, hint: `GRANT ${priv} ON ${single && priv !== "RELOAD" && priv !== "PROCESS" ? `\`${single}\`.*` : "*.*"} TO the backup user` });
+    }
+    return out;
+  }
+
   return {
     name: "mysql",
     tools: useMydumper ? ["mydumper", "myloader", "mysql"] : ["mysqldump", "mysql"],
@@ -513,6 +563,7 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       ...(opts.socket ? { path: opts.socket } : { host: opts.host, port: opts.port }),
       ...(opts.user ? { user: opts.user } : {}),
     }),
+    doctor,
     async check() {
       const tools: Record<string, string> = {};
       const paths = useMydumper ? [await resolveTool("mydumper", binDir), await resolveTool("myloader", binDir)] : [await dumpTool()];
@@ -593,6 +644,40 @@ function stagingName(target: string): string {
 }
 
 /** A value in an option file: double-quoted, with the escapes the option file parser undoes. */
+/**
+ * The privileges SHOW GRANTS gives on every one of `databases` (global ones always count; database-level grants
+ * only when `databases` are named, as all-databases dumps need them everywhere).
+ */
+export function effectivePrivileges(grants: string[], databases: string[]): Set<string> {
+  const global = new Set<string>();
+  const perDb = databases.map(() => new Set<string>());
+  for (const g of grants) {
+    const m = /^GRANT (.+?) ON (\S+) TO /i.exec(g);
+    if (!m) continue;
+    const privs = m[1]!.split(",").map((p) => p.trim().toUpperCase().replace(/\s*\(.*\)$/, ""));
+    const expanded = privs.includes("ALL PRIVILEGES") || privs.includes("ALL") ? ALL_PRIVILEGES : privs;
+    const on = m[2]!;
+    if (on === "*.*") for (const p of expanded) global.add(p);
+    const db = /^`((?:[^`]|``)+)`\.\*$/.exec(on)?.[1]?.replace(/``/g, "`");
+    if (db === undefined) continue;
+    const re = new RegExp(`^${db.replace(/\\([_%])|([_%])|([^_%\\])/g, (_m, esc?: string, wild?: string, ch?: string) =>
+      esc ? escapeRe(esc) : wild === "%" ? ".*" : wild === "_" ? "." : escapeRe(ch ?? ""))}$`);
+    databases.forEach((name, i) => {
+      // RELOAD and PROCESS exist only globally: ALL PRIVILEGES on a database does not give them.
+      if (re.test(name)) for (const p of expanded) if (p !== "RELOAD" && p !== "PROCESS") perDb[i]!.add(p);
+    });
+  }
+  const all = new Set(global);
+  if (databases.length) for (const p of ALL_PRIVILEGES) if (perDb.every((s) => s.has(p))) all.add(p);
+  return all;
+}
+
+const ALL_PRIVILEGES = ["SELECT", "LOCK TABLES", "SHOW VIEW", "TRIGGER", "EVENT", "RELOAD", "PROCESS"];
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
 export function quoteOption(value: string): string {
   return `"${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/\t/g, "\\t")}"`;
 }

@@ -10,7 +10,7 @@ import { DbkeepError } from "../../core/errors.js";
 import type { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
-import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
 
@@ -21,12 +21,16 @@ export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "passw
   inheritAuthEnv?: boolean;
 };
 
-const EXT: Record<string, string> = { plain: ".sql", custom: ".dump", directory: ".tar" };
+const EXT: Record<string, string> = { plain: ".sql", custom: ".dump", directory: ".tar", dumpall: ".sql" };
 
 export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
-  const format = opts.format ?? "plain";
+  const dumpAll = opts.all_databases ?? false;
+  const format = dumpAll ? "dumpall" : (opts.format ?? "plain");
+  /** The database connections go to; in dumpall mode only the one pg_dumpall starts from. */
+  const dbName = opts.database ?? "postgres";
+  const layoutName = dumpAll ? "all-databases" : dbName;
   const binDir = opts.bin_dir ?? (opts.pg_version ? `/usr/lib/postgresql/${opts.pg_version}/bin` : undefined);
-  const where = `host ${opts.host}, database ${opts.database}`;
+  const where = `host ${opts.host}, database ${dumpAll ? "(all)" : dbName}`;
   let resolved: { value: Secret | undefined } | undefined;
   const password = (): Secret | undefined => (resolved ??= { value: opts.password?.() }).value;
 
@@ -97,10 +101,11 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   }
 
   function dump(dopts: DumpOptions): Dump {
+    if (dumpAll) return dumpAllDatabases(dopts);
     return startDump(async (out) => {
       const pgDump = await resolveTool("pg_dump", binDir);
       const toolVer = await toolVersion("pg_dump");
-      const { serverVersion, tables } = await withClient(opts.database, async (c) => {
+      const { serverVersion, tables } = await withClient(dbName, async (c) => {
         const v = await c.query<{ server_version: string }>("SHOW server_version");
         const t = await c.query<{ name: string; est: string }>(
           `SELECT n.nspname || '.' || c.relname AS name, greatest(c.reltuples, 0)::bigint AS est
@@ -122,7 +127,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       if (format !== "directory") {
         const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
         const { child, done: exited } = spawnTool(pgDump, args, {
-          env: toolEnv(opts.database), signal: dopts.signal, timeoutMs, context: where, explain,
+          env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
           stdio: ["ignore", "pipe", "pipe"],
         });
         endAfter(child.stdout as Readable, exited, out);
@@ -136,7 +141,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       try {
         const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
         const { done: exited } = spawnTool(pgDump, args, {
-          env: toolEnv(opts.database), signal: dopts.signal, timeoutMs, context: where, explain,
+          env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
           stdio: ["ignore", "ignore", "pipe"],
         });
         await exited;
@@ -151,14 +156,76 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     });
   }
 
+  async function serverVersion(c: pg.Client): Promise<string> {
+    const v = await c.query<{ server_version: string }>("SHOW server_version");
+    return (v.rows[0]?.server_version ?? "").split(" ")[0] ?? "";
+  }
+
+  /** Roles, tablespaces and every database as one plain SQL script: pg_dumpall has no other format. */
+  function dumpAllDatabases(dopts: DumpOptions): Dump {
+    return startDump(async (out) => {
+      const tool = await resolveTool("pg_dumpall", binDir);
+      const toolVer = await toolVersion("pg_dumpall");
+      const server = await withClient(dbName, serverVersion);
+      checkVersions(toolVer, server, "pg_dumpall");
+      const excludes = (opts.exclude_databases ?? []).map((p) => `--exclude-database=${p}`);
+      const { child, done: exited } = spawnTool(tool, ["--no-password", `--database=${dbName}`, ...excludes], {
+        env: toolEnv(dbName), signal: dopts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, stdio: ["ignore", "pipe", "pipe"],
+        explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
+          ? { hint: "pg_dumpall reads roles (pg_authid) and every database: run it as a superuser" }
+          : explainPgError(stderr),
+      });
+      endAfter(child.stdout as Readable, exited, out);
+      await exited;
+      return { tool: { name: "pg_dumpall", version: toolVer }, serverVersion: server };
+    });
+  }
+
+  /** dumpall mode: the databases already on the server, which the script's CREATE DATABASE would collide with. */
+  async function inspectServer(): Promise<TargetState> {
+    const objects = await withClient(await maintenanceDb(), async (c) => {
+      const r = await c.query<{ datname: string }>("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1");
+      return r.rows.map((x) => `database ${x.datname}`);
+    });
+    return { exists: objects.length > 0, objects };
+  }
+
+  /**
+   * dumpall mode. The script is applied only once it is complete and its checksum verified (a temp file), so an
+   * input error leaves the server untouched. Onto the server it came from, statements such as CREATE ROLE fail
+   * with "already exists": psql keeps going (ON_ERROR_STOP=0) and those errors become warnings.
+   */
+  async function restoreAll(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const psql = await resolveTool("psql", binDir);
+    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgdumpall-"));
+    try {
+      const file = join(scratch, "dumpall.sql");
+      await pipeline(input, createWriteStream(file, { mode: 0o600, flags: "wx" }), { signal: ropts.signal });
+      const admin = await maintenanceDb();
+      const t = spawnTool(psql, ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f", file, "-d", admin], {
+        env: toolEnv(admin), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain,
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      const { stderr } = await t.done;
+      const errors = stderr.split("\n").filter((l) => /ERROR:/.test(l));
+      const existing = errors.filter((l) => /already exists/.test(l)).length;
+      if (existing) ropts.log.warn({ existing }, "objects that already exist on the server were kept as they are");
+      for (const l of errors.filter((x) => !/already exists/.test(x)).slice(0, 50)) ropts.log.warn({ line: l.trim() }, "dumpall: statement failed");
+      if (errors.length) ropts.log.warn({ errors: errors.length }, "pg_dumpall script applied with errors");
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
   async function inspectTarget(): Promise<TargetState> {
+    if (dumpAll) return inspectServer();
     const admin = await maintenanceDb();
     const exists = await withClient(admin, async (c) => {
-      const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [opts.database]);
+      const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [dbName]);
       return (r.rowCount ?? 0) > 0;
     });
     if (!exists) return { exists: false, objects: [] };
-    const objects = await withClient(opts.database, async (c) => {
+    const objects = await withClient(dbName, async (c) => {
       const r = await c.query<{ name: string }>(
         `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -177,8 +244,9 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    * dropped.
    */
   async function restore(input: Readable, ropts: RestoreOptions): Promise<void> {
+    if (ropts.format === "dumpall") return restoreAll(input, ropts);
     const admin = await maintenanceDb();
-    const target = opts.database;
+    const target = dbName;
     const suffix = randomBytes(4).toString("hex");
     const staging = `${target.slice(0, 40)}_dbkeep_restore_${suffix}`;
     const state = await withClient(admin, async (c) => {
@@ -288,8 +356,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   function dumpGlobals(dopts: DumpOptions): Dump {
     return startDump(async (out) => {
       const tool = await resolveTool("pg_dumpall", binDir);
-      const { child, done: exited } = spawnTool(tool, ["--globals-only", "--no-password", `--database=${opts.database}`], {
-        env: toolEnv(opts.database), signal: dopts.signal, context: where, stdio: ["ignore", "pipe", "pipe"],
+      const { child, done: exited } = spawnTool(tool, ["--globals-only", "--no-password", `--database=${dbName}`], {
+        env: toolEnv(dbName), signal: dopts.signal, context: where, stdio: ["ignore", "pipe", "pipe"],
         explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
           ? { hint: "dumping roles needs a superuser (pg_authid); set globals: false or dump as a superuser" }
           : explainPgError(stderr),
@@ -322,13 +390,14 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
   /** verify: true's structural check of a dump read back from the store. */
   async function checkDump(input: Readable, o: { format: string; signal: AbortSignal }): Promise<string> {
-    if (o.format === "plain") {
+    if (o.format === "plain" || o.format === "dumpall") {
       let tail = "";
       for await (const chunk of input) tail = (tail + (chunk as Buffer).toString("latin1")).slice(-4096);
-      if (!tail.includes("PostgreSQL database dump complete")) {
-        throw new DbkeepError("CORRUPT_BACKUP", "the plain dump does not end with pg_dump's completion line: it is truncated");
+      const line = o.format === "plain" ? "PostgreSQL database dump complete" : "PostgreSQL database cluster dump complete";
+      if (!tail.includes(line)) {
+        throw new DbkeepError("CORRUPT_BACKUP", `the ${o.format} dump does not end with its completion line: it is truncated`);
       }
-      return "plain dump is complete";
+      return `${o.format} dump is complete`;
     }
     const tool = o.format === "custom" ? await resolveTool("pg_restore", binDir) : await resolveTool("tar");
     const args = o.format === "custom" ? ["--list"] : ["-t", "-f", "-"];
@@ -346,24 +415,95 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     return "directory dump holds toc.dat";
   }
 
+  /** Tools, versions and privileges, each problem as a finding; stops early only when the server is unreachable. */
+  async function doctor(): Promise<DoctorFinding[]> {
+    const out: DoctorFinding[] = [];
+    const versions: Record<string, string> = {};
+    for (const t of dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"]) {
+      try {
+        versions[t] = await toolVersion(t);
+        out.push({ level: "ok", message: `${t} ${versions[t]} (${await resolveTool(t, binDir)})` });
+      } catch (err) {
+        const e = err as DbkeepError;
+        out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+      }
+    }
+    let facts: { server: string; user: string; superuser: boolean; replication: boolean; readAll: boolean; unreadable: string[] };
+    try {
+      facts = await withClient(dbName, async (c) => {
+        const server = await serverVersion(c);
+        const r = await c.query<{ usr: string; sup: boolean; repl: boolean; readall: boolean }>(
+          `SELECT current_user AS usr, r.rolsuper AS sup, r.rolreplication AS repl,
+                  (current_setting('server_version_num')::int >= 140000 AND pg_has_role(current_user, 'pg_read_all_data', 'USAGE')) AS readall
+             FROM pg_roles r WHERE r.rolname = current_user`,
+        );
+        const t = await c.query<{ name: string }>(
+          `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+              AND NOT has_table_privilege(c.oid, 'SELECT') ORDER BY 1`,
+        );
+        const row = r.rows[0];
+        return { server, user: row?.usr ?? "", superuser: row?.sup ?? false, replication: row?.repl ?? false, readAll: row?.readall ?? false, unreadable: t.rows.map((x) => x.name) };
+      });
+    } catch (err) {
+      const e = err as DbkeepError;
+      out.push({ level: "error", message: `${e.message}${e.details ? `: ${e.details}` : ""}`, ...(e.hint ? { hint: e.hint } : {}) });
+      return out;
+    }
+    out.push({ level: "ok", message: `server PostgreSQL ${facts.server}, connected as ${facts.user} to database ${dbName}` });
+    const dumper = dumpAll ? "pg_dumpall" : "pg_dump";
+    const dv = versions[dumper];
+    if (dv && major(dv) < major(facts.server)) {
+      out.push({
+        level: "error",
+        message: `${dumper} ${dv} cannot dump server ${facts.server}: ${dumper} refuses a server newer than itself`,
+        hint: `install postgresql-client-${major(facts.server)} and set pg_version: ${major(facts.server)} (or bin_dir to its bin directory)`,
+      });
+    } else if (dv) {
+      out.push({ level: "ok", message: `${dumper} ${dv} can dump server ${facts.server}` });
+    }
+    if (dumpAll && !facts.superuser) {
+      out.push({ level: "error", message: `${facts.user} is not a superuser: pg_dumpall cannot read roles (pg_authid)`, hint: "run all_databases backups as a superuser" });
+    }
+    if (facts.unreadable.length) {
+      const shown = facts.unreadable.slice(0, 5).join(", ");
+      const more = facts.unreadable.length > 5 ? ` and ${facts.unreadable.length - 5} more` : "";
+      out.push({
+        level: "error",
+        message: `${facts.user} cannot read ${facts.unreadable.length} table(s) of ${dbName}: ${shown}${more}`,
+        hint: `GRANT SELECT ON ALL TABLES IN SCHEMA ... TO ${facts.user}, or GRANT pg_read_all_data TO ${facts.user} (PostgreSQL 14+)`,
+      });
+    } else {
+      out.push({ level: "ok", message: `${facts.user} can read every table of ${dbName}` });
+    }
+    if (facts.superuser || facts.readAll) out.push({ level: "ok", message: `${facts.user} is ${facts.superuser ? "a superuser" : "a member of pg_read_all_data"}` });
+    else out.push({ level: "warn", message: `${facts.user} is neither a superuser nor a member of pg_read_all_data`, hint: "tables created later may not be readable; GRANT pg_read_all_data covers them all" });
+    if (facts.replication || facts.superuser) out.push({ level: "ok", message: `${facts.user} has REPLICATION` });
+    else out.push({ level: "warn", message: `${facts.user} has no REPLICATION attribute`, hint: "only physical backups (pg_basebackup) need it: ALTER ROLE ... REPLICATION" });
+    return out;
+  }
+
   return {
     name: "postgres",
-    tools: ["pg_dump", "pg_restore", "psql"],
+    tools: dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"],
     format,
     extension: EXT[format] ?? ".sql",
-    database: opts.database,
-    source: () => ({ engine: "postgres", database: opts.database, host: opts.host, port: opts.port, ...(opts.user ? { user: opts.user } : {}) }),
+    database: layoutName,
+    source: () => ({ engine: "postgres", database: layoutName, host: opts.host, port: opts.port, ...(opts.user ? { user: opts.user } : {}) }),
+    doctor,
     async check() {
       const tools: Record<string, string> = {};
-      for (const t of ["pg_dump", "pg_restore", "psql"]) tools[t] = await toolVersion(t);
-      const server = await withClient(opts.database, async (c) => (await c.query<{ v: string }>("SELECT version() AS v")).rows[0]?.v);
+      for (const t of dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"]) tools[t] = await toolVersion(t);
+      const server = await withClient(dbName, async (c) => (await c.query<{ v: string }>("SELECT version() AS v")).rows[0]?.v);
       return { tools, ...(server ? { server } : {}) };
     },
     dump,
     inspectTarget,
     restore,
-    canRestore: (f) => f in EXT,
-    ...(opts.globals ? { extras: () => [{ name: "globals", extension: ".sql", dump: dumpGlobals }] } : {}),
+    // A dumpall script is applied to the server as a whole; the per-database formats go into one database.
+    canRestore: (f) => (dumpAll ? f === "dumpall" : f in EXT && f !== "dumpall"),
+    ...(opts.globals && !dumpAll ? { extras: () => [{ name: "globals", extension: ".sql", dump: dumpGlobals }] } : {}),
     restoreExtra,
     checkDump,
   };
@@ -393,9 +533,9 @@ function major(version: string): number {
   return Number.parseInt(version, 10);
 }
 
-function checkVersions(toolVersion: string, serverVersion: string): void {
+function checkVersions(toolVersion: string, serverVersion: string, tool = "pg_dump"): void {
   if (major(toolVersion) < major(serverVersion)) {
-    throw new DbkeepError("ENGINE_FAILED", `pg_dump ${toolVersion} is older than the server (${serverVersion}); pg_dump refuses to dump a newer server`, {
+    throw new DbkeepError("ENGINE_FAILED", `${tool} ${toolVersion} is older than the server (${serverVersion}); ${tool} refuses to dump a newer server`, {
       hint: `install postgresql-client-${major(serverVersion)} and set pg_version: ${major(serverVersion)} (or bin_dir)`,
     });
   }

@@ -10,7 +10,8 @@ export const postgresDatasourceSchema = z.strictObject({
   password: z.string().optional(),
   password_env: z.string().optional(),
   password_file: z.string().optional(),
-  database: z.string().min(1),
+  /** With all_databases: only the database pg_dumpall connects to first (default postgres). */
+  database: z.string().min(1).optional(),
   sslmode: z.enum(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]).optional(),
   pg_version: z.coerce.number().int().min(9).max(99).optional(),
   bin_dir: z.string().optional(),
@@ -22,5 +23,11 @@ export const postgresDatasourceSchema = z.strictObject({
   maintenance_db: z.string().optional(),
   /** Also back up roles and tablespaces (pg_dumpall --globals-only), stored beside the dump. */
   globals: z.boolean().default(false),
+  /** Every database of the server, with roles and tablespaces, in one pg_dumpall plain SQL dump. */
+  all_databases: z.boolean().default(false),
+  /** With all_databases: databases left out (pg_dumpall --exclude-database patterns), e.g. large scratch databases. */
+  exclude_databases: z.array(z.string().min(1)).optional(),
+}).superRefine((ds, ctx) => {
+  if (!ds.database && !ds.all_databases) ctx.addIssue({ code: "custom", path: ["database"], message: "database is required (or set all_databases: true)" });
 });
 export type PostgresDatasource = z.infer<typeof postgresDatasourceSchema>;

@@ -11,7 +11,7 @@ import { DbkeepError } from "../../core/errors.js";
 import { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
-import type { Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import { RdbCheck } from "./rdb.js";
 import { encodeCommand, LOGICAL_HEADER, LOGICAL_TRAILER, LogicalCheck, printable, RespReader, type LogicalSummary } from "./resp.js";
 import type { RedisDatasource } from "./schema.js";
@@ -624,6 +624,63 @@ export function createRedisEngine(opts: RedisEngineOptions): Engine {
     return `logical dump of ${s.keys} keys in ${s.databases.size} database${s.databases.size === 1 ? "" : "s"}, every payload's CRC-64 ok`;
   }
 
+  /** Tools, server version and whether the ACL lets this user run what a dump needs. */
+  async function doctor(): Promise<DoctorFinding[]> {
+    const out: DoctorFinding[] = [];
+    if (mode === "rdb") {
+      try {
+        const cli = await resolveTool("redis-cli", opts.bin_dir);
+        out.push({ level: "ok", message: `redis-cli ${await cliVersion(cli)} (${cli})` });
+      } catch (err) {
+        const e = err as DbkeepError;
+        out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+      }
+    }
+    try {
+      await withConn(async (c) => {
+        const version = parseInfo(await info(c, "server")).get("redis_version") ?? "?";
+        out.push({ level: "ok", message: `server Redis ${version} at ${where}` });
+        const denied = async (args: string[]): Promise<string | undefined> => {
+          try {
+            await c.send(args);
+            return undefined;
+          } catch (err) {
+            const msg = (err as Error).message;
+            return /NOPERM|no permissions/i.test(msg) ? msg : undefined;
+          }
+        };
+        // Harmless probes: SCAN one step, DUMP of a key that does not exist.
+        for (const [cmd, args] of [["SCAN", ["SCAN", "0", "COUNT", "1"]], ["DUMP", ["DUMP", "dbkeep:doctor:probe"]]] as const) {
+          const no = await denied([...args]);
+          if (no) out.push({ level: mode === "logical" ? "error" : "warn", message: `the ACL user cannot run ${cmd}: ${no}`, hint: `${mode === "logical" ? "a logical backup" : "mode: logical"} needs +${cmd.toLowerCase()} (and ~* keys)` });
+          else out.push({ level: "ok", message: `${cmd} allowed` });
+        }
+        if (mode === "rdb") {
+          // SYNC cannot be probed without starting a transfer: ask the ACL instead (Redis 7+).
+          let user = opts.username ?? "default";
+          try {
+            user = String(await c.send(["ACL", "WHOAMI"]));
+          } catch {
+            // servers before Redis 6 have no ACL; the configured name is as good
+          }
+          for (const cmd of ["SYNC", "PSYNC"]) {
+            try {
+              const r = String(await c.send(["ACL", "DRYRUN", user, cmd, ...(cmd === "PSYNC" ? ["?", "-1"] : [])]));
+              if (r === "OK") out.push({ level: "ok", message: `${cmd} allowed` });
+              else out.push({ level: "error", message: `the ACL user ${user} cannot run ${cmd}: ${r}`, hint: "an rdb backup needs +sync +psync +replconf, or use mode: logical" });
+            } catch (err) {
+              out.push({ level: "warn", message: `cannot check ${cmd} permission: ${(err as Error).message}`, hint: "ACL DRYRUN needs Redis 7 and +acl; an rdb backup needs +sync +replconf" });
+            }
+          }
+        }
+      });
+    } catch (err) {
+      const e = err as DbkeepError;
+      out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+    }
+    return out;
+  }
+
   return {
     name: "redis",
     tools: mode === "rdb" ? ["redis-cli"] : [],
@@ -636,6 +693,7 @@ export function createRedisEngine(opts: RedisEngineOptions): Engine {
       ...(opts.socket ? { path: opts.socket } : { host, port }),
       ...(opts.username ? { user: opts.username } : {}),
     }),
+    doctor,
     async check() {
       const tools: Record<string, string> = {};
       if (mode === "rdb") tools["redis-cli"] = await cliVersion(await resolveTool("redis-cli", opts.bin_dir));

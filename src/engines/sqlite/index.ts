@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { constants as fsConstants, createReadStream, createWriteStream } from "node:fs";
 import { access, mkdir, mkdtemp, rename, rm, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve } from "node:path";
@@ -7,7 +7,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import Database from "better-sqlite3";
 import { DbkeepError } from "../../core/errors.js";
-import type { Dump, DumpOptions, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import { fsyncPath } from "../../core/fsync.js";
 import { startDump } from "../dump.js";
 
@@ -125,6 +125,27 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
     extension: ".db",
     database,
     source: () => ({ engine: "sqlite", database, path }),
+    async doctor() {
+      const out: DoctorFinding[] = [];
+      const db = new Database(":memory:");
+      try {
+        out.push({ level: "ok", message: `SQLite library ${(db.prepare("SELECT sqlite_version() AS v").get() as { v: string }).v}` });
+      } finally {
+        db.close();
+      }
+      try {
+        await access(path, fsConstants.R_OK);
+        out.push({ level: "ok", message: `${path} exists and is readable` });
+      } catch (err) {
+        const missing = (err as NodeJS.ErrnoException).code === "ENOENT";
+        out.push({
+          level: "error",
+          message: missing ? `SQLite database ${path} not found` : `SQLite database ${path} is not readable: ${(err as Error).message}`,
+          hint: missing ? "check the datasource's path" : "run dbkeep as a user that can read the file (and its -wal)",
+        });
+      }
+      return out;
+    },
     async check() {
       const db = new Database(":memory:");
       try {
