@@ -1,6 +1,4 @@
 import { createWriteStream } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -11,6 +9,7 @@ import { minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subproce
 import { startDump } from "../dump.js";
 import type { Dump, DumpOptions, Engine, RestoreOptions, TargetState } from "../engine.js";
 import type { MongodbDatasource } from "./schema.js";
+import { privateDir } from "../../core/private-dir.js";
 
 export type MongodbEngineOptions = Omit<
   MongodbDatasource,
@@ -46,15 +45,8 @@ export function createMongodbEngine(opts: MongodbEngineOptions): Engine {
     const pw = opts.password?.();
     if (uri) lines.push(`uri: ${yamlString(uri.reveal())}`);
     if (pw) lines.push(`password: ${yamlString(pw.reveal())}`);
-    const dir = await mkdtemp(join(tmpdir(), "dbkeep-mongo-"));
-    const config = join(dir, "tool.yaml");
-    try {
-      await writeFile(config, lines.join("\n") + "\n", { mode: 0o600, flag: "wx" });
-    } catch (err) {
-      await rm(dir, { recursive: true, force: true });
-      throw err;
-    }
-    return { dir, config, close: () => rm(dir, { recursive: true, force: true }) };
+    const priv = await privateDir("dbkeep-mongo-", { "tool.yaml": lines.join("\n") + "\n" });
+    return { ...priv, config: join(priv.dir, "tool.yaml") };
   }
 
   async function withSession<T>(fn: (s: Session) => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { access, mkdir, mkdtemp, open, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir, userInfo } from "node:os";
+import { access, mkdir, open, readdir } from "node:fs/promises";
+import { userInfo } from "node:os";
 import { basename, join } from "node:path";
 import { PassThrough, type Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -12,6 +12,7 @@ import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, type SpawnedTool, spawnTool } from "../../core/subprocess.js";
 import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { MysqlDatasource } from "./schema.js";
+import { privateDir } from "../../core/private-dir.js";
 
 export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
@@ -101,16 +102,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
 
   /** A private directory (0700) with the option file (0600); close() removes both, and anything put beside them. */
   async function openSession(): Promise<Session> {
-    const text = await optionFile();
-    const dir = await mkdtemp(join(tmpdir(), "dbkeep-mysql-"));
-    const cnf = join(dir, "client.cnf");
-    try {
-      await writeFile(cnf, text, { mode: 0o600, flag: "wx" });
-    } catch (err) {
-      await rm(dir, { recursive: true, force: true });
-      throw err;
-    }
-    return { dir, cnf, close: () => rm(dir, { recursive: true, force: true }) };
+    const priv = await privateDir("dbkeep-mysql-", { "client.cnf": await optionFile() });
+    return { ...priv, cnf: join(priv.dir, "client.cnf") };
   }
 
   async function withSession<T>(fn: (s: Session) => Promise<T>): Promise<T> {
