@@ -1,9 +1,9 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import pg from "pg";
-import { afterAll } from "vitest";
+import { afterAll, expect } from "vitest";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const CLI = join(ROOT, "dist/cli/main.js");
@@ -100,4 +100,18 @@ export function dbkeepAsync(args: string[], env: Record<string, string> = {}, ti
 
 export function cleanup(path: string): void {
   rmSync(path, { recursive: true, force: true });
+}
+
+/** The one stored data file under `<dir>/backups` whose name ends with `suffix` (asserts there is exactly one). */
+export function storedBackup(dir: string, suffix: string): string {
+  const found: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else if (e.name.endsWith(suffix)) found.push(join(d, e.name));
+    }
+  };
+  walk(join(dir, "backups"));
+  expect(found).toHaveLength(1);
+  return found[0] ?? "";
 }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
 import { explainDb2Error } from "../../src/engines/db2/index.js";
-import { dbkeep, tempDir } from "../helpers/env.js";
+import { dbkeep, tempDir, storedBackup } from "../helpers/env.js";
 
 const PASSWORD = "Db2s3cret";
 const IMAGE = Buffer.concat([Buffer.from("DB2 backup image\n"), Buffer.from(Array.from({ length: 8192 }, (_v, i) => (i * 7) % 256))]);
@@ -120,18 +120,6 @@ function calls(log: string): { argv: string[]; cmd: string; mode: string; haspw:
   }));
 }
 
-function storedBackup(dir: string): string {
-  const found: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else if (e.name.endsWith(".db2.tar.zst")) found.push(join(d, e.name));
-    }
-  };
-  walk(join(dir, "backups"));
-  expect(found).toHaveLength(1);
-  return found[0] ?? "";
-}
 
 describe("db2 engine through the CLI, with stand-in db2 and db2ckbkp", () => {
   it("backs up through a 0600 command file, checks the image, and restores it into another database", () => {
@@ -153,7 +141,7 @@ describe("db2 engine through the CLI, with stand-in db2 and db2ckbkp", () => {
     expect(existsSync(staging)).toBe(false);
     expect(read(join(log, "db2ckbkp.argv")).trim()).toBe(join(staging, "SAMPLE.0.db2inst1.DBPART000.20260101120000.001"));
     expect(b.stdout + b.stderr).not.toContain(PASSWORD);
-    expect(storedBackup(dir)).toMatch(/SAMPLE-\d{8}-\d{6}\.db2\.tar\.zst$/);
+    expect(storedBackup(dir, ".db2.tar.zst")).toMatch(/SAMPLE-\d{8}-\d{6}\.db2\.tar\.zst$/);
 
     writeFileSync(join(bin, "catalog"), "SAMPLE SAMPCOPY\n");
     const refused = dbkeep(["-c", cfg, "restore", "db2", "--to", "dst"], { env: ENV });
@@ -215,7 +203,7 @@ describe("db2 engine through the CLI, with stand-in db2 and db2ckbkp", () => {
     const { bin, log } = fakeTools(dir);
     const cfg = config(dir, bin);
     expect(dbkeep(["-c", cfg, "backup", "db2"], { env: ENV }).code).toBe(0);
-    const file = storedBackup(dir);
+    const file = storedBackup(dir, ".db2.tar.zst");
     const bytes = readFileSync(file);
     const at = Math.floor(bytes.length / 2);
     bytes[at] = (bytes[at] ?? 0) ^ 0x01;

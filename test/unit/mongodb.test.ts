@@ -1,10 +1,10 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
 import { sourceFromUrl } from "../../src/config/urls.js";
 import { explainMongoError } from "../../src/engines/mongodb/index.js";
-import { dbkeep, tempDir } from "../helpers/env.js";
+import { dbkeep, tempDir, storedBackup } from "../helpers/env.js";
 
 const PASSWORD = "s3cr3t-Mongo#pw";
 /** Stands in for an archive: bytes 0x00-0xff, so any mangling on the way shows. */
@@ -78,18 +78,6 @@ const read = (p: string) => readFileSync(p, "utf8");
 const argv = (log: string, tool: string) => read(join(log, `${tool}.argv`)).trimEnd().split("\n");
 const configPath = (args: string[]) => args.find((a) => a.startsWith("--config="))?.slice("--config=".length) ?? "";
 
-function storedBackup(dir: string): string {
-  const found: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else if (e.name.endsWith(".archive.zst")) found.push(join(d, e.name));
-    }
-  };
-  walk(join(dir, "backups"));
-  expect(found).toHaveLength(1);
-  return found[0] ?? "";
-}
 
 describe("mongodb engine through the CLI, with stand-in mongodump / mongorestore", () => {
   it("dumps one database as an archive with the password only in a 0600 config file, and restores it under another name", () => {
@@ -150,7 +138,7 @@ describe("mongodb engine through the CLI, with stand-in mongodump / mongorestore
     expect(args).toEqual([`--config=${configPath(args)}`, "--oplog", "--archive"]);
     expect(read(join(log, "mongodump.config"))).toBe(`uri: ${JSON.stringify(ENV.MONGO_URI)}\n`);
     expect(b.stdout + b.stderr).not.toContain(PASSWORD);
-    expect(storedBackup(dir)).toMatch(/all-databases-\d{8}-\d{6}\.archive\.zst$/);
+    expect(storedBackup(dir, ".archive.zst")).toMatch(/all-databases-\d{8}-\d{6}\.archive\.zst$/);
   });
 
   it("turns Authentication failed into one clear line with a hint, exit 1, and nothing listed", () => {
@@ -172,7 +160,7 @@ describe("mongodb engine through the CLI, with stand-in mongodump / mongorestore
     const { bin, log } = fakeTools(dir);
     const cfg = config(dir, bin, "host: db.internal\n    database: app");
     expect(dbkeep(["-c", cfg, "backup", "mongo"], { env: ENV }).code).toBe(0);
-    const file = storedBackup(dir);
+    const file = storedBackup(dir, ".archive.zst");
     const bytes = readFileSync(file);
     const at = Math.floor(bytes.length / 2);
     bytes[at] = (bytes[at] ?? 0) ^ 0x01;
