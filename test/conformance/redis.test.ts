@@ -270,7 +270,7 @@ if (available && source && target && locked) {
       }, { verify: true });
       const { code, output, procs } = await runWatchingChildren(["-c", cfg, "backup", "rdb-job"], { DBKEEP_TEST_REDIS_PW: SECRET });
       expect(code, output).toBe(0);
-            const cli = procs.find((p) => /redis-cli .*--rdb -/.test(p.cmdline));
+      const cli = procs.find((p) => /redis-cli .*--rdb -/.test(p.cmdline) && p.environ !== "");
       expect(cli, "redis-cli should have been seen running").toBeDefined();
       expect(cli?.environ).toContain(`REDISCLI_AUTH=${SECRET}`);
       for (const p of procs) expect(p.cmdline).not.toContain(SECRET);

@@ -48,7 +48,12 @@ export async function runWatchingChildren(args: string[], env: Record<string, st
   let running = true;
   void exited.then(() => (running = false));
   while (running) {
-    for (const p of descendants(child.pid!)) seen.set(p.pid, p);
+    for (const p of descendants(child.pid!)) {
+      // A process caught while it exits reads back an empty environment (and sometimes an empty argument list):
+      // keep the fullest reading of each process so that a late poll never erases an earlier one.
+      const before = seen.get(p.pid);
+      if (!before || (before.cmdline === p.cmdline ? p.environ.length > before.environ.length : p.cmdline.length > 0)) seen.set(p.pid, p);
+    }
     await new Promise((r) => setTimeout(r, 5));
   }
   return { code: await exited, output, procs: [...seen.values()] };
