@@ -18,6 +18,8 @@ declare -A TOOLS=(
   [age]=age [age-keygen]=age [script]=bsdutils
   [redis-server]=redis-server [redis-cli]=redis-tools [openssl]=openssl
   [mariadb]=mariadb-client [mariadb-dump]=mariadb-client [mydumper]=mydumper
+  [ssh-keygen]=openssh-client [sftp]=openssh-client [/usr/sbin/sshd]=openssh-server
+  [restic]=restic [rclone]=rclone [tmux]=tmux
 )
 missing=()
 for cmd in "${!TOOLS[@]}"; do

@@ -107,8 +107,8 @@ export interface DumpFlags {
 }
 
 /** A plan for one-off mode: a source URL and a store URL, no config file. */
-export function oneOffPlan(sourceUrl: string | undefined, storeUrl: string, flags: DumpFlags, log: Logger): JobPlan {
-  const store = storeFromUrl(storeUrl);
+export function oneOffPlan(sourceUrl: string | undefined, storeUrls: string | string[], flags: DumpFlags, log: Logger): JobPlan {
+  const stores = (Array.isArray(storeUrls) ? storeUrls : [storeUrls]).map((url) => ({ name: url, section: storeFromUrl(url) }));
   const source = sourceUrl ? sourceFromUrl(sourceUrl) : undefined;
   for (const w of source?.warnings ?? []) log.warn(w);
   const options = { ...(source?.options ?? {}) };
@@ -123,7 +123,9 @@ export function oneOffPlan(sourceUrl: string | undefined, storeUrl: string, flag
   return {
     name: "one-off",
     datasource: { path: "source", section: { engine: source?.engine ?? "sqlite", options, secretFields: source?.secretFields ?? [] } },
-    store: { name: storeUrl, section: store },
+    store: stores[0]!,
+    stores,
+    require: "all",
     compression,
     ...(level !== undefined ? { level } : {}),
     verify: flags.verify ?? false,

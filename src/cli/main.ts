@@ -7,12 +7,19 @@ import { registerBackup } from "./commands/backup.js";
 import { registerConfig } from "./commands/config.js";
 import { registerDaemon } from "./commands/daemon.js";
 import { registerDoctor } from "./commands/doctor.js";
+import { registerQuery } from "./commands/query.js";
+import { registerConsole } from "./commands/console.js";
 import { registerHistory } from "./commands/history.js";
 import { registerCrypt } from "./commands/crypt.js";
 import { registerList } from "./commands/list.js";
 import { registerNotify } from "./commands/notify.js";
 import { registerPrune } from "./commands/prune.js";
 import { registerRestore } from "./commands/restore.js";
+import { registerVerify } from "./commands/verify.js";
+import { registerDownload } from "./commands/download.js";
+import { registerStatus } from "./commands/status.js";
+import { registerStores } from "./commands/stores.js";
+import { registerSync } from "./commands/sync.js";
 import { Context, type GlobalOptions } from "./context.js";
 
 /** The only place that decides exit codes: 0 ok, 1 a job or operation failed, 2 usage or config error. */
@@ -56,13 +63,20 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerBackup(program, ctx);
   registerList(program, ctx);
   registerRestore(program, ctx);
+  registerVerify(program, ctx);
   registerPrune(program, ctx);
+  registerStatus(program, ctx);
+  registerSync(program, ctx);
+  registerDownload(program, ctx);
+  registerStores(program, ctx);
   registerConfig(program, ctx);
   registerDaemon(program, ctx);
   registerHistory(program, ctx);
   registerCrypt(program, ctx);
   registerNotify(program, ctx);
   registerDoctor(program, ctx);
+  registerQuery(program, ctx);
+  registerConsole(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

@@ -29,7 +29,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
   const job: Record<string, unknown> = { datasource: "source", store: "store" };
   if (env.DBKEEP_PREFIX) job.prefix = env.DBKEEP_PREFIX;
   if (env.DBKEEP_COMPRESSION) job.compression = env.DBKEEP_COMPRESSION;
-  if (env.DBKEEP_VERIFY) job.verify = /^(1|true|yes)$/i.test(env.DBKEEP_VERIFY);
+  if (env.DBKEEP_VERIFY) job.verify = /^restore$/i.test(env.DBKEEP_VERIFY) ? "restore" : /^(1|true|yes)$/i.test(env.DBKEEP_VERIFY);
   const schedule = env.DBKEEP_SCHEDULE ?? env.CRON_SCHEDULE;
   const interval = num(env.BACKUP_INTERVAL_SECONDS, "BACKUP_INTERVAL_SECONDS");
   let once = false;

@@ -175,7 +175,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
     if (job.store && job.stores) problems.push({ path: p, message: "give either store or stores, not both" });
     const stores = job.stores ?? (job.store ? [job.store] : []);
     if (stores.length === 0) problems.push({ path: `${p}.store`, message: "missing store" });
-    if (stores.length > 1) problems.push({ path: `${p}.stores`, message: "several stores per job are not available in this version; give one" });
+    const twice = stores.filter((x, i) => stores.indexOf(x) !== i);
+    if (twice.length > 0) problems.push({ path: `${p}.stores`, message: `store "${twice[0]}" is listed twice` });
     for (const s of stores) {
       if (!(s in c.stores)) problems.push({ path: `${p}.${job.stores ? "stores" : "store"}`, message: `unknown store "${s}" (defined: ${defined(c.stores)})` });
     }
@@ -188,12 +189,33 @@ export function validateConfig(raw: unknown, file?: string): Config {
       if (!(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
     }
     if (parsedJob.success && parsedJob.data.schedule && parsedJob.data.every !== undefined) problems.push({ path: p, message: "give either schedule or every, not both" });
+    if (parsedJob.success) problems.push(...selectiveJobProblems(parsedJob.data, c.datasources[job.datasource]?.engine, p));
+    const vds = parsedJob.success ? parsedJob.data.verify_datasource : undefined;
+    if (vds && !(vds in c.datasources)) problems.push({ path: `${p}.verify_datasource`, message: `unknown datasource "${vds}" (defined: ${defined(c.datasources)})` });
     if (parsedJob.success) out.jobs[name] = { ...parsedJob.data, stores };
   }
   if (c.timezone && !validTimeZone(c.timezone)) problems.push({ path: "timezone", message: `unknown time zone "${c.timezone}"` });
 
   if (problems.length > 0) throw configError(file, problems);
   return out;
+}
+
+/** Partial and differential keys of a job: only on the engines that have them, differential keys only with the mode. */
+function selectiveJobProblems(job: JobConfig, engine: unknown, p: string): Problem[] {
+  const problems: Problem[] = [];
+  const kind = engine === "postgresql" ? "postgres" : engine === "mariadb" ? "mysql" : engine;
+  for (const k of ["tables", "exclude_tables", "schemas", "exclude_schemas"] as const) {
+    if (job[k] && kind !== "postgres" && !(kind === "mysql" && !k.includes("schemas"))) {
+      problems.push({ path: `${p}.${k}`, message: k.includes("schemas") ? `${k} exists for PostgreSQL datasources only` : `${k} exists for PostgreSQL and MySQL/MariaDB datasources only` });
+    }
+  }
+  if (job.mode === "differential" && kind !== "postgres" && kind !== "mysql") {
+    problems.push({ path: `${p}.mode`, message: "mode: differential exists for PostgreSQL and MySQL/MariaDB datasources only" });
+  }
+  for (const k of ["basis_column", "basis_columns", "track_deletes", "max_chain", "full_every", "cutoff_margin"] as const) {
+    if (job[k] !== undefined && job.mode !== "differential") problems.push({ path: `${p}.${k}`, message: `${k} goes with mode: differential` });
+  }
+  return problems;
 }
 
 /** The references of a job whose other keys did not validate, for the cross-reference checks. */

@@ -3,6 +3,7 @@ import { COMPRESSIONS } from "../core/compression.js";
 import { decodeRecipient } from "../crypto/keys.js";
 import { checkSpan } from "../core/retention.js";
 import { checkCron } from "../daemon/schedule.js";
+import { verificationSchema } from "../verify/settings.js";
 
 /** `30`, `30s`, `5m`, `2h`, `7d`: seconds. */
 export const duration = z.union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?\s*(ms|s|m|h|d)?$/, "expected a duration such as 30, 30s, 5m, 2h or 7d")]);
@@ -41,6 +42,8 @@ const policyShape = {
   keep_within_monthly: span.optional(),
   keep_within_yearly: span.optional(),
   min_keep: count.optional(),
+  /** Keep the newest N backups that passed `dbkeep verify` (a restore), whatever the other rules say. */
+  keep_verified: count.optional(),
 };
 
 export const retentionSchema = z.strictObject({
@@ -103,8 +106,17 @@ export const jobSchema = z.strictObject({
   datasource: z.string().min(1),
   store: z.string().min(1).optional(),
   stores: z.array(z.string().min(1)).min(1).optional(),
+  /** With several stores: "all" (default) fails the job when one store failed; "any" only when every store did. */
+  require: z.enum(["all", "any"]).default("all"),
+  /** `dbkeep daemon`: copy backups missing from a store (e.g. after an outage) on this schedule. */
+  sync_schedule: cronExpression.optional(),
   prefix: z.string().optional(),
-  verify: z.boolean().default(false),
+  /** true: read back and check size, SHA-256 and structure; restore: verify by a real restore into a scratch target. */
+  verify: z.union([z.boolean(), z.literal("restore")]).default(false),
+  /** Where `verify: restore` and `dbkeep verify` create scratch databases (default: the job's own server). */
+  verify_datasource: z.string().min(1).optional(),
+  /** Scratch cluster, migration table, custom SQL assertions, health check, schedule (docs/verify.md). */
+  verification: verificationSchema.optional(),
   retry: retrySchema.optional(),
   notify: z.array(z.strictObject({ notifier: z.string().min(1), on: z.enum(["failure", "success", "always"]).default("failure") })).optional(),
   retention: retentionSchema.optional(),
@@ -135,6 +147,25 @@ export const jobSchema = z.strictObject({
   compression_level: z.number().int().optional(),
   /** Replaces the top-level encryption block for this job. */
   encryption: encryptionSchema.optional(),
+  /** A partial backup: these replace the datasource's own (globs; schemas for PostgreSQL only). */
+  tables: z.array(z.string().min(1)).min(1).optional(),
+  exclude_tables: z.array(z.string().min(1)).min(1).optional(),
+  schemas: z.array(z.string().min(1)).min(1).optional(),
+  exclude_schemas: z.array(z.string().min(1)).min(1).optional(),
+  /** differential: the rows changed since the job's last full backup (PostgreSQL, MySQL/MariaDB). */
+  mode: z.enum(["full", "differential"]).optional(),
+  /** The column that tells when a row last changed (default updated_at): a timestamp type. */
+  basis_column: z.string().min(1).optional(),
+  /** Per table (`schema.table` or `table`): its basis column, or null to dump that table whole every time. */
+  basis_columns: z.record(z.string(), z.string().min(1).nullable()).optional(),
+  /** Store each table's primary keys, so that restore removes rows deleted since the full backup. */
+  track_deletes: z.boolean().optional(),
+  /** After this many differentials on one full backup, the next run is a full backup (default 7). */
+  max_chain: z.number().int().min(1).optional(),
+  /** A full backup older than this makes the next run a full backup (default 7d). */
+  full_every: duration.optional(),
+  /** Moves the safe point of a full backup back by this much (default 1m): clock skew of the writers. */
+  cutoff_margin: duration.optional(),
 });
 export type JobConfig = z.infer<typeof jobSchema>;
 

@@ -133,18 +133,73 @@ export function sourceFromUrl(url: string): Section & { engine: string; warnings
 /** Query parameters of a mongodb:// URL that are dbkeep's keys; every other one belongs to the connection string. */
 const MONGO_KEYS = new Set(["compression", "level", "compression_level", "oplog", "bin_dir", "timeout", "database"]);
 
-/** A store from a URL or path: `./backups`, `/var/backups`, `file:///var/backups`, `local:./backups`. */
+/**
+ * A store from a URL or path, for one-off mode and sidecar containers:
+ * - `./backups`, `/var/backups`, `~/backups`, `file:///var/backups`, `local:./backups`
+ * - `s3://bucket/prefix?endpoint=https://...&region=...` (credentials: the AWS chain, e.g. AWS_ACCESS_KEY_ID)
+ * - `sftp://user@host:port/path?key_file=...&known_hosts=...` (also `ssh://`)
+ * - `azure://container/prefix?account=NAME` (AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN)
+ * - `gs://bucket/prefix` (application default credentials, GOOGLE_APPLICATION_CREDENTIALS)
+ * - `restic:REPOSITORY` (RESTIC_PASSWORD or RESTIC_PASSWORD_FILE), `rclone:REMOTE:PATH`
+ * Query parameters are the store's own keys (docs/stores/<type>.md). Credentials never go in the URL.
+ */
 export function storeFromUrl(url: string): Section & { type: string } {
   let path: string | undefined;
   if (/^file:\/\//i.test(url)) path = decodeURIComponent(new URL(url).pathname);
   else if (/^local:/i.test(url)) path = url.slice("local:".length);
   else if (!/^[a-z][a-z0-9+.-]*:/i.test(url)) path = url.startsWith("~") ? url.replace(/^~/, process.env.HOME ?? "~") : url;
-  if (path) {
-    const opts = STORES.local!.schema.parse({ type: "local", path });
-    return { type: "local", options: opts, secretFields: [] };
-  }
+  if (path) return storeSection({ type: "local", path }, url);
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase() ?? "";
-  throw usage(`store URL scheme "${scheme}:" is not available in this version`, "give a directory, e.g. --to ./backups");
+  const env = process.env;
+  if (scheme === "restic") {
+    const repository = url.slice("restic:".length);
+    return storeSection({ type: "restic", repository, ...(env.RESTIC_PASSWORD ? { password_env: "RESTIC_PASSWORD" } : env.RESTIC_PASSWORD_FILE ? { password_file: env.RESTIC_PASSWORD_FILE } : {}) }, url);
+  }
+  if (scheme === "rclone") return storeSection({ type: "rclone", remote: url.slice("rclone:".length) }, url);
+  if (!["s3", "sftp", "ssh", "azure", "gs", "gcs"].includes(scheme)) {
+    throw usage(`unsupported store URL scheme "${scheme}:"`, "give a directory (./backups), s3://bucket/prefix, sftp://user@host/path, azure://container/prefix, gs://bucket/prefix, restic:REPO or rclone:REMOTE:PATH");
+  }
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw usage(`invalid store URL ${redactUrl(url)}`, "e.g. s3://bucket/prefix?endpoint=https://s3.example.com");
+  }
+  if (u.password) throw usage("a password in a store URL would be visible in the process list", "use a config file with password_env / key_file, or the service's own environment variables");
+  const prefix = decodeURIComponent(u.pathname.replace(/^\/+/, ""));
+  const q = params(u.searchParams);
+  const host = decodeURIComponent(u.hostname);
+  if (!host) {
+    const what = scheme === "azure" ? "container" : scheme === "sftp" || scheme === "ssh" ? "host" : "bucket";
+    throw usage(`missing ${what} name in ${redactUrl(url)}`, scheme === "azure" ? "e.g. azure://CONTAINER/prefix" : scheme === "sftp" || scheme === "ssh" ? "e.g. sftp://user@HOST/path" : `e.g. ${scheme}://BUCKET/prefix`);
+  }
+  switch (scheme) {
+    case "s3":
+      return storeSection({ type: "s3", bucket: host, ...(prefix ? { prefix } : {}), ...q }, url);
+    case "gs":
+    case "gcs":
+      return storeSection({ type: "gcs", bucket: host, ...(prefix ? { prefix } : {}), ...q }, url);
+    case "azure": {
+      const creds = env.AZURE_STORAGE_CONNECTION_STRING ? { connection_string_env: "AZURE_STORAGE_CONNECTION_STRING" } : env.AZURE_STORAGE_KEY ? { account_key_env: "AZURE_STORAGE_KEY" } : env.AZURE_STORAGE_SAS_TOKEN ? { sas_token_env: "AZURE_STORAGE_SAS_TOKEN" } : {};
+      const account = env.AZURE_STORAGE_ACCOUNT && !q.account && !creds.connection_string_env ? { account: env.AZURE_STORAGE_ACCOUNT } : {};
+      return storeSection({ type: "azure", container: host, ...(prefix ? { prefix } : {}), ...creds, ...account, ...q }, url);
+    }
+    default:
+      return storeSection({ type: "ssh", host, ...(u.port ? { port: Number(u.port) } : {}), ...(u.username ? { user: decodeURIComponent(u.username) } : {}), path: decodeURIComponent(u.pathname) || ".", ...q }, url);
+  }
+}
+
+function storeSection(options: Record<string, unknown>, url: string): Section & { type: string } {
+  const type = options.type as string;
+  const plugin = STORES[type]!;
+  const parsed = plugin.schema.safeParse(options);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    const key = i?.path.join(".") ?? "";
+    const msg = i?.code === "unrecognized_keys" ? `unknown parameter ${i.keys.map((k) => `"${k}"`).join(", ")}` : `${key ? key + ": " : ""}${i?.message ?? "invalid"}`;
+    throw usage(`invalid ${type} store URL ${redactUrl(url)}: ${msg}`, `parameters are the store's keys: see docs/stores/${type}.md`);
+  }
+  return { type, options: parsed.data, secretFields: plugin.secrets };
 }
 
 function params(q: URLSearchParams): Record<string, unknown> {

@@ -1,8 +1,10 @@
-import { COMPRESSION_EXT, type Compression } from "./compression.js";
+import type { Readable } from "node:stream";
+import { COMPRESSION_EXT, compressesNatively, type Compression } from "./compression.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { backupKeys, checksumLine, ENCRYPTED_EXT, putText, serializeManifest, MANIFEST_VERSION, type Manifest, type BackupKeys } from "./manifest.js";
-import { streamFromStore, streamToStore, type Progress } from "./pipeline.js";
+import { backupKeys, checksumLine, ENCRYPTED_EXT, putText, serializeManifest, MANIFEST_VERSION, MANIFEST_VERSION_SELECTIVE, type Manifest, type BackupKeys } from "./manifest.js";
+import { streamFromStore, streamToStore, type Progress, type ToStoreOptions } from "./pipeline.js";
+import { redact } from "./redact.js";
 import { VERSION } from "./version.js";
 import { createAgeDecryptStream, createAgeEncryptStream, type Identity, type Recipient } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
@@ -13,7 +15,8 @@ export interface BackupSpec {
   /** A label of the backup's kind (seed 001: daily, weekly, manual); "manual" backups are never pruned. */
   type?: string;
   engine: Engine;
-  store: Store;
+  /** Where the backup goes: one store, or several written at once from the same stream. */
+  stores: Store[];
   prefix?: string;
   compression: Compression;
   level?: number;
@@ -27,28 +30,77 @@ export interface BackupSpec {
   encryption?: Recipient[];
 }
 
+/** What one store of a backup ended with. */
+export interface StoreResult {
+  store: Store;
+  ok: boolean;
+  error?: DbkeepError;
+}
+
+export interface BackupOutcome {
+  manifest: Manifest;
+  /** One per store, in the spec's order: which hold the complete backup and why the others do not. */
+  stores: StoreResult[];
+}
+
 /**
- * One backup of one datasource to one store: data, then the .sha256 sidecar, then the manifest, last. If anything
- * fails before the manifest is written, what was written is removed again; what a killed run leaves behind has no
- * manifest, so it is never listed as a backup, and prune removes it.
+ * One backup of one datasource to one or several stores: data, then the .sha256 sidecar, then the manifest, last,
+ * in each store. If anything fails before a store's manifest is written, what was written there is removed again;
+ * what a killed run leaves behind has no manifest, so it is never listed as a backup, and prune removes it. With
+ * several stores the dump is read once and streamed to all of them; a store that fails is dropped and reported, the
+ * others complete. Rejects only when no store holds the complete backup.
  */
-export async function runBackup(spec: BackupSpec): Promise<Manifest> {
+export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
   const now = spec.now ?? (() => new Date());
   const started = now();
-  const { engine, store, log } = spec;
-  const keys = await freeKeys(spec, started);
-  log.info({ store: store.name, key: keys.data }, `backing up ${engine.name} database ${engine.database}`);
-  const written: string[] = [];
+  const { engine, log } = spec;
+  const { keys, unreachable } = await freeKeys(spec, started);
+  const names = spec.stores.map((s) => s.name).join(", ");
+  log.info({ store: names, key: keys.data }, `backing up ${engine.name} database ${engine.database}`);
+  const results: StoreResult[] = spec.stores.map((store) => ({ store, ok: true }));
+  const written = new Map<Store, string[]>(spec.stores.map((s) => [s, []]));
+  const live = () => results.filter((r) => r.ok).map((r) => r.store);
+  const cleanup = async (store: Store) => {
+    // The manifest goes first so that nothing half-deleted looks like a backup.
+    await store.delete([...written.get(store)!].reverse()).catch((e: unknown) =>
+      log.warn({ store: store.name, err: (e as Error).message }, "could not remove the partial backup; the next prune removes it"),
+    );
+  };
+  const drop = async (store: Store, err: unknown) => {
+    const r = results.find((x) => x.store === store)!;
+    if (!r.ok) return;
+    r.ok = false;
+    r.error = toDbkeepError(err, "STORE_FAILED");
+    log.error({ store: store.name, err: redact(r.error.message) }, `store ${store.name} failed; the backup goes on in the others`);
+    await cleanup(store);
+  };
+  /** Streams to every live store; the stores that fail are dropped. */
+  const upload = async (o: Omit<ToStoreOptions, "stores">) => {
+    for (const s of live()) written.get(s)!.push(o.key);
+    const r = await streamToStore({ ...o, stores: live() });
+    for (const x of r.outcomes) if (!x.ok) await drop(x.store, x.error);
+    return r;
+  };
+  /** Runs `fn` for each live store at once; a store whose step fails is dropped. */
+  const each = async (fn: (store: Store) => Promise<void>) => {
+    await Promise.all(live().map((store) => fn(store).catch((err: unknown) => drop(store, err))));
+    if (live().length === 0) throw results.find((r) => r.error)!.error!;
+  };
+  for (const [store, err] of unreachable) await drop(store, err);
   try {
-    const dump = engine.dump({ signal: spec.signal, log });
-    written.push(keys.data);
+    // With a process compressor, an engine whose dump is one tool's stdout hands it over to be connected to the
+    // compressor directly (the dump's bytes never pass through node).
+    let handOver: ((s: Readable | undefined) => void) | undefined;
+    const handed = engine.handsOverStdout && compressesNatively(spec.compression) ? new Promise<Readable | undefined>((res) => (handOver = res)) : undefined;
+    const dump = engine.dump({ signal: spec.signal, log, ...(handOver ? { handOver } : {}) });
+    if (handOver) void dump.done.finally(() => handOver?.(undefined)).catch(() => undefined);
     const encryptor = spec.encryption ? createAgeEncryptStream(spec.encryption) : undefined;
-    const result = await streamToStore({
+    const result = await upload({
       source: dump.stream,
+      ...(handed ? { native: { stdout: handed, done: dump.done } } : {}),
       compression: spec.compression,
       level: spec.level,
       ...(encryptor ? { stages: [encryptor] } : {}),
-      store,
       key: keys.data,
       signal: spec.signal,
       onProgress: spec.onProgress,
@@ -57,22 +109,24 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
     const extras: NonNullable<Manifest["extras"]> = [];
     for (const extra of engine.extras?.() ?? []) {
       const key = keys.data.slice(0, keys.data.lastIndexOf("/") + 1) + `${keys.id}.${extra.name}${extra.extension}${COMPRESSION_EXT[spec.compression]}${spec.encryption ? ENCRYPTED_EXT : ""}`;
-      written.push(key);
       const x = extra.dump({ signal: spec.signal, log });
-      const r = await streamToStore({ source: x.stream, compression: spec.compression, level: spec.level, ...(spec.encryption ? { stages: [createAgeEncryptStream(spec.encryption)] } : {}), store, key, signal: spec.signal });
+      const r = await upload({ source: x.stream, compression: spec.compression, level: spec.level, ...(spec.encryption ? { stages: [createAgeEncryptStream(spec.encryption)] } : {}), key, signal: spec.signal });
       await x.done;
       extras.push({ name: extra.name, key, sha256: r.sha256, raw_bytes: r.rawBytes, stored_bytes: r.storedBytes });
       log.info({ key, bytes: r.storedBytes }, `stored ${extra.name}`);
     }
-    written.push(keys.checksum);
-    await putText(store, keys.checksum, checksumLine(result.sha256, keys.data), spec.signal);
-
     // The file key is still in memory: read-back decrypts with it, so verify needs no secret key on this machine.
-    if (spec.verify) await verifyStored(store, keys.data, result, spec, encryptor?.fileKeyIdentity());
+    const fileKey = encryptor?.fileKeyIdentity();
+    await each(async (store) => {
+      written.get(store)!.push(keys.checksum);
+      await putText(store, keys.checksum, checksumLine(result.sha256, keys.data), spec.signal);
+      if (spec.verify) await verifyStored(store, keys.data, result, spec, fileKey);
+    });
 
     const finished = now();
     const manifest: Manifest = {
-      manifest_version: MANIFEST_VERSION,
+      // Partial and differential backups get version 2, which a dbkeep that predates them refuses to restore.
+      manifest_version: info.selection || info.differential ? MANIFEST_VERSION_SELECTIVE : MANIFEST_VERSION,
       id: keys.id,
       ...(spec.job ? { job: spec.job } : {}),
       ...(spec.type ? { type: spec.type } : {}),
@@ -94,27 +148,36 @@ export async function runBackup(spec: BackupSpec): Promise<Manifest> {
       ...(info.tool ? { tool: info.tool } : {}),
       ...(info.serverVersion ? { server_version: info.serverVersion } : {}),
       ...(info.tables ? { tables: info.tables } : {}),
+      ...(info.objects ? { objects: info.objects } : {}),
       ...(extras.length ? { extras } : {}),
+      ...(info.selection ? { selection: info.selection } : {}),
+      ...(info.differential ? { differential: info.differential } : {}),
       dbkeep_version: VERSION,
     };
-    written.push(keys.manifest);
-    await putText(store, keys.manifest, serializeManifest(manifest), spec.signal);
-    return manifest;
+    await each(async (store) => {
+      written.get(store)!.push(keys.manifest);
+      await putText(store, keys.manifest, serializeManifest(manifest), spec.signal);
+    });
+    return { manifest, stores: results };
   } catch (err) {
-    // Remove what this run wrote; the manifest goes first so that nothing half-deleted looks like a backup.
-    await store.delete([...written].reverse()).catch((e: unknown) =>
-      log.warn({ err: (e as Error).message }, "could not remove the partial backup; the next prune removes it"),
-    );
+    await Promise.all(live().map(cleanup));
     throw toDbkeepError(err, "ENGINE_FAILED");
   }
 }
 
-/** The keys for a backup at `at`, with a -2, -3 ... suffix if another backup of the same second exists. */
-async function freeKeys(spec: BackupSpec, at: Date): Promise<BackupKeys> {
+/**
+ * The keys for a backup at `at`, with a -2, -3 ... suffix if another backup of the same second exists. A store that
+ * cannot even be asked is reported in `unreachable` (the backup goes on in the others); if none can, it throws.
+ */
+async function freeKeys(spec: BackupSpec, at: Date): Promise<{ keys: BackupKeys; unreachable: Map<Store, unknown> }> {
+  const unreachable = new Map<Store, unknown>();
   for (let n = 1; n < 100; n++) {
     const keys = backupKeys(spec.prefix, spec.engine.database, at, spec.engine.extension, spec.compression, n, spec.encryption ? ENCRYPTED_EXT : "");
-    const [m, d] = await Promise.all([spec.store.stat(keys.manifest), spec.store.stat(keys.data)]);
-    if (!m && !d) return keys;
+    const asked = spec.stores.filter((s) => !unreachable.has(s));
+    const taken = await Promise.allSettled(asked.map(async (s) => Boolean((await s.stat(keys.manifest)) ?? (await s.stat(keys.data)))));
+    taken.forEach((t, i) => t.status === "rejected" && unreachable.set(asked[i]!, t.reason));
+    if (unreachable.size === spec.stores.length) throw unreachable.values().next().value;
+    if (taken.every((t) => t.status === "rejected" || !t.value)) return { keys, unreachable };
   }
   throw new DbkeepError("STORE_FAILED", "too many backups in the same second");
 }

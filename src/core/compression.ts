@@ -1,6 +1,7 @@
-import { Duplex, PassThrough } from "node:stream";
+import { Duplex, PassThrough, type Readable } from "node:stream";
 import zlib from "node:zlib";
 import { DbkeepError } from "./errors.js";
+import { endAfter } from "./streams.js";
 import { resolveTool, spawnTool } from "./subprocess.js";
 
 export const COMPRESSIONS = ["gzip", "zstd", "lz4", "none"] as const;
@@ -107,4 +108,40 @@ export function sniffCompression(head: Buffer): Compression | undefined {
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return "zstd";
   if (head.length >= 4 && head.readUInt32LE(0) === 0x184d2204) return "lz4";
   return undefined;
+}
+
+/** Whether `compression` runs as a process that can read a dump tool's stdout directly. */
+export function compressesNatively(compression: Compression): boolean {
+  return compression === "zstd" || compression === "lz4";
+}
+
+/**
+ * A compressor process reading `input` (a dump tool's stdout, handed over) directly: the raw dump never passes
+ * through node. Its output ends only after the compressor exited with 0 and `upstream` (the dump) succeeded.
+ * `rawBytes` comes from the compressor's own final report, which gives exact byte counts at these verbosities
+ * (`zstd -vv`: "(N B => M B, ...)", `lz4 -v`: "Compressed N bytes into M bytes").
+ */
+export async function nativeCompressor(
+  compression: Compression,
+  level: number | undefined,
+  input: Readable,
+  upstream: Promise<unknown>,
+  signal?: AbortSignal,
+): Promise<{ stream: Readable; rawBytes: Promise<number> }> {
+  const tool = compression === "zstd" ? "zstd" : "lz4";
+  const args =
+    compression === "zstd"
+      ? ["-vv", "-c", `-${level ?? LEVELS.zstd.def}`, "-T0", ...(level && level > 19 ? ["--ultra"] : [])]
+      : ["-v", "-c", `-${level ?? LEVELS.lz4.def}`];
+  const path = await resolveTool(tool);
+  const { child, done } = spawnTool(path, args, { signal, context: "compression stage", stdio: [input, "pipe", "pipe"] });
+  // The compressor holds its own copy of the pipe now; node's copy is closed so that it never reads from it.
+  input.destroy();
+  const rawBytes = done.then((r) => {
+    const m = compression === "zstd" ? /\(\s*(\d+) B =>/.exec(r.stderr) : /Compressed\s+(\d+) bytes into/.exec(r.stderr);
+    if (!m) throw new DbkeepError("INTERNAL", `${tool} did not report the size it read`, { details: r.stderr.slice(-500) });
+    return Number(m[1]);
+  });
+  rawBytes.catch(() => undefined);
+  return { stream: endAfter(child.stdout as Readable, Promise.all([done, upstream, rawBytes])), rawBytes };
 }

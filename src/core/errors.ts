@@ -22,6 +22,8 @@ export type ErrorCode =
   | "HOOK_FAILED"
   | "LOCKED"
   | "NOT_AVAILABLE"
+  | "IO_FAILED"
+  | "VERIFY_FAILED"
   | "INTERNAL";
 
 export interface DbkeepErrorOptions {

@@ -18,6 +18,9 @@ export interface HistoryEntry {
   attempts: number;
   error: string | null;
   trigger: string;
+  /** Verification by restore (verify: restore, or trigger "verify"): passed or not, and the restore's duration. */
+  verified: boolean | null;
+  restore_seconds: number | null;
 }
 
 /** Where the run history lives: $DBKEEP_STATE_DIR/history.db unless the config's daemon.history says otherwise. */
@@ -52,11 +55,15 @@ export class History {
       trigger TEXT NOT NULL DEFAULT 'manual'
     );
     CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, started_at);`);
+    // Added with verification by restore; older history files get the columns here.
+    const cols = new Set((this.#db.prepare("PRAGMA table_info(runs)").all() as { name: string }[]).map((c) => c.name));
+    if (!cols.has("verified")) this.#db.exec("ALTER TABLE runs ADD COLUMN verified INTEGER");
+    if (!cols.has("restore_seconds")) this.#db.exec("ALTER TABLE runs ADD COLUMN restore_seconds REAL");
   }
 
   record(r: JobResult, startedAt: Date, trigger: string): void {
     this.#db
-      .prepare("INSERT INTO runs (job, started_at, finished_at, ok, seconds, bytes, backup, store, attempts, error, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+      .prepare("INSERT INTO runs (job, started_at, finished_at, ok, seconds, bytes, backup, store, attempts, error, trigger, verified, restore_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .run(
         r.job,
         startedAt.toISOString(),
@@ -69,6 +76,8 @@ export class History {
         r.attempts,
         r.error ? redact(r.error.message) : null,
         trigger,
+        r.verification ? (r.verification.ok ? 1 : 0) : null,
+        r.verification?.restoreSeconds ?? null,
       );
   }
 
@@ -76,7 +85,7 @@ export class History {
     const rows = (job
       ? this.#db.prepare("SELECT * FROM runs WHERE job = ? ORDER BY started_at DESC, id DESC LIMIT ?").all(job, limit)
       : this.#db.prepare("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT ?").all(limit)) as (Omit<HistoryEntry, "ok"> & { ok: number })[];
-    return rows.map((r) => ({ ...r, ok: r.ok === 1 }));
+    return rows.map((r) => ({ ...r, ok: r.ok === 1, verified: (r.verified as unknown) === null || r.verified === undefined ? null : (r.verified as unknown) === 1 }));
   }
 
   /** When the job last started a run, for catch-up after downtime. */

@@ -1,5 +1,7 @@
 import { checkLevel, type Compression } from "./compression.js";
-import { runBackup } from "./backup.js";
+import { keepBasesOfDifferentials, prepareDifferential, type DifferentialPlan } from "./differential.js";
+import { runBackup, type BackupOutcome } from "./backup.js";
+import { copyBackup } from "./sync.js";
 import { DbkeepError, isDbkeepError, toDbkeepError } from "./errors.js";
 import { runHook, type HookContext } from "./hooks.js";
 import { acquireJobLock } from "./lock.js";
@@ -13,12 +15,19 @@ import { configError, resolveSecret, type Config, type Section } from "../config
 import { durationSeconds, type RetentionConfig } from "../config/schema.js";
 import { recipientsFor, type EncryptionPlan } from "../crypto/settings.js";
 import { ENGINES } from "../engines/registry.js";
+import { DEFAULT_VERIFICATION, type VerificationConfig } from "../verify/settings.js";
+import { verifiedIds, verifyAfterBackup, type JobVerification } from "../verify/job.js";
 import type { Engine } from "../engines/engine.js";
 import { STORES } from "../stores/registry.js";
 import { createNotifier } from "../notifiers/registry.js";
 import type { Notifier, RunEvent } from "../notifiers/notifier.js";
 import { hostname } from "node:os";
 import type { Store, StoreObject } from "../stores/store.js";
+
+export interface StoreRef {
+  name: string;
+  section: Section & { type: string };
+}
 
 export interface RetryPolicy {
   maxAttempts: number;
@@ -31,11 +40,20 @@ export interface RetryPolicy {
 export interface JobPlan {
   name: string;
   datasource: { path: string; section: Section & { engine: string } };
-  store: { name: string; section: Section & { type: string } };
+  /** The first of the job's stores: the one list, restore and prune use unless told otherwise. */
+  store: StoreRef;
+  /** Every store the job writes to, in the config's order (the first is `store`). */
+  stores: StoreRef[];
+  /** With several stores: whether the job fails when one of them failed ("all", the default) or only when all did. */
+  require: "all" | "any";
   prefix?: string;
   compression: Compression;
   level?: number;
   verify: boolean;
+  /** `verify: restore`: after each backup, verify it by a restore into a scratch target (src/verify/). */
+  verifyRestore?: boolean;
+  /** How `dbkeep verify` and verify: restore restore and check: the job's verification block and verify_datasource. */
+  verification?: { settings: VerificationConfig; datasource?: { path: string; section: Section & { engine: string } } };
   retry: RetryPolicy;
   retention?: RetentionConfig;
   timezone: string;
@@ -49,6 +67,8 @@ export interface JobPlan {
   lock?: boolean;
   /** age encryption of the backups, and the identity that decrypts them on restore. */
   encryption?: EncryptionPlan;
+  /** mode: differential (see core/differential.ts). */
+  differential?: DifferentialPlan;
 }
 
 export function planJob(config: Config, name: string): JobPlan {
@@ -60,8 +80,8 @@ export function planJob(config: Config, name: string): JobPlan {
     });
   }
   const ds = config.datasources[job.datasource]!;
-  const storeName = job.stores[0]!;
-  const options = { ...ds.options, ...(job.format ? { format: job.format } : {}) };
+  const selection = Object.fromEntries((["tables", "exclude_tables", "schemas", "exclude_schemas"] as const).flatMap((k) => (job[k] ? [[k, job[k]]] : [])));
+  const options = { ...ds.options, ...(job.format ? { format: job.format } : {}), ...selection };
   const compression = (job.compression ?? ds.options.compression ?? "gzip") as Compression;
   const level = job.compression_level ?? (ds.options.compression_level as number | undefined);
   const bad = checkLevel(compression, level);
@@ -69,11 +89,18 @@ export function planJob(config: Config, name: string): JobPlan {
   return {
     name,
     datasource: { path: `datasources.${job.datasource}`, section: { ...ds, options } },
-    store: { name: storeName, section: config.stores[storeName]! },
+    store: { name: job.stores[0]!, section: config.stores[job.stores[0]!]! },
+    stores: job.stores.map((n) => ({ name: n, section: config.stores[n]! })),
+    require: job.require,
     ...(job.prefix ? { prefix: job.prefix } : {}),
     compression,
     ...(level !== undefined ? { level } : {}),
-    verify: job.verify,
+    verify: job.verify === true,
+    ...(job.verify === "restore" ? { verifyRestore: true } : {}),
+    verification: {
+      settings: job.verification ?? DEFAULT_VERIFICATION,
+      ...(job.verify_datasource ? { datasource: { path: `datasources.${job.verify_datasource}`, section: config.datasources[job.verify_datasource]! } } : {}),
+    },
     retry: {
       maxAttempts: job.retry?.max_attempts ?? 1,
       delaySeconds: durationSeconds(job.retry?.delay) ?? 30,
@@ -90,6 +117,18 @@ export function planJob(config: Config, name: string): JobPlan {
     notify: (job.notify ?? []).map((n) => ({ name: n.notifier, on: n.on, create: (warn: (m: string) => void) => createNotifier(config, n.notifier, warn) })),
     lock: true,
     ...(job.encryption ? { encryption: { path: `jobs.${name}.encryption`, config: job.encryption } } : config.encryption ? { encryption: { path: "encryption", config: config.encryption } } : {}),
+    ...(job.mode === "differential"
+      ? {
+          differential: {
+            basisColumn: job.basis_column ?? "updated_at",
+            basisColumns: job.basis_columns ?? {},
+            trackDeletes: job.track_deletes ?? false,
+            maxChain: job.max_chain ?? 7,
+            fullEverySeconds: durationSeconds(job.full_every ?? "7d")!,
+            marginSeconds: durationSeconds(job.cutoff_margin ?? "1m")!,
+          },
+        }
+      : {}),
   };
 }
 
@@ -100,8 +139,37 @@ export async function openEngine(plan: Pick<JobPlan, "datasource" | "oneOff">, w
 }
 
 export async function openStore(plan: Pick<JobPlan, "store">, warn: (m: string) => void = () => undefined): Promise<Store> {
-  const { section, name } = plan.store;
-  return STORES[section.type]!.create(name, section.options, { secret: (f) => resolveSecret(section, f, `stores.${name}`, warn) });
+  return openStoreRef(plan.store, warn);
+}
+
+export async function openStoreRef(ref: StoreRef, warn: (m: string) => void = () => undefined): Promise<Store> {
+  const { section, name } = ref;
+  return STORES[section.type]!.create(name, section.options, { secret: (f) => resolveSecret(section, f, `stores.${name}`, warn), warn });
+}
+
+/** Opens every store of the job; if one cannot be opened, those already open are closed again. */
+export async function openStores(plan: Pick<JobPlan, "stores">, warn: (m: string) => void = () => undefined): Promise<Store[]> {
+  const out: Store[] = [];
+  try {
+    for (const ref of plan.stores) out.push(await openStoreRef(ref, warn));
+    return out;
+  } catch (err) {
+    await Promise.all(out.map((s) => s.close().catch(() => undefined)));
+    throw err;
+  }
+}
+
+/**
+ * The plan narrowed to one of its stores (`--store NAME`), so that list, restore, prune and the like work on it.
+ * Without a name, the plan as it is.
+ */
+export function withStore<T extends Pick<JobPlan, "store" | "stores" | "name">>(plan: T, name: string | undefined): T {
+  if (!name) return plan;
+  const ref = plan.stores.find((s) => s.name === name);
+  if (!ref) {
+    throw new DbkeepError("USAGE", `job ${plan.name} does not write to store "${name}"`, { hint: `its stores: ${plan.stores.map((s) => s.name).join(", ")}` });
+  }
+  return { ...plan, store: ref, stores: [ref] };
 }
 
 /** Where a datasource's backups live in its store: `<prefix>/<database>/`. */
@@ -129,12 +197,19 @@ export interface JobResult {
   seconds: number;
   manifest?: Manifest;
   error?: DbkeepError;
+  /** The job's stores, comma-separated, for reports. */
   store: string;
+  /** Each store's outcome, when the backup reached at least one. */
+  stores?: { name: string; ok: boolean; error?: string }[];
+  /** verify: restore: how the verification of the new backup went, with its measured restore time. */
+  verification?: JobVerification;
 }
 
 /**
  * Runs one job: lock, before hook, attempts with seed 000's retry (only retryable errors are retried, each attempt
- * logged with its reason), after / on_failure hooks, notifications. Never throws: the result says what happened.
+ * logged with its reason), after / on_failure hooks, notifications. With several stores, a store that failed while
+ * the others got the backup is retried by copying the backup from one that has it. Never throws: the result says
+ * what happened.
  */
 export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobResult> {
   const log = opts.log.child({ job: plan.name });
@@ -142,7 +217,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   const startedAt = (opts.now?.() ?? new Date()).toISOString();
   const warn = (m: string) => log.warn(m);
   let attempts = 0;
-  let store: Store | undefined;
+  let stores: Store[] = [];
   let engine: Engine | undefined;
   let release: (() => void) | undefined;
   const ac = new AbortController();
@@ -150,59 +225,85 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   opts.signal.addEventListener("abort", onAbort, { once: true });
   const timer = plan.timeoutSeconds ? setTimeout(() => ac.abort(new DbkeepError("TIMEOUT", `job ${plan.name} timed out after ${plan.timeoutSeconds}s`)), plan.timeoutSeconds * 1000) : undefined;
   const signal = ac.signal;
+  const names = () => (stores.length ? stores.map((s) => s.name) : plan.stores.map((s) => s.name)).join(", ");
   let result: JobResult;
   try {
     if (plan.lock) release = acquireJobLock(plan.name, log);
     engine = await openEngine(plan, warn);
-    store = await openStore(plan, warn);
-    if (opts.wrapStore) store = opts.wrapStore(store);
-    await dispatch(plan, { kind: "start", ...eventBase(plan, engine, store, startedAt) }, log);
-    if (plan.hooks?.before) await runHook("before", plan.hooks.before, hookContext(plan, engine, store, "pending"), { timeoutSeconds: plan.hooks.timeoutSeconds, log, signal });
-    const { manifest, attempts: n } = await attemptBackups(plan, engine, store, { ...opts, signal }, log, (k) => (attempts = k));
-    result = { job: plan.name, ok: true, attempts: n, seconds: (Date.now() - started) / 1000, manifest, store: store.name };
-    await writeLastRun(store, backupPrefix(plan, engine), { ok: true, at: manifest.finished_at, backup: manifest.id }, log);
+    stores = await openStores(plan, warn);
+    if (opts.wrapStore) stores = stores.map(opts.wrapStore);
+    await dispatch(plan, { kind: "start", ...eventBase(plan, engine, names(), startedAt) }, log);
+    if (plan.hooks?.before) await runHook("before", plan.hooks.before, hookContext(plan, engine, names(), "pending"), { timeoutSeconds: plan.hooks.timeoutSeconds, log, signal });
+    const { outcome, attempts: n } = await attemptBackups(plan, engine, stores, { ...opts, signal }, log, (k) => (attempts = k));
+    const { manifest } = outcome;
+    await retryFailedStores(plan, outcome, { ...opts, signal }, log);
+    const prefix = backupPrefix(plan, engine);
+    for (const r of outcome.stores) {
+      await writeLastRun(r.store, prefix, r.ok ? { ok: true, at: manifest.finished_at, backup: manifest.id } : { ok: false, at: new Date().toISOString(), error: redact(r.error?.message ?? "") }, log);
+    }
+    const failed = outcome.stores.filter((r) => !r.ok);
+    const perStore = outcome.stores.map((r) => ({ name: r.store.name, ok: r.ok, ...(r.error ? { error: redact(r.error.message) } : {}) }));
+    const good = outcome.stores.filter((r) => r.ok).map((r) => r.store.name);
+    // `store` names where the backup is; `stores` says, with several, what happened in each.
+    result = { job: plan.name, ok: true, attempts: n, seconds: (Date.now() - started) / 1000, manifest, store: good.join(", "), ...(stores.length > 1 ? { stores: perStore } : {}) };
+    if (failed.length > 0) {
+      const msg = `backup ${manifest.id} is in ${good.join(", ")} but not in ${failed.map((r) => `${r.store.name} (${redact(r.error?.message ?? "failed")})`).join(", ")}`;
+      const own = failed.map((r) => r.error?.hint).filter(Boolean).join("; ");
+      const next = plan.oneOff
+        ? "run the backup again once the store works, or copy the backup there with dbkeep download"
+        : `then dbkeep sync ${plan.name} copies it there; dbkeep status ${plan.name} shows the gaps`;
+      const hint = own ? `${own}; ${next}` : next;
+      if (plan.require === "all") result = { ...result, ok: false, error: new DbkeepError("STORE_FAILED", msg, { hint }) };
+      else log.warn({ hint }, msg);
+    }
+    const verifyFrom = outcome.stores.find((r) => r.ok)?.store;
+    if (plan.verifyRestore && result.ok && verifyFrom) result = await verifyAfterBackup(plan, result, verifyFrom, { log, signal });
   } catch (err) {
     let error = toDbkeepError(err);
     if (error.code === "ABORTED" && isDbkeepError(signal.reason, "TIMEOUT")) error = signal.reason;
-    result = { job: plan.name, ok: false, attempts: Math.max(attempts, 1), seconds: (Date.now() - started) / 1000, error, store: store?.name ?? plan.store.name };
-    // Recorded in the store so that prune can refuse to eat the history of a broken job.
-    if (store && engine && error.code !== "ABORTED" && error.code !== "LOCKED") {
-      await writeLastRun(store, backupPrefix(plan, engine), { ok: false, at: (opts.now?.() ?? new Date()).toISOString(), error: redact(error.message) }, log);
+    result = { job: plan.name, ok: false, attempts: Math.max(attempts, 1), seconds: (Date.now() - started) / 1000, error, store: names() };
+    // Recorded in the stores so that prune can refuse to eat the history of a broken job.
+    if (engine && error.code !== "ABORTED" && error.code !== "LOCKED") {
+      for (const store of stores) {
+        await writeLastRun(store, backupPrefix(plan, engine), { ok: false, at: (opts.now?.() ?? new Date()).toISOString(), error: redact(error.message) }, log);
+      }
     }
   } finally {
     if (timer) clearTimeout(timer);
     opts.signal.removeEventListener("abort", onAbort);
   }
   try {
-    if (engine && store && result.error?.code !== "LOCKED") {
+    if (engine && stores.length > 0 && result.error?.code !== "LOCKED") {
       const status = result.ok ? "success" : "failure";
-      const ctx = hookContext(plan, engine, store, status, result);
+      const ctx = hookContext(plan, engine, names(), status, result);
       const hookOpts = { timeoutSeconds: plan.hooks?.timeoutSeconds ?? 300, log, signal: opts.signal };
       for (const [which, command] of [["after", plan.hooks?.after], ["on_failure", result.ok ? undefined : plan.hooks?.on_failure]] as const) {
         if (!command) continue;
         // A failing after-hook is reported, but the backup it follows stays what it is.
         await runHook(which, command, ctx, hookOpts).catch((e: unknown) => log.warn({ hook: which, err: redact((e as Error).message) }, `${which} hook failed`));
       }
-      await dispatch(plan, eventFor(plan, engine, store, startedAt, result), log);
+      await dispatch(plan, eventFor(plan, engine, names(), startedAt, result), log);
     }
   } finally {
     release?.();
-    await store?.close();
+    await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
   }
   return result;
 }
 
-async function attemptBackups(plan: JobPlan, engine: Engine, store: Store, opts: JobRunOptions, log: Logger, count: (n: number) => void): Promise<{ manifest: Manifest; attempts: number }> {
+async function attemptBackups(plan: JobPlan, engine: Engine, stores: Store[], opts: JobRunOptions, log: Logger, count: (n: number) => void): Promise<{ outcome: BackupOutcome; attempts: number }> {
   const sleep = opts.sleep ?? abortableSleep;
   let delay = plan.retry.delaySeconds;
   for (let attempt = 1; ; attempt++) {
     count(attempt);
     try {
-      const manifest = await runBackup({
+      // mode: differential decides per attempt, from the backups in the first store, between a full and a differential.
+      const dumping = plan.differential ? await prepareDifferential(plan, engine, stores[0]!, log, opts.now?.() ?? new Date()) : engine;
+      const outcome = await runBackup({
         job: plan.oneOff ? undefined : plan.name,
         ...(opts.type ? { type: opts.type } : {}),
-        engine,
-        store,
+        engine: dumping,
+        stores,
         prefix: plan.prefix,
         compression: plan.compression,
         level: plan.level,
@@ -213,8 +314,9 @@ async function attemptBackups(plan: JobPlan, engine: Engine, store: Store, opts:
         now: opts.now,
         onProgress: opts.onProgress,
       });
+      const manifest = outcome.manifest;
       log.info({ key: manifest.key, bytes: manifest.stored_bytes, sha256: manifest.sha256, seconds: manifest.duration_seconds, attempt }, `backup ${manifest.id} complete`);
-      return { manifest, attempts: attempt };
+      return { outcome, attempts: attempt };
     } catch (err) {
       const e = toDbkeepError(err);
       if (!e.retryable || attempt >= plan.retry.maxAttempts || opts.signal.aborted) throw e;
@@ -225,26 +327,51 @@ async function attemptBackups(plan: JobPlan, engine: Engine, store: Store, opts:
   }
 }
 
-function hookContext(plan: JobPlan, engine: Engine, store: Store, status: HookContext["status"], r?: JobResult): HookContext {
+/**
+ * A store that failed while others got the backup is retried (retryable errors, the job's retry policy) by copying
+ * the backup from a store that has it, checksum-verified: the same backup, not a second dump.
+ */
+async function retryFailedStores(plan: JobPlan, outcome: BackupOutcome, opts: JobRunOptions, log: Logger): Promise<void> {
+  const sleep = opts.sleep ?? abortableSleep;
+  const source = outcome.stores.find((r) => r.ok)?.store;
+  if (!source) return;
+  for (const r of outcome.stores) {
+    let delay = plan.retry.delaySeconds;
+    for (let attempt = 2; !r.ok && r.error?.retryable && attempt <= plan.retry.maxAttempts && !opts.signal.aborted; attempt++) {
+      log.warn({ store: r.store.name, attempt, of: plan.retry.maxAttempts, retry_in: delay, reason: redact(r.error.message) }, `copying backup ${outcome.manifest.id} to ${r.store.name} again`);
+      await sleep(delay, opts.signal);
+      delay = Math.min(delay * plan.retry.multiplier, plan.retry.maxDelaySeconds ?? Number.POSITIVE_INFINITY);
+      try {
+        await copyBackup(outcome.manifest, source, r.store, { signal: opts.signal, log });
+        r.ok = true;
+        delete r.error;
+      } catch (err) {
+        r.error = toDbkeepError(err, "STORE_FAILED");
+      }
+    }
+  }
+}
+
+function hookContext(plan: JobPlan, engine: Engine, store: string, status: HookContext["status"], r?: JobResult): HookContext {
   return {
     job: plan.name,
     status,
-    store: store.name,
+    store,
     database: engine.database,
     ...(r?.manifest ? { backup: r.manifest.id, key: r.manifest.key, bytes: r.manifest.stored_bytes } : {}),
     ...(r?.error ? { error: redact(r.error.message) } : {}),
   };
 }
 
-function eventBase(plan: JobPlan, engine: Engine, store: Store, startedAt: string): Omit<RunEvent, "kind" | "status" | "message"> & { status: RunEvent["status"]; message: string } {
+function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: string): Omit<RunEvent, "kind" | "status" | "message"> & { status: RunEvent["status"]; message: string } {
   const src = engine.source();
   return {
     status: "started",
     message: `${plan.name} started`,
     job: plan.name,
     startedAt,
-    store: store.name,
-    repository: store.name,
+    store,
+    repository: store,
     dbType: engine.name,
     database: engine.database,
     host: src.host ?? src.path ?? hostname(),
@@ -252,7 +379,7 @@ function eventBase(plan: JobPlan, engine: Engine, store: Store, startedAt: strin
   };
 }
 
-function eventFor(plan: JobPlan, engine: Engine, store: Store, startedAt: string, r: JobResult): RunEvent {
+function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: string, r: JobResult): RunEvent {
   const base = eventBase(plan, engine, store, startedAt);
   const finishedAt = new Date(Date.parse(startedAt) + r.seconds * 1000).toISOString();
   const m = r.manifest;
@@ -374,6 +501,11 @@ export function policyFor(plan: Pick<JobPlan, "retention" | "store">): Retention
   return policy;
 }
 
+/** The policy of the job's `index`-th store (its own, else the job's). */
+export function storePolicy(plan: Pick<JobPlan, "retention" | "stores">, index: number): RetentionPolicy {
+  return policyFor({ ...plan, store: plan.stores[index]! });
+}
+
 /**
  * Applies a retention policy to the backups under a prefix. Only manifested backups count; the newest is never
  * deleted; no rules means nothing is deleted; when the job's last run failed nothing is deleted (a broken job must
@@ -383,9 +515,11 @@ export function policyFor(plan: Pick<JobPlan, "retention" | "store">): Retention
  */
 export async function prune(store: Store, prefix: string, policy: RetentionPolicy, o: PruneOptions): Promise<PruneResult> {
   const listing = await listBackups(store, prefix);
-  const items = listing.backups.map((m) => ({ id: m.id, at: new Date(m.started_at), pinned: m.type === "manual", m }));
+  const verified = policy.keep_verified ? await verifiedIds(store, listing.backups) : new Set<string>();
+  const items = listing.backups.map((m) => ({ id: m.id, at: new Date(m.started_at), pinned: m.type === "manual", verified: verified.has(m.id), m }));
   const now = o.now ?? new Date();
   const result = applyRetention(items, policy, { timeZone: o.timezone ?? "UTC", now });
+  keepBasesOfDifferentials(result);
   const entries: PruneEntry[] = [
     ...result.keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: objectKeysOf(d.item.m) })),
     ...result.remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: objectKeysOf(b.m) })),
@@ -415,4 +549,29 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
     o.log.info({ count: orphans.length }, "removed leftovers of failed or killed runs");
   }
   return out;
+}
+
+/**
+ * Applies a job's retention to each of its stores, each with its own policy (retention.stores.NAME, else the
+ * job's). A store that cannot be pruned is logged and does not stop the others; resolves false if one failed.
+ */
+export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: string) => void }): Promise<boolean> {
+  const engine = await openEngine(plan, o.warn);
+  const grace = durationSeconds(plan.retention?.orphan_grace ?? "1h");
+  let ok = true;
+  for (const ref of plan.stores) {
+    const log = o.log.child({ job: plan.name, store: ref.name });
+    try {
+      const store = await openStoreRef(ref, o.warn);
+      try {
+        await prune(store, backupPrefix(plan, engine), policyFor({ ...plan, store: ref }), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), log });
+      } finally {
+        await store.close();
+      }
+    } catch (err) {
+      ok = false;
+      log.error({ err: redact(toDbkeepError(err).message) }, `prune of ${ref.name} failed`);
+    }
+  }
+  return ok;
 }

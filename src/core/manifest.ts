@@ -6,11 +6,50 @@ import { readAll } from "./streams.js";
 import type { Store, StoreObject } from "../stores/store.js";
 
 export const MANIFEST_VERSION = 1;
+/**
+ * Written by partial and differential backups: a dbkeep that predates them refuses such a manifest instead of
+ * restoring a partial backup as if it were a whole database. Version 1 manifests parse unchanged.
+ */
+export const MANIFEST_VERSION_SELECTIVE = 2;
 export const MANIFEST_SUFFIX = ".manifest.json";
 /** The outcome of a job's last run, beside its backups (read by prune). */
 export const LAST_RUN = ".dbkeep-last-run.json";
 
 const tableSchema = z.object({ name: z.string(), rows: z.number().optional(), rows_estimate: z.number().optional() });
+
+export const selectionSchema = z.object({
+  patterns: z.object({
+    tables: z.array(z.string()).optional(),
+    exclude_tables: z.array(z.string()).optional(),
+    schemas: z.array(z.string()).optional(),
+    exclude_schemas: z.array(z.string()).optional(),
+  }),
+  /** `schema.table` (PostgreSQL) or `table` (MySQL/MariaDB, in the datasource's database). */
+  tables: z.array(z.string()),
+});
+export type ManifestSelection = z.infer<typeof selectionSchema>;
+
+export const differentialSchema = z.object({
+  kind: z.enum(["full", "differential"]),
+  /** Fingerprint of the tables and their columns: a differential builds only on a full backup with the same one. */
+  schema_digest: z.string(),
+  /** Full: the instant (UTC, from the database's clock) from which the differentials built on it take changes. */
+  safe_point: z.string().optional(),
+  /** Differential: the full backup it applies on. */
+  base: z.object({ id: z.string(), manifest_key: z.string(), sha256: z.string() }).optional(),
+  /** Differential: rows whose basis column is at or after this instant are in it (the base's safe_point). */
+  cutoff: z.string().optional(),
+  /** Differential: the database's clock inside the dump's snapshot. */
+  snapshot_at: z.string().optional(),
+  /** Differential: the basis column of each table dumped by changes. */
+  basis: z.record(z.string(), z.string()).optional(),
+  /** Differential: tables dumped whole, each with the reason. */
+  full_tables: z.array(z.object({ name: z.string(), reason: z.string() })).optional(),
+  track_deletes: z.boolean().optional(),
+  /** Differential without track_deletes: each table's primary-key set at dump time ("rows:digest"). */
+  key_digests: z.record(z.string(), z.string()).optional(),
+});
+export type ManifestDifferential = z.infer<typeof differentialSchema>;
 
 /** Appended to the names of encrypted objects: `app-20260101-000000.sql.zst.age`. */
 export const ENCRYPTED_EXT = ".age";
@@ -29,7 +68,7 @@ export type ManifestEncryption = z.infer<typeof manifestEncryptionSchema>;
 
 /** The JSON manifest, written last: a backup exists only when its manifest does. Never holds a secret. */
 export const manifestSchema = z.object({
-  manifest_version: z.literal(MANIFEST_VERSION),
+  manifest_version: z.union([z.literal(MANIFEST_VERSION), z.literal(MANIFEST_VERSION_SELECTIVE)]),
   id: z.string(),
   job: z.string().optional(),
   /** The backup's kind, e.g. daily, weekly or manual; manual backups are kept until deleted by hand. */
@@ -52,8 +91,14 @@ export const manifestSchema = z.object({
   tool: z.object({ name: z.string(), version: z.string() }).optional(),
   server_version: z.string().optional(),
   tables: z.array(tableSchema).optional(),
+  /** Schema objects by kind (indexes, foreign_keys, views, functions, triggers, sequences, types, events). */
+  objects: z.record(z.string(), z.array(z.string())).optional(),
   /** Objects beside the main dump (PostgreSQL globals), each with its own checksum. */
   extras: z.array(z.object({ name: z.string(), key: z.string(), sha256: z.string(), raw_bytes: z.number(), stored_bytes: z.number() })).optional(),
+  /** A partial backup: the patterns it was made with and the tables they resolved to; restore puts back only these. */
+  selection: selectionSchema.optional(),
+  /** A full backup a differential can build on, or a differential (see docs/partial-and-differential.md). */
+  differential: differentialSchema.optional(),
   dbkeep_version: z.string(),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
@@ -135,12 +180,23 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
   const backups: Manifest[] = [];
   const broken: Listing["broken"] = [];
   const owned = new Set<string>();
+  const sizes = new Map(objects.filter((o) => !o.partial).map((o) => [o.key, o.size]));
   for (const o of objects) {
     if (o.partial || !o.key.endsWith(MANIFEST_SUFFIX)) continue;
     try {
       const m = await readManifest(store, o.key);
-      backups.push(m);
       for (const k of objectKeysOf(m)) owned.add(k);
+      owned.add(verifyKeyOf(m));
+      // A manifest whose data is gone or cut short is not a backup: reported (list --all), never restored from,
+      // and filled again by sync from a store that holds it intact.
+      const damage = [{ key: m.key, bytes: m.stored_bytes }, ...(m.extras ?? []).map((x) => ({ key: x.key, bytes: x.stored_bytes }))]
+        .map((x) => {
+          const size = sizes.get(x.key);
+          return size === undefined ? `${x.key} is missing` : size !== x.bytes ? `${x.key} is ${size} bytes, the manifest says ${x.bytes}` : undefined;
+        })
+        .find(Boolean);
+      if (damage) broken.push({ key: o.key, error: `backup ${m.id}: ${damage}` });
+      else backups.push(m);
     } catch (err) {
       broken.push({ key: o.key, error: (err as Error).message });
       owned.add(o.key);
@@ -154,6 +210,15 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
 /** Every object that belongs to a backup: what prune deletes with it. The manifest comes first. */
 export function objectKeysOf(m: Manifest): string[] {
   return [manifestKeyOf(m), m.key, m.checksum_key, ...(m.extras ?? []).map((e) => e.key)];
+}
+
+/**
+ * The report of the backup's last verification by a restore (`dbkeep verify`), beside its manifest. Not part of
+ * the backup: listed with it while it exists, a leftover for prune once the backup is gone.
+ */
+export function verifyKeyOf(m: Manifest): string {
+  const dir = m.key.includes("/") ? m.key.slice(0, m.key.lastIndexOf("/")) : "";
+  return joinKey(dir, `${m.id}.verify.json`);
 }
 
 export function manifestKeyOf(m: Manifest): string {

@@ -1,8 +1,8 @@
 import type { Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream";
-import { createCompressor, createDecompressor, type Compression } from "./compression.js";
+import { compressesNatively, createCompressor, createDecompressor, nativeCompressor, type Compression } from "./compression.js";
 import { DbkeepError } from "./errors.js";
-import { ByteCounter, HashStage, type Expected } from "./streams.js";
+import { ByteCounter, HashStage, tee, type Expected } from "./streams.js";
 import type { Store } from "../stores/store.js";
 
 export interface Progress {
@@ -18,22 +18,38 @@ export interface ToStoreOptions {
   level?: number;
   /** Stages after compression and before hashing: the encryption slot. */
   stages?: Duplex[];
-  store: Store;
+  /**
+   * The dump tool's stdout, handed over by the engine (DumpOptions.handOver), and the dump's outcome: with a
+   * process compressor (zstd, lz4) it is connected to the compressor directly and `source` is not read.
+   */
+  native?: { stdout: Promise<Readable | undefined>; done: Promise<unknown> };
+  /** One store, or several: the stream is copied to all of them at once and the slowest sets the pace. */
+  stores: Store[];
   key: string;
   signal: AbortSignal;
   onProgress?: (p: Progress) => void;
+}
+
+/** What happened in one store of a (fan-out) upload. */
+export interface StoreOutcome {
+  store: Store;
+  ok: boolean;
+  error?: unknown;
 }
 
 export interface ToStoreResult {
   rawBytes: number;
   storedBytes: number;
   sha256: string;
+  /** One per store, in order; rejected only when no store took the whole stream. */
+  outcomes: StoreOutcome[];
 }
 
 /**
- * dump -> compress -> [encrypt] -> hash + count -> store, in one streaming pass with backpressure end to end:
- * the store reads at its own pace and every stage upstream waits for it. One AbortSignal stops every stage; the
- * first real failure is the one reported.
+ * dump -> compress -> [encrypt] -> hash + count -> store(s), in one streaming pass with backpressure end to end:
+ * each store reads at its own pace and every stage upstream waits for the slowest. One AbortSignal stops every
+ * stage; the first real failure is the one reported. With several stores, a store that fails is dropped and the
+ * others go on: the result says which stores hold the object; it rejects only when none does.
  */
 export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult> {
   const ac = new AbortController();
@@ -51,17 +67,51 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
     if (!ac.signal.aborted) ac.abort(err);
   };
   try {
-    const compressor = await createCompressor(opts.compression, opts.level, ac.signal);
+    let head: Readable[];
+    let nativeRaw: Promise<number> | undefined;
+    if (opts.native && compressesNatively(opts.compression)) {
+      // The dump tool's stdout goes straight into the compressor: node carries only the compressed bytes.
+      const stdout = await opts.native.stdout;
+      if (!stdout) {
+        await opts.native.done;
+        throw new DbkeepError("INTERNAL", "the dump tool's output was not handed over");
+      }
+      const nc = await nativeCompressor(opts.compression, opts.level, stdout, opts.native.done, ac.signal);
+      head = [nc.stream];
+      nativeRaw = nc.rawBytes;
+    } else {
+      head = [opts.source, raw, await createCompressor(opts.compression, opts.level, ac.signal)];
+    }
     const flowing = new Promise<void>((resolve, reject) => {
-      pipeline([opts.source, raw, compressor, ...(opts.stages ?? []), hash] as unknown as [Readable, Duplex], (err) => (err ? reject(err) : resolve()));
+      pipeline([...head, ...(opts.stages ?? []), hash] as unknown as [Readable, Duplex], (err) => (err ? reject(err) : resolve()));
     });
-    const put = opts.store.put(opts.key, hash, { signal: ac.signal });
-    const results = await Promise.allSettled([flowing.catch((e: unknown) => (note(e), Promise.reject(e))), put.catch((e: unknown) => (note(e), Promise.reject(e)))]);
-    if (results.some((r) => r.status === "rejected")) {
-      throw first ?? (results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason;
+    const outcomes: StoreOutcome[] = opts.stores.map((store) => ({ store, ok: false }));
+    const bodies = opts.stores.length === 1 ? [hash] : tee(hash, opts.stores.length);
+    const puts = opts.stores.map(async (store, i) => {
+      const own = new AbortController();
+      const onAbort = () => own.abort(ac.signal.reason);
+      ac.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        await store.put(opts.key, bodies[i]!, { signal: own.signal });
+        outcomes[i]!.ok = true;
+      } catch (err) {
+        outcomes[i]!.error = err;
+        // This store stops reading; the others go on without it. When none is left, everything stops.
+        if (outcomes.every((o) => o.error !== undefined)) note(err);
+        if (!bodies[i]!.destroyed) bodies[i]!.destroy();
+        throw err;
+      } finally {
+        ac.signal.removeEventListener("abort", onAbort);
+      }
+    });
+    const results = await Promise.allSettled([flowing.catch((e: unknown) => (note(e), Promise.reject(e))), ...puts]);
+    const [flow, ...stored] = results;
+    if (flow!.status === "rejected" || !stored.some((r) => r.status === "fulfilled")) {
+      const putError = outcomes.find((o) => o.error !== undefined)?.error;
+      throw first ?? putError ?? (results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason;
     }
     opts.onProgress?.({ read: raw.bytes, written: hash.bytes });
-    return { rawBytes: raw.bytes, storedBytes: hash.bytes, sha256: hash.sha256 };
+    return { rawBytes: nativeRaw ? await nativeRaw : raw.bytes, storedBytes: hash.bytes, sha256: hash.sha256, outcomes };
   } catch (err) {
     if (opts.signal.aborted && !(err instanceof DbkeepError && err.code !== "ABORTED")) {
       throw new DbkeepError("ABORTED", "backup was cancelled", { cause: err });

@@ -8,6 +8,7 @@ import { HashStage, readAll } from "./streams.js";
 import { AgeError, createAgeDecryptStream, fileKeyIdentity, readHeader, unlockHeader, X25519Identity, type Identity } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
 import type { Store } from "../stores/store.js";
+import { restoreDifferential } from "./differential.js";
 
 export interface RestoreSpec {
   manifest: Manifest;
@@ -42,6 +43,8 @@ const ALIASES: Record<string, string> = { postgresql: "postgres" };
  */
 export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
   const { manifest: m, engine, store, log } = spec;
+  // A differential applies on its full backup: that one first, then the differential, in one call.
+  if (m.differential?.kind === "differential") return restoreDifferential(spec, runRestore);
   const kind = ALIASES[m.engine] ?? m.engine;
   if (kind !== engine.name || !engine.canRestore(m.format)) {
     throw new DbkeepError("USAGE", `backup ${m.id} is a ${m.engine} ${m.format} backup and cannot be restored into a ${engine.name} datasource`, {
@@ -52,7 +55,8 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
   // A wrong key fails here, before the target is inspected, asked about or touched.
   const decryptWith = m.encryption ? await unlock(spec, m.key) : undefined;
   const target = `${engine.name} database ${engine.database}`;
-  const state = await engine.inspectTarget();
+  // A partial backup replaces only its own tables: only those are asked about.
+  const state = await engine.inspectTarget(m.selection ? { tables: m.selection.tables } : undefined);
   if (state.objects.length > 0) {
     const ok = await spec.confirm(state.objects, target);
     if (!ok) {
@@ -75,7 +79,7 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
     onProgress: spec.onProgress,
   });
   try {
-    await engine.restore(stream, { signal: spec.signal, log, format: m.format, sourceDatabase: m.database, ...(spec.jobs ? { jobs: spec.jobs } : {}) });
+    await engine.restore(stream, { signal: spec.signal, log, format: m.format, sourceDatabase: m.database, ...(spec.jobs ? { jobs: spec.jobs } : {}), ...(m.selection ? { tables: m.selection.tables } : {}) });
     await done;
   } catch (err) {
     // A restore tool that stopped early on damaged input reports a syntax or format error; the real cause is the

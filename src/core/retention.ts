@@ -23,6 +23,11 @@ export interface RetentionPolicy {
   keep_within_yearly?: string;
   /** Never leave fewer than this many backups. */
   min_keep?: number;
+  /**
+   * Also keep the newest N backups that passed a verification by restore (`dbkeep verify`): a backup that was
+   * never verified does not count towards this safety floor. A floor, not a rule: alone it deletes nothing.
+   */
+  keep_verified?: number;
 }
 
 export interface Dated {
@@ -31,6 +36,8 @@ export interface Dated {
   at: Date;
   /** Kept until deleted by hand (manual backups). */
   pinned?: boolean;
+  /** Passed its last verification by restore. */
+  verified?: boolean;
 }
 
 export interface Decision<T extends Dated> {
@@ -100,6 +107,7 @@ export function applyRetention<T extends Dated>(backups: readonly T[], policy: R
     }
   }
   for (const b of sorted) if (b.pinned) add(b, "manual");
+  sorted.filter((b) => b.verified).slice(0, policy.keep_verified ?? 0).forEach((b, i) => add(b, `verified ${i + 1}`));
   if (newest && reasons.get(newest)?.length === 0) add(newest, "newest");
   const floor = policy.min_keep ?? 0;
   let kept = sorted.filter((b) => (reasons.get(b)?.length ?? 0) > 0).length;

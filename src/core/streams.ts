@@ -93,3 +93,47 @@ export async function readAll(stream: Readable, limit = 16 * 1024 * 1024): Promi
   }
   return Buffer.concat(chunks);
 }
+
+/**
+ * Copies one readable into `n` branches with backpressure: the source is paused until every live branch has taken
+ * the chunk, so the slowest consumer sets the pace and memory stays bounded by the branches' buffers. A branch that
+ * is destroyed (its consumer failed) is dropped and the others go on; an error of the source destroys every branch.
+ */
+export function tee(source: Readable, n: number): PassThrough[] {
+  const branches = Array.from({ length: n }, () => new PassThrough());
+  const live = new Set(branches);
+  let waiting = 0;
+  const release = () => {
+    if (--waiting === 0 && live.size > 0) source.resume();
+  };
+  for (const b of branches) {
+    b.once("close", () => {
+      live.delete(b);
+      if (live.size === 0 && !source.destroyed && !source.readableEnded) source.destroy();
+    });
+  }
+  source.on("data", (chunk: Buffer) => {
+    for (const b of live) {
+      if (b.write(chunk)) continue;
+      waiting++;
+      let settled = false;
+      const go = () => {
+        if (settled) return;
+        settled = true;
+        b.off("drain", go);
+        b.off("close", go);
+        release();
+      };
+      b.on("drain", go);
+      b.on("close", go);
+    }
+    if (waiting > 0) source.pause();
+  });
+  source.once("end", () => {
+    for (const b of live) b.end();
+  });
+  source.once("error", (err) => {
+    for (const b of live) b.destroy(err);
+  });
+  return branches;
+}

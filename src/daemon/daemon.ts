@@ -3,10 +3,12 @@ import type { Config } from "../config/load.js";
 import { durationSeconds } from "../config/schema.js";
 import { DbkeepError, formatError, toDbkeepError } from "../core/errors.js";
 import { History } from "../core/history.js";
-import { backupPrefix, openEngine, openStore, planJob, policyFor, prune, runJob, type JobResult } from "../core/jobs.js";
+import { backupPrefix, openEngine, openStores, planJob, pruneJob, storePolicy, runJob, type JobResult } from "../core/jobs.js";
+import { syncStores } from "../core/sync.js";
 import type { Logger } from "../core/log.js";
 import { redact } from "../core/redact.js";
 import { Metrics } from "./metrics.js";
+import { verifyLatest } from "../verify/job.js";
 import { cronSchedule, intervalSchedule, type Schedule } from "./schedule.js";
 
 export interface DaemonOptions {
@@ -87,6 +89,7 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
         m.lastSize = result.manifest.stored_bytes;
         metrics.addUploaded(result.store, result.manifest.stored_bytes);
       }
+      recordVerification(job, result);
       if (!result.ok && result.error) log.error({ job, code: result.error.code }, redact(formatError(result.error)));
       try {
         history.record(result, startedAt, trigger);
@@ -98,19 +101,57 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
     await done;
   }
 
+  /** Feeds dbkeep_last_verify_timestamp and dbkeep_restore_seconds from a run that verified by restore. */
+  function recordVerification(job: string, result: JobResult): void {
+    const v = result.verification;
+    if (!v) return;
+    const m = metrics.job(job);
+    if (v.ok) m.lastVerify = now().getTime() / 1000;
+    if (v.restoreSeconds !== null) m.restoreSeconds = v.restoreSeconds;
+  }
+
+  /** The verification schedule: the latest backup, restored into a scratch target and checked. */
+  async function runVerify(job: string): Promise<void> {
+    const startedAt = now();
+    const jlog = log.child({ job, task: "verify" });
+    let result: JobResult;
+    try {
+      result = await verifyLatest(planJob(config, job), { log: jlog, signal: o.shutdown });
+    } catch (err) {
+      result = { job, ok: false, attempts: 1, seconds: (now().getTime() - startedAt.getTime()) / 1000, error: toDbkeepError(err), store: "" };
+    }
+    recordVerification(job, result);
+    if (!result.ok && result.error) jlog.error({ code: result.error.code }, redact(formatError(result.error)));
+    try {
+      history.record(result, startedAt, "verify");
+    } catch (err) {
+      jlog.warn({ err: (err as Error).message }, "could not record the verification in the history");
+    }
+  }
+
   async function runPrune(job: string): Promise<void> {
+    try {
+      await pruneJob(planJob(config, job), { log: log.child({ task: "prune" }) });
+    } catch (err) {
+      log.error({ job, task: "prune" }, redact(formatError(toDbkeepError(err))));
+    }
+  }
+
+  /** Copies backups missing from a store of the job (e.g. after an outage) from one that has them. */
+  async function runSync(job: string): Promise<void> {
+    const jlog = log.child({ job, task: "sync" });
     try {
       const plan = planJob(config, job);
       const engine = await openEngine(plan);
-      const store = await openStore(plan);
+      const stores = await openStores(plan);
       try {
-        const grace = durationSeconds(plan.retention?.orphan_grace ?? "1h");
-        await prune(store, backupPrefix(plan, engine), policyFor(plan), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), log: log.child({ job, task: "prune" }) });
+        const r = await syncStores(stores, stores, backupPrefix(plan, engine), { policyFor: (s) => storePolicy(plan, stores.indexOf(s)), timezone: plan.timezone, signal: o.shutdown, log: jlog });
+        if (r.copied.length || r.failed.length) jlog.info({ copied: r.copied.length, failed: r.failed.length }, "sync done");
       } finally {
-        await store.close();
+        await Promise.all(stores.map((s) => s.close()));
       }
     } catch (err) {
-      log.error({ job, task: "prune" }, redact(formatError(toDbkeepError(err))));
+      jlog.error(redact(formatError(toDbkeepError(err))));
     }
   }
 
@@ -173,17 +214,41 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
         const n = ps.next(now());
         if (n) armPrune(n);
       }
+      if (j.verification?.schedule && !o.once) {
+        const vs = cronSchedule(j.verification.schedule, config.timezone);
+        const armVerify = (at: Date) =>
+          later(at.getTime() - now().getTime(), () => {
+            if (stopping) return;
+            void runVerify(job);
+            const next = vs.next(new Date(at.getTime() + 1));
+            if (next) armVerify(next);
+          });
+        const n = vs.next(now());
+        if (n) armVerify(n);
+      }
+      if (j.sync_schedule && !o.once) {
+        const ss = cronSchedule(j.sync_schedule, config.timezone);
+        const armSync = (at: Date) =>
+          later(at.getTime() - now().getTime(), () => {
+            if (stopping) return;
+            void runSync(job);
+            const next = ss.next(new Date(at.getTime() + 1));
+            if (next) armSync(next);
+          });
+        const n = ss.next(now());
+        if (n) armSync(n);
+      }
     }
   }
 
   async function checkStores(): Promise<void> {
     try {
       for (const job of Object.keys(config.jobs)) {
-        const store = await openStore(planJob(config, job));
+        const stores = await openStores(planJob(config, job));
         try {
-          await store.stat(".dbkeep-readiness-probe");
+          await Promise.all(stores.map((store) => store.stat(".dbkeep-readiness-probe")));
         } finally {
-          await store.close();
+          await Promise.all(stores.map((store) => store.close().catch(() => undefined)));
         }
       }
       ready = true;

@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import type { Logger } from "../core/log.js";
+import type { ManifestDifferential, ManifestSelection } from "../core/manifest.js";
 
 export interface TableInfo {
   name: string;
@@ -12,12 +13,27 @@ export interface TableInfo {
 export interface DumpOptions {
   signal: AbortSignal;
   log: Logger;
+  /**
+   * Offered only to engines with `handsOverStdout`: the engine passes its dump tool's stdout here instead of reading
+   * it, and the caller connects it straight to a compressor process (the dump's bytes then never pass through
+   * node). The Dump's `stream` is then left unused; `done` still says whether the dump succeeded.
+   */
+  handOver?: (stdout: Readable) => void;
 }
+
+/** Schema objects by kind ("indexes", "foreign_keys", "views", ...), each a sorted list of qualified names. */
+export type SchemaObjects = Partial<Record<"indexes" | "foreign_keys" | "views" | "functions" | "triggers" | "sequences" | "types" | "events", string[]>>;
 
 export interface DumpResult {
   tool?: { name: string; version: string };
   serverVersion?: string;
   tables?: TableInfo[];
+  /** The schema objects the dump holds, taken in its snapshot where the engine allows: what verify expects back. */
+  objects?: SchemaObjects;
+  /** A partial backup: its patterns and the tables they resolved to. */
+  selection?: ManifestSelection;
+  /** A full backup of a differential job, or a differential. */
+  differential?: ManifestDifferential;
 }
 
 export interface Dump {
@@ -42,6 +58,44 @@ export interface RestoreOptions {
   jobs?: number;
   /** The database the backup was taken of (from its manifest), for engines that rename on restore. */
   sourceDatabase?: string;
+  /**
+   * A partial backup (from its manifest): only these tables are replaced, in the existing target; the target's
+   * other tables stay as they are.
+   */
+  tables?: string[];
+}
+
+/** Settings of one differential dump (a job's `mode: differential`). */
+export interface DifferentialDumpSettings {
+  /** The full backup it builds on: changes at or after its safe point are dumped. */
+  base: { id: string; manifest_key: string; sha256: string; safe_point: string; schema_digest: string };
+  /** Basis column of every table (default updated_at); null: dump that table whole. */
+  basisColumn: string;
+  basisColumns: Record<string, string | null>;
+  trackDeletes: boolean;
+}
+
+/**
+ * Differential backups (PostgreSQL, MySQL/MariaDB): dbkeep's own dump of the rows changed since a full backup, as
+ * upserts, applied on top of that full backup on restore. See docs/partial-and-differential.md.
+ */
+export interface DifferentialSupport {
+  /**
+   * Fingerprint of the selected tables, their columns and keys: a change makes the next run a full backup. Refuses
+   * a basis column that is not a timestamp type, so that a wrong setting fails before anything is dumped.
+   */
+  schemaDigest(basis: Pick<DifferentialDumpSettings, "basisColumn" | "basisColumns">): Promise<string>;
+  /**
+   * Taken right before a full backup starts: the database's clock, moved back to the start of the oldest
+   * transaction still open and by `marginSeconds`. Every row a later transaction writes has a basis value at or
+   * after it.
+   */
+  safePoint(o: { marginSeconds: number; log: Logger }): Promise<string>;
+  dump(opts: DumpOptions, d: DifferentialDumpSettings): Dump;
+  /** Applies a differential (already checksum-verified as it streams) to the target in one transaction. */
+  apply(input: Readable, opts: RestoreOptions): Promise<void>;
+  /** The primary-key set of each table in the target, as the differential's key_digests records it. */
+  keyDigests(tables: string[]): Promise<Record<string, string>>;
 }
 
 /** Where the dump came from, for the manifest: never a secret. */
@@ -76,12 +130,15 @@ export interface Engine {
   readonly format: string;
   /** File extension of a dump in that format, before compression (".sql", ".dump", ".tar", ".db"). */
   readonly extension: string;
+  /** Whether dump() honours DumpOptions.handOver (its dump is one tool's stdout). */
+  readonly handsOverStdout?: boolean;
   /** The name used in the key layout `<prefix>/<database>/<database>-<timestamp>.<ext>`. */
   readonly database: string;
   source(): SourceInfo;
   check(): Promise<{ tools: Record<string, string>; server?: string }>;
   dump(opts: DumpOptions): Dump;
-  inspectTarget(): Promise<TargetState>;
+  /** With `tables` (a partial backup): only those of them that exist in the target. */
+  inspectTarget(o?: { tables?: string[] }): Promise<TargetState>;
   restore(input: Readable, opts: RestoreOptions): Promise<void>;
   /** Whether this engine can restore a backup made in `format`. */
   canRestore(format: string): boolean;
@@ -100,6 +157,8 @@ export interface Engine {
   doctor?(): Promise<DoctorFinding[]>;
   /** Applies one extra (already read and checksum-verified) to the target server. */
   restoreExtra?(name: string, content: Buffer, opts: { signal: AbortSignal; log: Logger }): Promise<void>;
+  /** Differential backups; engines without it only make full backups. */
+  differential?: DifferentialSupport;
 }
 
 export interface ExtraDump {

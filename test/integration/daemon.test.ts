@@ -113,6 +113,26 @@ describe.skipIf(!available)("dbkeep daemon", () => {
     }
   });
 
+  it("sync_schedule copies a backup missing from one of a job's stores", async () => {
+    const dir = tempDir();
+    copyFileSync(join(ROOT, "examples/app.db"), join(dir, "app.db"));
+    const cfg = join(dir, "dbkeep.yaml");
+    const head = `datasources:\n  app: { engine: sqlite, path: ${join(dir, "app.db")} }\nstores:\n  a: { type: local, path: ${join(dir, "a")} }\n  b: { type: local, path: ${join(dir, "b")} }\ndaemon: { history: ${join(dir, "history.db")} }\njobs:\n`;
+    writeFileSync(cfg, head + "  app: { datasource: app, store: a }\n", { mode: 0o600 });
+    expect(dbkeep(["-c", cfg, "backup", "app"]).code).toBe(0);
+    writeFileSync(cfg, head + '  app: { datasource: app, stores: [a, b], sync_schedule: "* * * * * *" }\n', { mode: 0o600 });
+    const d = startDaemon(["-c", cfg]);
+    try {
+      await d.url;
+      await until("the backup copied to store b", () => manifests(join(dir, "b/app")).length === 1);
+      expect(manifests(join(dir, "b/app"))[0]!.id).toBe(manifests(join(dir, "a/app"))[0]!.id);
+      d.child.kill("SIGTERM");
+      expect(await d.exited).toBe(0);
+    } finally {
+      d.child.kill("SIGKILL");
+    }
+  });
+
   it("SIGTERM while a job runs: after the grace period the job is stopped cleanly, nothing partial is left, exit 0", async () => {
     const dir = tempDir();
     const cfg = join(dir, "dbkeep.yaml");

@@ -336,7 +336,7 @@ describe("webhook", () => {
     const e = await rejection(n.notify(failure));
     const took = Date.now() - t0;
     expect(took).toBeGreaterThanOrEqual(450);
-    expect(took).toBeLessThan(3000);
+    expect(took).toBeLessThan(20_000); // not a timing test: only that it gives up instead of waiting for ever
     expect(e.retryable).toBe(true);
     expect(e.message).toContain("no answer within 0.5s");
   });

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { openSync, readSync, writeSync, closeSync, readdirSync, statSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -102,6 +102,29 @@ describe.skipIf(!available)("PostgreSQL: killed and corrupted backups", () => {
       expect(leftovers).toEqual([]);
     });
   }
+
+  it("pg_dump killed mid-dump while its output goes straight into zstd: the job fails naming pg_dump, nothing is listed", async () => {
+    const before = backupsIn(store);
+    const child = spawn(process.execPath, [CLI, "backup", pgUrl(SRC), "--to", store, "--compression", "zstd", "--level", "19"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number>((r) => child.once("exit", (code) => r(code ?? -1)));
+    const dir = join(store, SRC);
+    const deadline = Date.now() + 60_000;
+    let killed = false;
+    while (!killed && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      const mid = existsSync(dir) && readdirSync(dir).some((f) => f.includes(".dbkeep-partial-"));
+      if (!mid) continue;
+      const pids = (spawnSync("pgrep", ["-f", "pg_dump.*snapshot"], { encoding: "utf8" }).stdout ?? "").trim().split("\n").filter(Boolean);
+      for (const pid of pids) process.kill(Number(pid), "SIGKILL");
+      killed = pids.length > 0;
+    }
+    expect(killed, "pg_dump should be running mid-stream").toBe(true);
+    expect(await exited).toBe(1);
+    expect(stderr).toMatch(/pg_dump/);
+    expect(backupsIn(store)).toEqual(before);
+  });
 
   it("a missing target database is created", async () => {
     await dropDb(DST);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { Readable, Writable } from "node:stream";
+import { Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
 import { COMPRESSIONS, createCompressor, createDecompressor, sniffCompression } from "../../src/core/compression.js";
@@ -7,6 +7,7 @@ import { backupKeys, checksumLine, findBackup, type Manifest } from "../../src/c
 import { streamFromStore, streamToStore } from "../../src/core/pipeline.js";
 import { HashStage, endAfter } from "../../src/core/streams.js";
 import { createLocalStore } from "../../src/stores/local/index.js";
+import type { Store } from "../../src/stores/store.js";
 import { tempDir } from "../helpers/env.js";
 
 async function collect(r: Readable): Promise<Buffer> {
@@ -74,7 +75,7 @@ describe("pipeline", () => {
   it("streams to a store and back with matching SHA-256 and counts", async () => {
     const store = createLocalStore({ path: tempDir() });
     const data = sample(2 * 1024 * 1024 + 17);
-    const r = await streamToStore({ source: Readable.from([data]), compression: "zstd", store, key: "db/x.sql.zst", signal: new AbortController().signal });
+    const r = await streamToStore({ source: Readable.from([data]), compression: "zstd", stores: [store], key: "db/x.sql.zst", signal: new AbortController().signal });
     expect(r.rawBytes).toBe(data.length);
     expect(r.sha256).toBe(createHash("sha256").update(await collect(await store.get("db/x.sql.zst"))).digest("hex"));
     const { stream, done } = await streamFromStore({ store, key: "db/x.sql.zst", expected: { sha256: r.sha256, bytes: r.storedBytes, what: "x" }, compression: "zstd", signal: new AbortController().signal });
@@ -87,7 +88,7 @@ describe("pipeline", () => {
       const store = createLocalStore({ path: tempDir() });
       const source = new Readable({ read() {} });
       source.destroy(new Error("dump could not start"));
-      await expect(streamToStore({ source, compression, store, key: "db/z.sql", signal: new AbortController().signal })).rejects.toThrow(/dump could not start/);
+      await expect(streamToStore({ source, compression, stores: [store], key: "db/z.sql", signal: new AbortController().signal })).rejects.toThrow(/dump could not start/);
     });
   }
 
@@ -96,7 +97,7 @@ describe("pipeline", () => {
     const source = new Readable({ read() {} });
     source.push(Buffer.alloc(100_000, 65));
     setTimeout(() => source.destroy(new Error("dump died")), 20);
-    await expect(streamToStore({ source, compression: "gzip", store, key: "db/y.sql.gz", signal: new AbortController().signal })).rejects.toThrow(/dump died/);
+    await expect(streamToStore({ source, compression: "gzip", stores: [store], key: "db/y.sql.gz", signal: new AbortController().signal })).rejects.toThrow(/dump died/);
     const left = [];
     for await (const o of store.list("")) left.push(o);
     expect(left).toEqual([]);
@@ -122,5 +123,69 @@ describe("manifest layout", () => {
     expect(findBackup(ms, "a-1.sql.gz")?.id).toBe("a-1");
     expect(findBackup(ms, "a-1")?.id).toBe("a-1");
     expect(findBackup(ms, "nope")).toBeUndefined();
+  });
+});
+
+describe("fan-out to several stores", () => {
+  /** A store that reads slowly, or fails after `failAfter` bytes, in front of a real local store. */
+  function throttled(inner: Store, o: { delayMs?: number; failAfter?: number }): Store & { seen: () => number } {
+    let seen = 0;
+    return {
+      ...inner,
+      name: `${inner.name}-wrapped`,
+      seen: () => seen,
+      put(key, body, opts) {
+        const gate = new Transform({
+          transform(chunk: Buffer, _e, cb) {
+            seen += chunk.length;
+            if (o.failAfter !== undefined && seen > o.failAfter) return cb(new Error("store broke mid-upload"));
+            if (o.delayMs) setTimeout(() => cb(null, chunk), o.delayMs);
+            else cb(null, chunk);
+          },
+        });
+        body.on("error", (e) => gate.destroy(e));
+        return inner.put(key, body.pipe(gate), opts);
+      },
+    };
+  }
+
+  it("one stream, three stores: one failing mid-stream is dropped, the others get every byte; the slowest sets the pace", async () => {
+    const data = sample(24 * 1024 * 1024);
+    let read = 0;
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < data.length; i += 64 * 1024) {
+          read += Math.min(64 * 1024, data.length - i);
+          yield data.subarray(i, i + 64 * 1024);
+        }
+      })(),
+    );
+    const a = createLocalStore({ path: tempDir() });
+    const slow = throttled(createLocalStore({ path: tempDir() }), { delayMs: 1 });
+    const broken = throttled(createLocalStore({ path: tempDir() }), { failAfter: 4 * 1024 * 1024 });
+    let maxAhead = 0;
+    const timer = setInterval(() => (maxAhead = Math.max(maxAhead, read - slow.seen())), 5);
+    const r = await streamToStore({ source, compression: "none", stores: [a, slow, broken], key: "db/x.sql", signal: new AbortController().signal });
+    clearInterval(timer);
+    expect(r.outcomes.map((o) => o.ok)).toEqual([true, true, false]);
+    expect(String(r.outcomes[2]!.error)).toMatch(/store broke mid-upload/);
+    const want = createHash("sha256").update(data).digest("hex");
+    expect(r.sha256).toBe(want);
+    for (const s of [a, slow]) expect(createHash("sha256").update(await collect(await s.get("db/x.sql"))).digest("hex")).toBe(want);
+    expect(await broken.stat("db/x.sql")).toBeUndefined();
+    // Backpressure: the source never ran far ahead of the slowest store (buffers of a few stages, not the file).
+    expect(maxAhead).toBeLessThan(4 * 1024 * 1024);
+  });
+
+  it("rejects when every store fails, and stops reading the source", async () => {
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < 1000; i++) yield Buffer.alloc(64 * 1024, i);
+      })(),
+    );
+    const s1 = throttled(createLocalStore({ path: tempDir() }), { failAfter: 1024 * 1024 });
+    const s2 = throttled(createLocalStore({ path: tempDir() }), { failAfter: 2 * 1024 * 1024 });
+    await expect(streamToStore({ source, compression: "none", stores: [s1, s2], key: "k", signal: new AbortController().signal })).rejects.toThrow(/store broke mid-upload/);
+    expect(source.destroyed).toBe(true);
   });
 });

@@ -33,7 +33,24 @@ describe("one-off URLs", () => {
   it("maps directories and file: URLs to local stores", () => {
     expect(storeFromUrl("./backups").options).toEqual({ type: "local", path: "./backups" });
     expect(storeFromUrl("file:///var/backups").options).toEqual({ type: "local", path: "/var/backups" });
-    expect(() => storeFromUrl("gopher://x")).toThrow(/not available/);
+    expect(() => storeFromUrl("gopher://x")).toThrow(/unsupported store URL scheme "gopher:"/);
+  });
+
+  it("maps remote store URLs to their stores' keys, and keeps credentials out of URLs", () => {
+    expect(storeFromUrl("s3://bkt/app/prod?endpoint=http://127.0.0.1:9000&region=eu-west-1").options).toMatchObject({ type: "s3", bucket: "bkt", prefix: "app/prod", endpoint: "http://127.0.0.1:9000", region: "eu-west-1" });
+    expect(storeFromUrl("sftp://backup@host.example:2222/srv/backups?known_hosts=/etc/kh").options).toMatchObject({ type: "ssh", host: "host.example", port: 2222, user: "backup", path: "/srv/backups", known_hosts: "/etc/kh" });
+    expect(storeFromUrl("gs://bkt/pre").options).toMatchObject({ type: "gcs", bucket: "bkt", prefix: "pre" });
+    expect(storeFromUrl("rclone:remote:path/x").options).toMatchObject({ type: "rclone", remote: "remote:path/x" });
+    const saved = process.env.RESTIC_PASSWORD;
+    process.env.RESTIC_PASSWORD = "pw-for-test";
+    try {
+      expect(storeFromUrl("restic:/srv/repo").options).toMatchObject({ type: "restic", repository: "/srv/repo", password_env: "RESTIC_PASSWORD" });
+    } finally {
+      if (saved === undefined) delete process.env.RESTIC_PASSWORD;
+      else process.env.RESTIC_PASSWORD = saved;
+    }
+    expect(() => storeFromUrl("sftp://u:secret@h/p")).toThrow(/password in a store URL/);
+    expect(() => storeFromUrl("s3://bkt?bogus=1")).toThrow(/invalid s3 store URL .*unknown parameter "bogus"/);
   });
 
   it("tells URLs and paths from job names", () => {

@@ -1,8 +1,7 @@
 import type { Command } from "commander";
 import { DbkeepError, formatError } from "../../core/errors.js";
 import { redact } from "../../core/redact.js";
-import { backupPrefix, openEngine, openStore, policyFor, prune, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
-import { durationSeconds } from "../../config/schema.js";
+import { pruneJob, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
 import { History, historyPath } from "../../core/history.js";
 import { isLocation } from "../../config/urls.js";
 import { encryptionFromFlags } from "../../crypto/settings.js";
@@ -11,7 +10,7 @@ import { formatBytes, formatDuration, table } from "../format.js";
 
 interface BackupFlags {
   all?: boolean;
-  to?: string;
+  to?: string[];
   prune?: boolean;
   parallel?: string;
   format?: string;
@@ -23,6 +22,7 @@ interface BackupFlags {
   recipient?: string[];
   recipientsFile?: string;
   passphraseEnv?: string;
+  table?: string[];
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -33,7 +33,7 @@ export function registerBackup(program: Command, ctx: () => Context): void {
     .description("back up one or more jobs of the config, or a database given by URL")
     .argument("[targets...]", "job names, or one source URL with --to")
     .option("--all", "run every job of the config")
-    .option("--to <store>", "one-off mode: store URL or directory to back up into")
+    .option("--to <store>", "one-off mode: store URL or directory to back up into (repeatable: one dump, several stores)", collect)
     .option("--prune", "apply the job's retention after a successful backup")
     .option("--parallel <n>", "run up to N jobs at once", "1")
     .option("--format <format>", "one-off mode: dump format (plain, custom, directory)")
@@ -45,21 +45,24 @@ export function registerBackup(program: Command, ctx: () => Context): void {
     .option("-r, --recipient <age1...>", "one-off mode: encrypt to this age public key (repeatable)", collect)
     .option("-R, --recipients-file <file>", "one-off mode: encrypt to the age public keys in this file")
     .option("--passphrase-env <name>", "one-off mode: encrypt with the passphrase in this environment variable")
+    .option("--table <pattern>", "back up only this table (glob, schema.table for PostgreSQL; repeatable); replaces tables: of the config", collect)
     .addHelpText(
       "after",
       `
 Examples:
   dbkeep backup sqlite:./app.db --to ./backups
+  dbkeep backup sqlite:./app.db --to ./backups --to /mnt/usb/backups   # one dump, two stores
   dbkeep backup sqlite:./app.db --to ./backups -r age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
   dbkeep backup postgres://app@db.internal:5432/app --to ./backups --compression zstd
   dbkeep backup 'postgres://app@localhost/app?format=custom' --to /var/backups
   dbkeep -c dbkeep.yaml backup appdb-backup
   dbkeep backup --all --parallel 4 --prune
-  dbkeep backup appdb-backup --type manual          # kept until deleted by hand`,
+  dbkeep backup appdb-backup --type manual          # kept until deleted by hand
+  dbkeep backup postgres://app@localhost/app --to ./backups --table 'public.orders*' --table users`,
     )
     .action(async (targets: string[], flags: BackupFlags) => {
       const c = ctx();
-      const plans = planBackups(c, targets, flags);
+      const plans = withTables(planBackups(c, targets, flags), flags.table);
       const parallel = Math.max(1, Number.parseInt(flags.parallel ?? "1", 10) || 1);
       // Runs of configured jobs go into the same history as the daemon's (`dbkeep history`).
       const history = plans.some((p) => !p.oneOff) ? openHistory(c) : undefined;
@@ -71,14 +74,7 @@ Examples:
           progress?.clear();
           if (!plan.oneOff) history?.record(r, startedAt, "cli");
           if (r.ok && flags.prune && plan.retention) {
-            const engine = await openEngine(plan);
-            const store = await openStore(plan);
-            try {
-              const grace = durationSeconds(plan.retention.orphan_grace ?? "1h");
-              await prune(store, backupPrefix(plan, engine), policyFor(plan), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), log: c.log.child({ job: plan.name }) });
-            } finally {
-              await store.close();
-            }
+            await pruneJob(plan, { log: c.log, warn: (m) => c.log.warn(m) });
           } else if (r.ok && flags.prune) {
             c.log.info({ job: plan.name }, "no retention rules: nothing to prune");
           }
@@ -91,6 +87,19 @@ Examples:
       report(c, results, flags.json ?? false);
       if (results.some((r) => !r.ok)) process.exitCode = 1;
     });
+}
+
+/** --table: a partial backup of the given tables, replacing the datasource's and the job's own selection. */
+function withTables(plans: JobPlan[], tables: string[] | undefined): JobPlan[] {
+  if (!tables?.length) return plans;
+  return plans.map((plan) => {
+    const engine = plan.datasource.section.engine;
+    if (!["postgres", "postgresql", "mysql", "mariadb"].includes(engine)) {
+      throw new DbkeepError("USAGE", `--table works with PostgreSQL and MySQL/MariaDB, not ${engine}${plan.oneOff ? "" : ` (job ${plan.name})`}`);
+    }
+    const { tables: _t, exclude_tables: _x, ...options } = plan.datasource.section.options;
+    return { ...plan, datasource: { ...plan.datasource, section: { ...plan.datasource.section, options: { ...options, tables } } } };
+  });
 }
 
 function openHistory(c: Context): History | undefined {
@@ -106,12 +115,12 @@ function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan
   const locations = targets.filter(isLocation);
   if (locations.length > 0) {
     if (targets.length !== 1) throw new DbkeepError("USAGE", "give one source URL at a time, without job names");
-    if (!flags.to) throw new DbkeepError("USAGE", "one-off backups need --to STORE", { hint: `dbkeep backup ${targets[0]} --to ./backups` });
+    if (!flags.to?.length) throw new DbkeepError("USAGE", "one-off backups need --to STORE", { hint: `dbkeep backup ${targets[0]} --to ./backups` });
     const plan = oneOffPlan(targets[0], flags.to, flags, c.log);
     const encryption = encryptionFromFlags("--recipient", { recipients: flags.recipient, recipients_file: flags.recipientsFile, passphrase_env: flags.passphraseEnv });
     return [{ ...plan, ...(encryption ? { encryption } : {}) }];
   }
-  if (flags.to) throw new DbkeepError("USAGE", "--to goes with a source URL; jobs of the config use their own store");
+  if (flags.to?.length) throw new DbkeepError("USAGE", "--to goes with a source URL; jobs of the config use their own store");
   if (flags.recipient?.length || flags.recipientsFile || flags.passphraseEnv) {
     throw new DbkeepError("USAGE", "--recipient, --recipients-file and --passphrase-env go with a source URL", { hint: "jobs of the config are encrypted by their encryption block" });
   }
@@ -148,6 +157,7 @@ function report(c: Context, results: JobResult[], json: boolean): void {
         attempts: r.attempts,
         seconds: Math.round(r.seconds * 100) / 100,
         store: r.store,
+        ...(r.stores ? { stores: r.stores } : {}),
         ...(r.manifest ? { backup: r.manifest.id, key: r.manifest.key, bytes: r.manifest.stored_bytes, raw_bytes: r.manifest.raw_bytes, sha256: r.manifest.sha256 } : {}),
         ...(r.error ? { error: r.error.message, code: r.error.code, ...(r.error.hint ? { hint: r.error.hint } : {}) } : {}),
       })),

@@ -25,8 +25,8 @@ Examples:
         const rows = h.list(job, Math.max(1, Number(flags.limit) || 50));
         if (flags.json) return void process.stdout.write(JSON.stringify({ runs: rows }, null, 2) + "\n");
         if (rows.length === 0) return void process.stdout.write("no runs recorded yet\n");
-        const lines = rows.map((r) => [r.started_at.replace("T", " ").slice(0, 19), r.job, r.ok ? "ok" : "FAILED", formatDuration(r.seconds), r.bytes === null ? "-" : formatBytes(r.bytes), String(r.attempts), r.trigger, r.backup ?? r.error ?? ""]);
-        process.stdout.write(table(["STARTED (UTC)", "JOB", "RESULT", "DURATION", "SIZE", "ATTEMPTS", "TRIGGER", "BACKUP / ERROR"], lines) + "\n");
+        const lines = rows.map((r) => [r.started_at.replace("T", " ").slice(0, 19), r.job, r.ok ? "ok" : "FAILED", formatDuration(r.seconds), r.bytes === null ? "-" : formatBytes(r.bytes), String(r.attempts), r.trigger, r.verified === null ? "-" : `${r.verified ? "ok" : "FAILED"}${r.restore_seconds !== null ? ` (restore ${formatDuration(r.restore_seconds)})` : ""}`, r.backup ?? r.error ?? ""]);
+        process.stdout.write(table(["STARTED (UTC)", "JOB", "RESULT", "DURATION", "SIZE", "ATTEMPTS", "TRIGGER", "VERIFIED", "BACKUP / ERROR"], lines) + "\n");
       } finally {
         h.close();
       }

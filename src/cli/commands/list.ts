@@ -1,19 +1,29 @@
 import type { Command } from "commander";
-import { backupPrefix, openEngine, openStore, type JobPlan } from "../../core/jobs.js";
+import { backupPrefix, openEngine, openStore, withStore, type JobPlan } from "../../core/jobs.js";
 import { listBackups } from "../../core/manifest.js";
 import type { Store } from "../../stores/store.js";
+import { DbkeepError } from "../../core/errors.js";
 import { oneOffPlan, type Context } from "../context.js";
 import { formatBytes, table } from "../format.js";
 
 /** The store and prefix a command works on: a job of the config, or a store URL (all backups in it). */
-export async function openTarget(c: Context, target: string): Promise<{ plan: JobPlan; store: Store; prefix: string }> {
+export async function openTarget(c: Context, target: string, storeName?: string): Promise<{ plan: JobPlan; store: Store; prefix: string }> {
   if (c.isStoreLocation(target)) {
+    if (storeName) throw new DbkeepError("USAGE", "--store goes with a job name", { hint: `the store is ${target} itself` });
     const plan = oneOffPlan(undefined, target, {}, c.log);
     return { plan, store: await openStore(plan), prefix: "" };
   }
-  const plan = c.plan(target);
+  const plan = withStore(c.plan(target), storeName);
   const engine = await openEngine(plan);
   return { plan, store: await openStore(plan), prefix: backupPrefix(plan, engine) };
+}
+
+/**
+ * The stores a command goes through, in order, for openTarget: the one `--store` names, the store a URL is, or
+ * every store of the job.
+ */
+export function targetStores(c: Context, target: string, store: string | undefined): (string | undefined)[] {
+  return store || c.isStoreLocation(target) ? [store] : c.plan(target).stores.map((s) => s.name);
 }
 
 export function registerList(program: Command, ctx: () => Context): void {
@@ -23,17 +33,19 @@ export function registerList(program: Command, ctx: () => Context): void {
     .argument("<target>", "job name, or store URL / directory")
     .option("--json", "print JSON")
     .option("--all", "also show leftovers of failed or killed runs and unreadable manifests")
+    .option("--store <name>", "which of the job's stores to list (default: its first; see dbkeep status for all)")
     .addHelpText(
       "after",
       `
 Examples:
   dbkeep list ./backups
   dbkeep list appdb-backup --json
-  dbkeep list ./backups --all`,
+  dbkeep list ./backups --all
+  dbkeep list appdb-backup --store offsite`,
     )
-    .action(async (target: string, flags: { json?: boolean; all?: boolean }) => {
+    .action(async (target: string, flags: { json?: boolean; all?: boolean; store?: string }) => {
       const c = ctx();
-      const { store, prefix } = await openTarget(c, target);
+      const { store, prefix } = await openTarget(c, target, flags.store);
       try {
         const listing = await listBackups(store, prefix);
         if (flags.json) {

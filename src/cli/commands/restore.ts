@@ -1,13 +1,14 @@
 import type { Command } from "commander";
 import { isLocation, sourceFromUrl } from "../../config/urls.js";
-import { DbkeepError } from "../../core/errors.js";
+import { DbkeepError, isDbkeepError } from "../../core/errors.js";
 import { openEngine, type JobPlan } from "../../core/jobs.js";
-import { findBackup, listBackups } from "../../core/manifest.js";
+import { findBackup, listBackups, type Manifest } from "../../core/manifest.js";
+import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import type { Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
-import { openTarget } from "./list.js";
+import { openTarget, targetStores } from "./list.js";
 
 interface RestoreFlags {
   to?: string;
@@ -17,6 +18,7 @@ interface RestoreFlags {
   json?: boolean;
   identity?: string;
   passphraseEnv?: string;
+  store?: string;
 }
 
 export function registerRestore(program: Command, ctx: () => Context): void {
@@ -32,6 +34,7 @@ export function registerRestore(program: Command, ctx: () => Context): void {
     .option("--json", "print the result as JSON")
     .option("-i, --identity <file>", "decrypt with the age identity (secret key) in this file")
     .option("--passphrase-env <name>", "decrypt with the passphrase in this environment variable")
+    .option("--store <name>", "read from this store of the job (default: the first, in the job's order, that holds the backup intact)")
     .addHelpText(
       "after",
       `
@@ -41,6 +44,7 @@ Examples:
   dbkeep restore ./backups app-20260210-143000 --to postgres://app@localhost/app_copy
   dbkeep restore appdb-backup                      # latest, into the job's own datasource
   dbkeep restore appdb-backup app-20260210-143000.sql.gz --to staging-db --auto-confirm
+  dbkeep restore appdb-backup latest --store offsite --to staging-db
 
 The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
 backup was read, verified and restored beside it, so a damaged backup never changes the target.
@@ -49,60 +53,90 @@ one is refused before the target is touched.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
       const c = ctx();
-      const { plan, store, prefix } = await openTarget(c, target);
-      try {
-        const listing = await listBackups(store, prefix);
-        const candidates = listing.backups;
-        if (plan.oneOff && (!ref || ref === "latest")) {
-          const dbs = new Set(candidates.map((b) => b.database));
-          if (dbs.size > 1) {
-            throw new DbkeepError("USAGE", `${store.name} holds backups of ${dbs.size} databases (${[...dbs].join(", ")}): "latest" is ambiguous`, {
-              hint: "name the backup: dbkeep list " + target,
-            });
-          }
-        }
-        const m = findBackup(candidates, ref);
-        if (!m) {
-          throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}` : `backup "${ref}" not found in ${store.name}`, {
-            hint: `see dbkeep list ${target}`,
-          });
-        }
-        const engine = await openEngine(targetPlan(c, plan, flags.to));
-        const progress = c.progress(`restoring ${m.id}`, { read: "read", written: "restored" });
-        let result;
+      // A job with several stores: the first store, in the job's order, that holds the backup intact.
+      const names = targetStores(c, target, flags.store);
+      let confirmed = false;
+      for (let i = 0; i < names.length; i++) {
+        const last = i === names.length - 1;
+        const { plan, store, prefix } = await openTarget(c, target, names[i]);
         try {
-          result = await runRestore({
-            manifest: m,
-            store,
-            engine,
-            log: c.log,
-            signal: c.signal,
-            ...(flags.jobs ? { jobs: Number(flags.jobs) } : {}),
-            ...(flags.globals ? { extras: true } : {}),
-            onProgress: progress.update,
-            identities: () => {
-              const own = encryptionFromFlags("--identity", { identity_file: flags.identity, passphrase_env: flags.passphraseEnv }) ?? plan.encryption;
-              return own ? identitiesFor(own, (w) => c.log.warn(w)) : [];
-            },
-            confirm: async (objects, what) => {
-              const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
-              c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
-              if (flags.autoConfirm) return true;
-              progress.clear();
-              if (!c.interactive) return false;
-              if (await c.confirm(`Replace ${what} (${objects.length} tables/views) with backup ${m.id}?`)) return true;
-              throw new DbkeepError("RESTORE_REFUSED", `restore cancelled: ${what} was not changed`);
-            },
+          const m = await pick(c, store, prefix, plan, target, ref).catch((err: unknown) => {
+            if (last || !isDbkeepError(err, "BACKUP_NOT_FOUND")) throw err;
+            c.log.warn({ store: store.name }, (err as Error).message + "; trying the next store");
+            return undefined;
           });
+          if (!m) continue;
+          const st = await store.stat(m.key);
+          if (!last && st?.size !== m.stored_bytes) {
+            c.log.warn({ store: store.name, key: m.key }, `${m.key} in ${store.name} is ${st ? `${st.size} bytes, not ${m.stored_bytes}` : "missing"}; trying the next store`);
+            continue;
+          }
+          const engine = await openEngine(targetPlan(c, plan, flags.to));
+          const progress = c.progress(`restoring ${m.id}`, { read: "read", written: "restored" });
+          let result;
+          try {
+            result = await runRestore({
+              manifest: m,
+              store,
+              engine,
+              log: c.log,
+              signal: c.signal,
+              ...(flags.jobs ? { jobs: Number(flags.jobs) } : {}),
+              ...(flags.globals ? { extras: true } : {}),
+              onProgress: progress.update,
+              identities: () => {
+                const own = encryptionFromFlags("--identity", { identity_file: flags.identity, passphrase_env: flags.passphraseEnv }) ?? plan.encryption;
+                return own ? identitiesFor(own, (w) => c.log.warn(w)) : [];
+              },
+              confirm: async (objects, what) => {
+                if (confirmed) return true;
+                const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
+                c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
+                if (flags.autoConfirm) return (confirmed = true);
+                progress.clear();
+                if (!c.interactive) return false;
+                if (await c.confirm(`Replace ${what} (${objects.length} tables/views) with backup ${m.id}?`)) return (confirmed = true);
+                throw new DbkeepError("RESTORE_REFUSED", `restore cancelled: ${what} was not changed`);
+              },
+            });
+          } catch (err) {
+            // The engine left the target as it was; another store may hold an intact copy.
+            if (!last && isDbkeepError(err, "CHECKSUM_MISMATCH")) {
+              c.log.warn({ store: store.name, err: (err as Error).message }, `the copy in ${store.name} is damaged; trying the next store`);
+              continue;
+            }
+            throw err;
+          } finally {
+            progress.clear();
+          }
+          if (flags.json) process.stdout.write(JSON.stringify({ backup: m.id, store: store.name, target: result.target, seconds: result.seconds, bytes: result.storedBytes, replaced: result.replaced }, null, 2) + "\n");
+          else process.stdout.write(`restored ${m.id} from ${store.name} into ${result.target} (${formatBytes(m.raw_bytes)} in ${formatDuration(result.seconds)})\n`);
+          return;
         } finally {
-          progress.clear();
+          await store.close();
         }
-        if (flags.json) process.stdout.write(JSON.stringify({ backup: m.id, target: result.target, seconds: result.seconds, bytes: result.storedBytes, replaced: result.replaced }, null, 2) + "\n");
-        else process.stdout.write(`restored ${m.id} into ${result.target} (${formatBytes(m.raw_bytes)} in ${formatDuration(result.seconds)})\n`);
-      } finally {
-        await store.close();
       }
     });
+}
+
+/** The backup `ref` names in a store (latest by default). */
+async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, target: string, ref: string): Promise<Manifest> {
+  const candidates = (await listBackups(store, prefix)).backups;
+  if (plan.oneOff && (!ref || ref === "latest")) {
+    const dbs = new Set(candidates.map((b) => b.database));
+    if (dbs.size > 1) {
+      throw new DbkeepError("USAGE", `${store.name} holds backups of ${dbs.size} databases (${[...dbs].join(", ")}): "latest" is ambiguous`, {
+        hint: "name the backup: dbkeep list " + target,
+      });
+    }
+  }
+  const m = findBackup(candidates, ref);
+  if (!m) {
+    throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}` : `backup "${ref}" not found in ${store.name}`, {
+      hint: `see dbkeep list ${target}`,
+    });
+  }
+  return m;
 }
 
 /** The datasource to restore into: --to (a datasource of the config or a URL), else the job's own. */

@@ -13,6 +13,10 @@ import { feedWhileReading, minimalEnv, resolveTool, runTool, type SpawnedTool, s
 import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
 import type { MysqlDatasource } from "./schema.js";
 import { privateDir } from "../../core/private-dir.js";
+import { selectionOf } from "../../core/selection.js";
+import { createMysqlDifferential, resolveMysqlSelection } from "./partial.js";
+import { readFileSync } from "node:fs";
+import { countSql, mysqlObjects } from "./verify.js";
 
 export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
@@ -56,6 +60,7 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
   const password = (): Secret | undefined =>
     (resolved ??= { value: opts.password?.() ?? (opts.oneOff && process.env.MYSQL_PWD ? new Secret(process.env.MYSQL_PWD) : undefined) }).value;
   const explain = (stderr: string) => explainMysqlError(stderr);
+  const selection = selectionOf(opts as Record<string, unknown>);
 
   async function firstTool(names: readonly string[]): Promise<string> {
     let last: unknown;
@@ -236,29 +241,50 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       const toolVer = await toolVersion(tool);
       await withSession(async (s) => {
         await requireTls(s);
-        const { serverVersion, tables } = await metadata(s, dopts.log, useMydumper ? toolVer : undefined);
-        const result: DumpResult = { tool: { name: basename(tool), version: toolVer }, serverVersion, tables };
+        const { serverVersion, tables: allTables } = await metadata(s, dopts.log, useMydumper ? toolVer : undefined);
+        // A partial backup: the globs resolved against the database's tables, passed to mysqldump by name.
+        const sel = selection && single ? resolveMysqlSelection(selection, single, allTables.map((t) => t.name)) : undefined;
+        for (const w of sel?.warnings ?? []) dopts.log.warn(w);
+        const tables = sel ? allTables.filter((t) => sel.names.includes(t.name)) : allTables;
+        const result: DumpResult = { tool: { name: basename(tool), version: toolVer }, serverVersion, tables, ...(sel && selection ? { selection: { patterns: selection, tables: sel.names } } : {}) };
+        // What verify compares: schema objects, and exact counts taken in a consistent snapshot started with the dump.
+        const run = (sql: string) => query(s, sql, dopts.signal);
+        if (single) result.objects = await mysqlObjects(run, single);
+        const counting = single && opts.row_counts !== "estimate" ? run(countSql(single, tables.map((t) => t.name))) : undefined;
+        counting?.catch(() => undefined);
+        const finishCounted = async () => {
+          if (counting) {
+            try {
+              const n = new Map((await counting).map((r) => [r[0] ?? "", Number(r[1] ?? 0)]));
+              result.tables = tables.map((t) => (n.has(t.name) ? { name: t.name, rows: n.get(t.name)! } : t));
+            } catch (err) {
+              dopts.log.warn({ err: (err as Error).message }, "row counts could not be taken; the manifest keeps estimates");
+            }
+          }
+          finish(result);
+        };
         const spawnOpts = { env: minimalEnv(), signal: dopts.signal, timeoutMs, context: where, explain };
 
         if (!useMydumper) {
           const args = [
             `--defaults-extra-file=${s.cnf}`,
             ...(opts.single_transaction ? ["--single-transaction"] : []),
-            opts.routines ? "--routines" : "--skip-routines",
+            // Routines and events belong to the database, not to a table: a partial backup leaves them out.
+            opts.routines && !sel ? "--routines" : "--skip-routines",
             opts.triggers ? "--triggers" : "--skip-triggers",
-            opts.events ? "--events" : "--skip-events",
+            opts.events && !sel ? "--events" : "--skip-events",
             "--hex-blob",
             "--quick",
             "--default-character-set=utf8mb4",
             "--no-tablespaces",
-            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : [single ?? ""]),
+            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? sel.args : [single ?? ""]),
           ];
           const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "pipe", "pipe"] });
           const gated = endAfter(child.stdout as Readable, exited);
           gated.on("error", (e) => out.destroy(e));
           gated.pipe(out);
           await exited;
-          finish(result);
+          await finishCounted();
           return;
         }
 
@@ -283,7 +309,7 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
         gated.on("error", (e) => out.destroy(e));
         gated.pipe(out);
         await t.done;
-        finish(result);
+        await finishCounted();
       });
     })().catch((err: unknown) => {
       out.destroy(err as Error);
@@ -293,13 +319,14 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     return { stream: out, done };
   }
 
-  async function inspectTarget(): Promise<TargetState> {
+  async function inspectTarget(o?: { tables?: string[] }): Promise<TargetState> {
     return withSession(async (s) => {
       const schemas = await coveredSchemas(s);
       const existing = await existingSchemas(s, schemas);
       if (existing.length === 0) return { exists: false, objects: [] };
       const rows = await query(s, `SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA IN (${existing.map(lit).join(", ")}) ORDER BY 1, 2`);
-      return { exists: true, objects: rows.map((r) => (single ? (r[1] ?? "") : `${r[0]}.${r[1]}`)) };
+      const objects = rows.map((r) => (single ? (r[1] ?? "") : `${r[0]}.${r[1]}`));
+      return { exists: true, objects: o?.tables ? objects.filter((x) => o.tables!.includes(x)) : objects };
     });
   }
 
@@ -394,7 +421,9 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     } finally {
       await dropQuietly(s, staging, ropts.log);
     }
-    await recreateTarget(s, target, cs);
+    // A partial backup replaces only its own tables (its DROP TABLE IF EXISTS / CREATE TABLE); the rest of the target stays.
+    if (ropts.tables) ropts.log.info({ tables: ropts.tables.length }, `restoring ${ropts.tables.length} table(s) into ${target}; its other tables stay as they are`);
+    else await recreateTarget(s, target, cs);
     try {
       await applyFile(copy, client, clientArgs(s, target), `${server}, database ${target}`, ropts.signal);
     } catch (err) {
@@ -569,6 +598,33 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     restore,
     canRestore: (f) => f in EXT,
     checkDump,
+    ...(single && !useMydumper
+      ? {
+          differential: createMysqlDifferential({
+            database: single,
+            where,
+            ...(selection ? { selection } : {}),
+            connection: () => ({
+              host: opts.host,
+              port: opts.port,
+              ...(opts.socket ? { socket: opts.socket } : {}),
+              user: opts.user ?? userInfo().username,
+              ...(password() ? { password: password()!.reveal() } : {}),
+              database: single,
+              ...(opts.ssl_mode && !["disabled", "preferred"].includes(opts.ssl_mode)
+                ? { ssl: { ...(opts.ssl_ca ? { ca: readFileSync(opts.ssl_ca, "utf8") } : {}), rejectUnauthorized: opts.ssl_mode !== "required" } }
+                : {}),
+            }),
+            applyScript: (input, ropts) =>
+              withSession(async (s) => {
+                const t = spawnTool(await clientTool(), clientArgs(s, single), {
+                  env: minimalEnv(), signal: ropts.signal, timeoutMs, context: `${server}, database ${single}`, explain, stdio: ["pipe", "ignore", "pipe"],
+                });
+                await teeIntoTool(input, t);
+              }),
+          }),
+        }
+      : {}),
   };
 }
 

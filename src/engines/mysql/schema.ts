@@ -35,6 +35,11 @@ export const mysqlDatasourceSchema = z
     timeout: z.number().positive().optional(),
     ssl_mode: z.enum(["disabled", "preferred", "required", "verify_ca", "verify_identity"]).optional(),
     ssl_ca: z.string().optional(),
+    /** exact: rows counted in a consistent snapshot started with the dump (exact when nothing writes meanwhile); estimate: statistics. */
+    row_counts: z.enum(["exact", "estimate"]).default("exact"),
+    /** A partial backup: only these tables of `database` (globs), see docs/partial-and-differential.md. */
+    tables: databaseList.optional(),
+    exclude_tables: databaseList.optional(),
   })
   .superRefine((o, ctx) => {
     const given = [o.database !== undefined && "database", o.databases !== undefined && "databases", o.all_databases && "all_databases"].filter(Boolean);
@@ -44,6 +49,10 @@ export const mysqlDatasourceSchema = z
         path: ["database"],
         message: given.length ? `give only one of ${given.join(", ")}` : "give database, databases (a list) or all_databases: true",
       });
+    }
+    for (const k of ["tables", "exclude_tables"] as const) {
+      if (o[k] && o.database === undefined) ctx.addIssue({ code: "custom", path: [k], message: `${k} selects tables of one database: give database: NAME` });
+      if (o[k] && (o.tool === "mydumper" || o.format === "mydumper")) ctx.addIssue({ code: "custom", path: [k], message: `${k} works with mysqldump, not mydumper` });
     }
     if (o.tool && o.format && (o.tool === "mydumper") !== (o.format === "mydumper")) {
       ctx.addIssue({ code: "custom", path: ["format"], message: `format ${o.format} does not go with tool ${o.tool}` });

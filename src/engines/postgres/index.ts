@@ -10,9 +10,13 @@ import { DbkeepError } from "../../core/errors.js";
 import type { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
-import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TargetState } from "../engine.js";
 import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
+import { openDumpSnapshot } from "./verify.js";
+import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
+import { selectionOf } from "../../core/selection.js";
+import type { Logger } from "../../core/log.js";
 
 export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "password_env" | "password_file" | "compression" | "compression_level" | "engine"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
@@ -100,58 +104,91 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     return "postgres";
   }
 
+  const selection = dumpAll ? undefined : selectionOf(opts as Record<string, unknown>);
+
+  /** A partial backup's pg_dump arguments: the globs resolved against the catalog, passed as exact names. */
+  async function selectionArgs(log: Logger): Promise<PgSelection | undefined> {
+    if (!selection) return undefined;
+    const sel = await withClient(dbName, (c) => resolvePgSelection(c, selection, dbName));
+    for (const w of sel.warnings) log.warn(w);
+    log.info({ tables: sel.names.length }, `partial backup of ${sel.names.length} table(s): ${sel.names.slice(0, 10).join(", ")}${sel.names.length > 10 ? ", ..." : ""}`);
+    return sel;
+  }
+
+  function withSelection(r: DumpResult, sel: PgSelection | undefined): DumpResult {
+    if (!sel || !selection) return r;
+    const keep = new Set(sel.names);
+    return { ...r, ...(r.tables ? { tables: r.tables.filter((t) => keep.has(t.name)) } : {}), selection: { patterns: selection, tables: sel.names } };
+  }
+
+  async function connect(): Promise<pg.Client> {
+    const c = client(dbName);
+    c.on("error", () => undefined);
+    try {
+      await c.connect();
+    } catch (err) {
+      throw connectionError(err, opts.host, opts.port, dbName);
+    }
+    return c;
+  }
+
   function dump(dopts: DumpOptions): Dump {
     if (dumpAll) return dumpAllDatabases(dopts);
     return startDump(async (out) => {
       const pgDump = await resolveTool("pg_dump", binDir);
       const toolVer = await toolVersion("pg_dump");
-      const { serverVersion, tables } = await withClient(dbName, async (c) => {
-        const v = await c.query<{ server_version: string }>("SHOW server_version");
-        const t = await c.query<{ name: string; est: string }>(
-          `SELECT n.nspname || '.' || c.relname AS name, greatest(c.reltuples, 0)::bigint AS est
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-            ORDER BY 1`,
-        );
-        return {
-          serverVersion: (v.rows[0]?.server_version ?? "").split(" ")[0] ?? "",
-          tables: t.rows.map((r): TableInfo => ({ name: r.name, rows_estimate: Number(r.est) })),
-        };
+      // The dump's own snapshot, exported to pg_dump: counts and schema objects are taken in it while pg_dump runs.
+      const snap = await openDumpSnapshot(client(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
+        throw connectionError(err, opts.host, opts.port, dbName);
       });
-      checkVersions(toolVer, serverVersion);
-      const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
-      const common = ["--no-password", ...(format === "plain" ? [] : ["--compress=0"])];
-      const result: DumpResult = { tool: { name: "pg_dump", version: toolVer }, serverVersion, tables };
-
-      if (format !== "directory") {
-        const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
-        const { child, done: exited } = spawnTool(pgDump, args, {
-          env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
-          stdio: ["ignore", "pipe", "pipe"],
-        });
-        endAfter(child.stdout as Readable, exited, out);
-        await exited;
-        return result;
-      }
-
-      // Directory format: pg_dump -j needs a directory, so it is written to a private temp dir and then
-      // carried through the pipe as a tar stream; the temp dir is removed as soon as tar has read it.
-      const dir = await mkdtemp(join(tmpdir(), "dbkeep-pgdir-"));
+      const serverVersion = snap.serverVersion;
       try {
-        const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
-        const { done: exited } = spawnTool(pgDump, args, {
-          env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
-          stdio: ["ignore", "ignore", "pipe"],
-        });
-        await exited;
-        const tar = await resolveTool("tar");
-        const t = spawnTool(tar, ["-C", join(dir, "dump"), "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
-        endAfter(t.child.stdout as Readable, t.done, out);
-        await t.done;
-        return result;
+        checkVersions(toolVer, serverVersion);
+        const sel = await selectionArgs(dopts.log);
+        const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
+        // A partial plain dump drops its own tables first: restored into an existing database it replaces just those.
+        const partial = sel ? [...sel.args, ...(format === "plain" ? ["--clean", "--if-exists"] : [])] : [];
+        const common = ["--no-password", `--snapshot=${snap.id}`, ...(format === "plain" ? [] : ["--compress=0"]), ...partial];
+        const result: DumpResult = { tool: { name: "pg_dump", version: toolVer }, serverVersion };
+        const withCatalog = async (): Promise<DumpResult> => {
+          const { tables, objects } = await snap.catalog;
+          // A partial backup holds only some tables: the whole database's objects are not what it restores.
+          return { ...result, tables, ...(sel ? {} : { objects }) };
+        };
+
+        if (format !== "directory") {
+          const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
+          const { child, done: exited } = spawnTool(pgDump, args, {
+            env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
+            stdio: ["ignore", "pipe", "pipe"],
+          });
+          // The stream ends only once the catalog is taken too: a failed count fails the backup, never half-recorded.
+          if (dopts.handOver) dopts.handOver(child.stdout as Readable);
+          else endAfter(child.stdout as Readable, Promise.all([exited, snap.catalog]), out);
+          await exited;
+          return withSelection(await withCatalog(), sel);
+        }
+
+        // Directory format: pg_dump -j needs a directory, so it is written to a private temp dir and then
+        // carried through the pipe as a tar stream; the temp dir is removed as soon as tar has read it.
+        const dir = await mkdtemp(join(tmpdir(), "dbkeep-pgdir-"));
+        try {
+          const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
+          const { done: exited } = spawnTool(pgDump, args, {
+            env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
+            stdio: ["ignore", "ignore", "pipe"],
+          });
+          await exited;
+          const tar = await resolveTool("tar");
+          const t = spawnTool(tar, ["-C", join(dir, "dump"), "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
+          endAfter(t.child.stdout as Readable, Promise.all([t.done, snap.catalog]), out);
+          await t.done;
+          return withSelection(await withCatalog(), sel);
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
       } finally {
-        await rm(dir, { recursive: true, force: true });
+        await snap.close();
       }
     });
   }
@@ -217,7 +254,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     }
   }
 
-  async function inspectTarget(): Promise<TargetState> {
+  async function inspectTarget(o?: { tables?: string[] }): Promise<TargetState> {
     if (dumpAll) return inspectServer();
     const admin = await maintenanceDb();
     const exists = await withClient(admin, async (c) => {
@@ -235,7 +272,64 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       );
       return r.rows.map((x) => x.name);
     });
+    if (o?.tables) {
+      const only = new Set(o.tables);
+      return { exists: true, objects: objects.filter((x) => only.has(x)) };
+    }
     return { exists: true, objects };
+  }
+
+  /**
+   * Runs a SQL script from `input` with psql on the target in one transaction. psql commits at the end of its input,
+   * so an input error (checksum mismatch) must never look like one: the tool is killed before its stdin closes, and
+   * the transaction rolls back.
+   */
+  async function applyScript(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const psql = await resolveTool("psql", binDir);
+    const args = ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", dbName, "-f", "-"];
+    const t = spawnTool(psql, args, { env: toolEnv(dbName), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain, stdio: ["pipe", "ignore", "pipe"] });
+    const [fed, exited] = await Promise.allSettled([feedWhileReading(input, t), t.done]);
+    if (input.errored) throw input.errored;
+    if (fed.status === "rejected") throw fed.reason;
+    if (exited.status === "rejected") throw exited.reason;
+  }
+
+  /**
+   * A partial backup goes into the existing target: the plain dump's own DROP ... IF EXISTS (it is made with
+   * --clean) or pg_restore --clean replace exactly its tables, in one transaction that an input error (checksum
+   * mismatch) or a failing statement rolls back. The target's other tables are not touched, so there is no staging
+   * database to swap in here.
+   */
+  async function restorePartial(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const admin = await maintenanceDb();
+    await withClient(admin, async (c) => {
+      const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [dbName]);
+      if (!r.rowCount) await c.query(`CREATE DATABASE ${ident(dbName)}`);
+    });
+    ropts.log.info({ tables: ropts.tables?.length }, `restoring ${ropts.tables?.length} table(s) into the existing database ${dbName}; its other tables stay as they are`);
+    if (ropts.format === "plain") return applyScript(input, ropts);
+    const pgRestore = await resolveTool("pg_restore", binDir);
+    const args = ["--no-password", "--exit-on-error", "--single-transaction", "--clean", "--if-exists", "-d", dbName];
+    const run = { env: toolEnv(dbName), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain };
+    // pg_restore may commit before it reads the archive's last byte, i.e. before the checksum is known: the archive
+    // is kept in a private temp file (or directory) first, and pg_restore runs only once it ended cleanly.
+    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgrestore-"));
+    try {
+      if (ropts.format === "custom") {
+        const file = join(scratch, "dump");
+        await pipeline(input, createWriteStream(file, { mode: 0o600 }), { signal: ropts.signal });
+        await spawnTool(pgRestore, [...args, file], { ...run, stdio: ["ignore", "ignore", "pipe"] }).done;
+        return;
+      }
+      const source = join(scratch, "dir");
+      await mkdir(source, { recursive: true, mode: 0o700 });
+      const tar = spawnTool(await resolveTool("tar"), ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
+      await feedWhileReading(input, tar);
+      await tar.done;
+      await spawnTool(pgRestore, [...args, "--format=directory", source], { ...run, stdio: ["ignore", "ignore", "pipe"] }).done;
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
   }
 
   /**
@@ -245,6 +339,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    */
   async function restore(input: Readable, ropts: RestoreOptions): Promise<void> {
     if (ropts.format === "dumpall") return restoreAll(input, ropts);
+    if (ropts.tables) return restorePartial(input, ropts);
     const admin = await maintenanceDb();
     const target = dbName;
     const suffix = randomBytes(4).toString("hex");
@@ -489,6 +584,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     tools: dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"],
     format,
     extension: EXT[format] ?? ".sql",
+    handsOverStdout: format === "plain" || format === "custom",
     database: layoutName,
     source: () => ({ engine: "postgres", database: layoutName, host: opts.host, port: opts.port, ...(opts.user ? { user: opts.user } : {}) }),
     doctor,
@@ -506,6 +602,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     ...(opts.globals && !dumpAll ? { extras: () => [{ name: "globals", extension: ".sql", dump: dumpGlobals }] } : {}),
     restoreExtra,
     checkDump,
+    ...(dumpAll ? {} : { differential: createPgDifferential({ database: dbName, connect, ...(selection ? { selection } : {}), applyScript }) }),
   };
 }
 

@@ -1,6 +1,12 @@
 import { z } from "zod";
 import { COMPRESSIONS } from "../../core/compression.js";
 
+/** Glob patterns of a partial backup: a YAML list, or `a,b` in a URL. */
+export const patternList = z.preprocess(
+  (v) => (typeof v === "string" ? v.split(",").map((s) => s.trim()).filter(Boolean) : v),
+  z.array(z.string().min(1)).min(1),
+);
+
 /** Datasource options of `engine: postgres`: seed 000's keys, plus bin_dir, jobs, globals, sslmode. */
 export const postgresDatasourceSchema = z.strictObject({
   engine: z.enum(["postgres", "postgresql"]),
@@ -27,7 +33,17 @@ export const postgresDatasourceSchema = z.strictObject({
   all_databases: z.boolean().default(false),
   /** With all_databases: databases left out (pg_dumpall --exclude-database patterns), e.g. large scratch databases. */
   exclude_databases: z.array(z.string().min(1)).optional(),
+  /** exact: rows counted in the dump's own snapshot while it runs (what verify compares); estimate: statistics only. */
+  row_counts: z.enum(["exact", "estimate"]).default("exact"),
+  /** A partial backup: only these tables (globs, `schema.table` or `table`), see docs/partial-and-differential.md. */
+  tables: patternList.optional(),
+  exclude_tables: patternList.optional(),
+  schemas: patternList.optional(),
+  exclude_schemas: patternList.optional(),
 }).superRefine((ds, ctx) => {
   if (!ds.database && !ds.all_databases) ctx.addIssue({ code: "custom", path: ["database"], message: "database is required (or set all_databases: true)" });
+  for (const k of ["tables", "exclude_tables", "schemas", "exclude_schemas"] as const) {
+    if (ds.all_databases && ds[k]) ctx.addIssue({ code: "custom", path: [k], message: `${k} selects tables of one database and does not go with all_databases` });
+  }
 });
 export type PostgresDatasource = z.infer<typeof postgresDatasourceSchema>;

@@ -7,7 +7,8 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import Database from "better-sqlite3";
 import { DbkeepError } from "../../core/errors.js";
-import type { DoctorFinding, Dump, DumpOptions, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, Engine, RestoreOptions, SchemaObjects, TableInfo, TargetState } from "../engine.js";
+import { sqliteCatalog } from "./verify.js";
 import { fsyncPath } from "../../core/fsync.js";
 import { startDump } from "../dump.js";
 
@@ -50,11 +51,11 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
           src.close();
         }
         dopts.signal.throwIfAborted();
-        const { tables, version } = inspectCopy(copy);
+        const { tables, version, objects } = inspectCopy(copy);
         const stream = createReadStream(copy);
         stream.on("error", (e) => out.destroy(e));
         await pipeline(stream, out, { signal: dopts.signal });
-        return { tool: { name: "sqlite", version }, serverVersion: version, tables };
+        return { tool: { name: "sqlite", version }, serverVersion: version, tables, objects };
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -164,7 +165,7 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
 }
 
 /** Opens a copy, runs integrity_check and counts rows per table. Throws CORRUPT_BACKUP when the copy is damaged. */
-function inspectCopy(file: string): { tables: TableInfo[]; version: string } {
+function inspectCopy(file: string): { tables: TableInfo[]; version: string; objects: SchemaObjects } {
   let db: Database.Database;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
@@ -184,7 +185,7 @@ function inspectCopy(file: string): { tables: TableInfo[]; version: string } {
       rows: Number((db.prepare(`SELECT count(*) AS n FROM "${name.replace(/"/g, '""')}"`).get() as { n: number }).n),
     }));
     const version = (db.prepare("SELECT sqlite_version() AS v").get() as { v: string }).v;
-    return { tables, version };
+    return { tables, version, objects: sqliteCatalog(db).objects };
   } catch (err) {
     if (err instanceof DbkeepError) throw err;
     throw new DbkeepError("CORRUPT_BACKUP", `SQLite check failed: ${(err as Error).message}`, { cause: err });

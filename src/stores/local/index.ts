@@ -4,16 +4,12 @@ import { mkdir, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { z } from "zod";
 import { DbkeepError } from "../../core/errors.js";
 import type { PutOptions, Store, StoreObject } from "../store.js";
 import { fsyncPath } from "../../core/fsync.js";
 
-export const localStoreSchema = z.strictObject({
-  type: z.literal("local"),
-  path: z.string().min(1),
-});
-export type LocalStoreOptions = z.infer<typeof localStoreSchema>;
+import type { LocalStoreOptions } from "./schema.js";
+export { localStoreSchema, type LocalStoreOptions } from "./schema.js";
 
 const PARTIAL_MARK = ".dbkeep-partial-";
 
@@ -54,7 +50,7 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
       // The body may fail before it is piped anywhere; that failure is reported by pipeline() below, not thrown.
       body.on("error", () => undefined);
       try {
-        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await mkdirs(dir);
         if (body.errored) throw body.errored;
         const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
         body.on("data", (c: Buffer) => (bytes += c.length));
@@ -137,6 +133,24 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
 
     async close() {},
   };
+}
+
+/**
+ * mkdir -p, one level at a time: Node's own recursive mkdir can spin for ever on some file systems (e.g. under
+ * /proc), where this fails at once with the level that cannot be created.
+ */
+async function mkdirs(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { mode: 0o700 });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return;
+    if (code !== "ENOENT" || dirname(dir) === dir) throw err;
+    await mkdirs(dirname(dir));
+    await mkdir(dir, { mode: 0o700 }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== "EEXIST") throw e;
+    });
+  }
 }
 
 async function* walk(dir: string): AsyncIterable<{ path: string; size: number; mtime: Date }> {

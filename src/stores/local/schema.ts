@@ -1,0 +1,7 @@
+import { z } from "zod";
+
+export const localStoreSchema = z.strictObject({
+  type: z.literal("local"),
+  path: z.string().min(1),
+});
+export type LocalStoreOptions = z.infer<typeof localStoreSchema>;
