@@ -1,0 +1,104 @@
+import { basename, extname, join } from "node:path";
+import type { Command } from "commander";
+import { DbkeepError } from "../../core/errors.js";
+import type { JobPlan } from "../../core/jobs.js";
+import { stateDir } from "../../core/lock.js";
+import { createLogger } from "../../core/log.js";
+import { openQueryConnection } from "../../query/connection.js";
+import { runConsole } from "../../query/console.js";
+import { createConsoleBackupOps } from "../../query/console-ops.js";
+import { resolveDatasource, type ResolvedDatasource } from "../../query/datasource.js";
+import { oneOffPlan, type Context } from "../context.js";
+
+interface ConsoleFlags {
+  to?: string;
+  job?: string;
+  maxRows?: string;
+}
+
+export function registerConsole(program: Command, ctx: () => Context): void {
+  program
+    .command("console")
+    .description("an interactive prompt on one database: SQL, tables, backup, list, restore")
+    .argument("<datasource>", "datasource name from the config, or a URL (postgres://..., mysql://..., sqlite:./app.db)")
+    .option("--to <store>", "store URL or directory for backup, list and restore (default: the store of the datasource's job)")
+    .option("--job <name>", "the job whose store and settings backup, list and restore use (when several jobs back up this datasource)")
+    .option("--max-rows <n>", "rows a sql command shows at most", "100")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep console appdb
+  dbkeep console sqlite:./app.db --to ./backups
+  dbkeep console postgres://app@localhost/shop --to /var/backups
+
+Inside: help, tables, sql SELECT ..., sql SELECT ... --csv PATH, backup, backup --table T,
+backup --differential, list, restore [BACKUP], exit. Tab completes commands, tables and columns;
+the history is kept in $DBKEEP_STATE_DIR/console_history. Backups go to the store of the config's
+job for this datasource (--job picks one of several), or to --to STORE. See docs/query.md.`,
+    )
+    .action(async (datasource: string, flags: ConsoleFlags) => {
+      const c = ctx();
+      const maxRows = Number(flags.maxRows);
+      if (!Number.isInteger(maxRows) || maxRows < 1) throw new DbkeepError("USAGE", `--max-rows must be a positive whole number, not "${flags.maxRows}"`);
+      const ds = resolveDatasource(datasource, () => c.config(), (m) => c.log.warn(m));
+      if (!["postgres", "postgresql", "mysql", "mariadb", "sqlite"].includes(ds.section.engine)) {
+        throw new DbkeepError("USAGE", `the console is not available for ${ds.section.engine} datasources`, { hint: "it works with PostgreSQL, MySQL/MariaDB and SQLite" });
+      }
+      const target = backupTarget(c, ds, flags);
+      // The console says what each command did; routine log lines would only scroll the prompt away.
+      const log = createLogger({ format: c.logFormat, level: c.opts.debug ? "debug" : "warn" });
+      c.handlesSignals = true;
+      await runConsole({
+        name: ds.oneOff ? promptName(ds) : ds.name,
+        connect: () => openQueryConnection(ds.section, { secret: ds.secret, oneOff: ds.oneOff }),
+        input: process.stdin,
+        output: process.stdout,
+        historyFile: join(stateDir(), "console_history"),
+        ...("plan" in target ? { backups: createConsoleBackupOps(target.plan, target.describe, log) } : { unavailable: target.unavailable }),
+        signal: c.signal,
+        maxRows,
+      });
+    });
+}
+
+/** Where the console's backups go: --to STORE, else the job of this datasource in the config. */
+function backupTarget(c: Context, ds: ResolvedDatasource, flags: ConsoleFlags): { plan: JobPlan; describe: string } | { unavailable: string } {
+  if (flags.to) {
+    if (flags.job) throw new DbkeepError("USAGE", "give --to or --job, not both");
+    const base = oneOffPlan(undefined, flags.to, {}, c.log);
+    const options = ds.section.options;
+    const plan: JobPlan = {
+      ...base,
+      name: ds.oneOff ? base.name : `console-${ds.name}`,
+      datasource: { path: ds.path, section: ds.section },
+      compression: (options.compression as JobPlan["compression"] | undefined) ?? "gzip",
+      ...(typeof options.compression_level === "number" ? { level: options.compression_level } : {}),
+      oneOff: ds.oneOff,
+    };
+    return { plan, describe: `store ${flags.to}` };
+  }
+  if (ds.oneOff) {
+    if (flags.job) return { plan: c.plan(flags.job), describe: `job ${flags.job}` };
+    return { unavailable: "no store: open the console with --to STORE (or give a datasource of the config that a job backs up)" };
+  }
+  const config = c.config();
+  if (flags.job) {
+    const plan = c.plan(flags.job);
+    if (config.jobs[flags.job]?.datasource !== ds.name) throw new DbkeepError("USAGE", `job ${flags.job} backs up datasource ${config.jobs[flags.job]?.datasource}, not ${ds.name}`);
+    return { plan, describe: `job ${flags.job} (store ${plan.store.name})` };
+  }
+  const jobs = Object.entries(config.jobs).filter(([, j]) => j.datasource === ds.name).map(([n]) => n);
+  if (jobs.length === 0) return { unavailable: `no job of the config backs up ${ds.name}: open the console with --to STORE` };
+  const plan = c.plan(jobs[0]!);
+  if (jobs.length > 1) c.log.info(`backups use job ${jobs[0]} (jobs of ${ds.name}: ${jobs.join(", ")}; --job picks another)`);
+  return { plan, describe: `job ${jobs[0]} (store ${plan.store.name})` };
+}
+
+/** The prompt of a URL datasource: its database, or a SQLite file's name without its extension. */
+function promptName(ds: ResolvedDatasource): string {
+  const o = ds.section.options;
+  if (typeof o.database === "string") return o.database;
+  if (typeof o.path === "string") return basename(o.path, extname(o.path)) || "sqlite";
+  return ds.section.engine;
+}

@@ -1,0 +1,377 @@
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import type { PassThrough, Readable } from "node:stream";
+import type pg from "pg";
+import { DbkeepError } from "../../core/errors.js";
+import type { Logger } from "../../core/log.js";
+import { pgExactPattern, resolveSelection, type ResolvedSelection, type SelectionPatterns } from "../../core/selection.js";
+import { startDump } from "../dump.js";
+import type { DifferentialDumpSettings, DifferentialSupport, Dump, DumpOptions, RestoreOptions } from "../engine.js";
+
+/** A connected client; the caller ends it. */
+export type Connect = () => Promise<pg.Client>;
+
+interface PgTable {
+  schema: string;
+  table: string;
+  kind: string;
+  /** Partitions of a partitioned table, at every level: pg_dump -t does not take them along by itself. */
+  parts: { schema: string; table: string }[];
+}
+
+const SYSTEM_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'`;
+
+async function listTables(c: pg.Client): Promise<PgTable[]> {
+  const r = await c.query<PgTable>(
+    `SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS kind,
+            COALESCE((SELECT json_agg(json_build_object('schema', pn.nspname, 'table', pc.relname))
+                        FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+                       WHERE pt.relid <> c.oid), '[]'::json) AS parts
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND ${SYSTEM_FILTER}
+      ORDER BY 1, 2`,
+  );
+  return r.rows;
+}
+
+export interface PgSelection extends ResolvedSelection {
+  /** pg_dump arguments that select exactly these tables. */
+  args: string[];
+  names: string[];
+}
+
+/** Resolves the globs against the catalog and turns the result into exact, quoted pg_dump patterns. */
+export async function resolvePgSelection(c: pg.Client, sel: SelectionPatterns, database: string): Promise<PgSelection> {
+  const all = await listTables(c);
+  const schemas = (await c.query<{ nspname: string }>("SELECT nspname FROM pg_namespace ORDER BY 1")).rows.map((r) => r.nspname);
+  const resolved = resolveSelection(sel, all, schemas, { fold: true, what: `database ${database}`, withSchemas: true });
+  const byName = new Map(all.map((t) => [`${t.schema}.${t.table}`, t]));
+  const withParts = (t: { schema: string; table: string }) => [t, ...(byName.get(`${t.schema}.${t.table}`)?.parts ?? [])];
+  const args: string[] = [];
+  if (sel.tables?.length) {
+    for (const t of resolved.tables.flatMap(withParts)) args.push(`--table=${pgExactPattern(t.schema, t.table)}`);
+  } else {
+    for (const s of resolved.schemas) args.push(`--schema=${pgExactPattern(s)}`);
+    for (const s of resolved.excludedSchemas) args.push(`--exclude-schema=${pgExactPattern(s)}`);
+    for (const t of resolved.excludedTables.flatMap(withParts)) args.push(`--exclude-table=${pgExactPattern(t.schema, t.table)}`);
+  }
+  return { ...resolved, args, names: resolved.tables.map((t) => `${t.schema}.${t.table}`) };
+}
+
+interface Column {
+  name: string;
+  type: string;
+  /** The type under any domain, e.g. "timestamp with time zone". */
+  base: string;
+  generated: boolean;
+}
+
+interface TableMeta {
+  schema: string;
+  table: string;
+  kind: string;
+  oid: number;
+  cols: Column[];
+  pk: string[];
+  seqs: string[];
+}
+
+async function tableMeta(c: pg.Client, names: { schema: string; table: string }[]): Promise<TableMeta[]> {
+  const r = await c.query<TableMeta>(
+    `SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS kind, c.oid::int AS oid,
+            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+                    'base', format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL), 'generated', a.attgenerated <> '')
+                    ORDER BY a.attnum)
+               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS cols,
+            COALESCE((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i
+                        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                       WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS pk,
+            COALESCE((SELECT array_agg(format('%I.%I', sn.nspname, s.relname) ORDER BY s.relname) FROM pg_depend d
+                        JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+                       WHERE d.refobjid = c.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')), '{}') AS seqs
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE (n.nspname, c.relname) IN (SELECT x->>0, x->>1 FROM json_array_elements($1::json) x)
+      ORDER BY 1, 2`,
+    [JSON.stringify(names.map((t) => [t.schema, t.table]))],
+  );
+  return r.rows;
+}
+
+/** Parents before children (foreign keys among the dumped tables), so that upserts never miss a referenced row. */
+async function fkOrder(c: pg.Client, tables: TableMeta[]): Promise<TableMeta[]> {
+  const oids = new Set(tables.map((t) => t.oid));
+  const r = await c.query<{ child: number; parent: number }>("SELECT conrelid::int AS child, confrelid::int AS parent FROM pg_constraint WHERE contype = 'f'");
+  const deps = new Map<number, number[]>();
+  for (const e of r.rows) if (oids.has(e.child) && oids.has(e.parent) && e.child !== e.parent) deps.set(e.child, [...(deps.get(e.child) ?? []), e.parent]);
+  const out: TableMeta[] = [];
+  const state = new Map<number, "visiting" | "done">();
+  const byOid = new Map(tables.map((t) => [t.oid, t]));
+  const visit = (t: TableMeta) => {
+    if (state.get(t.oid)) return; // a cycle is left to SET CONSTRAINTS ALL DEFERRED (deferrable keys only)
+    state.set(t.oid, "visiting");
+    for (const p of deps.get(t.oid) ?? []) visit(byOid.get(p)!);
+    state.set(t.oid, "done");
+    out.push(t);
+  };
+  for (const t of tables) visit(t);
+  return out;
+}
+
+function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+function lit(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+const qname = (t: { schema: string; table: string }) => `${ident(t.schema)}.${ident(t.table)}`;
+const only = (t: TableMeta) => (t.kind === "p" ? "" : "ONLY ");
+
+const TIMESTAMP_TYPES = ["timestamp with time zone", "timestamp without time zone"];
+
+/** Session settings under which values are rendered and digests taken, on dump and on restore alike. */
+const SESSION = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'";
+
+function digestSql(t: TableMeta): string {
+  const row = t.pk.map(ident).join(", ");
+  return `SELECT count(*)::text || ':' || COALESCE(sum(('x' || substr(md5(ROW(${row}, NULL)::text), 1, 15))::bit(60)::bigint), 0)::text AS d FROM ${only(t)}${qname(t)}`;
+}
+
+function schemaDigestOf(tables: TableMeta[]): string {
+  const shape = tables.map((t) => [`${t.schema}.${t.table}`, t.kind, t.cols.map((c) => `${c.name}:${c.type}${c.generated ? ":generated" : ""}`), t.pk]);
+  return createHash("sha256").update(JSON.stringify(shape)).digest("hex");
+}
+
+async function write(out: PassThrough, text: string, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw new DbkeepError("ABORTED", "differential dump cancelled");
+  if (!out.write(text)) await once(out, "drain", { signal });
+}
+
+export interface PgDifferentialDeps {
+  database: string;
+  connect: Connect;
+  selection?: SelectionPatterns;
+  /** Runs a SQL script from `input` with psql in one transaction on the target, stopping at the first error. */
+  applyScript(input: Readable, ropts: RestoreOptions): Promise<void>;
+}
+
+export function createPgDifferential(deps: PgDifferentialDeps): DifferentialSupport {
+  const { database } = deps;
+
+  async function withClient<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = await deps.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  async function selected(c: pg.Client): Promise<TableMeta[]> {
+    const names = deps.selection ? (await resolvePgSelection(c, deps.selection, database)).tables : (await listTables(c));
+    return tableMeta(c, names);
+  }
+
+  async function safePoint(o: { marginSeconds: number; log: Logger }): Promise<string> {
+    return withClient(async (c) => {
+      const r = await c.query<{ now: Date; oldest: Date | null; hidden: string }>(
+        `SELECT statement_timestamp() AS now,
+                min(xact_start) FILTER (WHERE pid <> pg_backend_pid()) AS oldest,
+                count(*) FILTER (WHERE backend_type = 'client backend' AND query = '<insufficient privilege>') AS hidden
+           FROM pg_stat_activity WHERE datname = current_database()`,
+      );
+      const row = r.rows[0]!;
+      if (Number(row.hidden) > 0) {
+        o.log.warn(
+          { sessions: Number(row.hidden) },
+          "the start of other users' open transactions is hidden from this user (grant pg_read_all_stats): the safe point relies on cutoff_margin for them",
+        );
+      }
+      const base = row.oldest && row.oldest < row.now ? row.oldest : row.now;
+      return new Date(base.getTime() - o.marginSeconds * 1000).toISOString();
+    });
+  }
+
+  function dump(dopts: DumpOptions, d: DifferentialDumpSettings): Dump {
+    return startDump(async (out) => {
+      const c = await deps.connect();
+      try {
+        const tz = (await c.query<{ tz: string }>("SELECT reset_val AS tz FROM pg_settings WHERE name = 'TimeZone'")).rows[0]?.tz ?? "UTC";
+        await c.query(SESSION);
+        await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        // The first statement takes the snapshot: its start time is the database's clock inside it.
+        const snap = (await c.query<{ at: Date; v: string }>("SELECT statement_timestamp() AS at, current_setting('server_version') AS v")).rows[0]!;
+        const tables = await fkOrder(c, await selected(c));
+        if (schemaDigestOf(tables) !== d.base.schema_digest) {
+          throw new DbkeepError("ENGINE_FAILED", `the tables of ${database} changed since full backup ${d.base.id} was planned on`, {
+            hint: "run the job again: a change of tables or columns makes the next run a full backup",
+            retryable: true,
+          });
+        }
+        const cutoff = new Date(d.base.safe_point).toISOString();
+        const { basis, fullTables, columns } = classify(tables, d);
+        const predicate = new Map<TableMeta, string>();
+        for (const t of tables) {
+          const c0 = columns.get(t);
+          if (!c0) continue;
+          predicate.set(t, c0.base === "timestamp with time zone" ? `${ident(c0.name)} >= ${lit(cutoff)}::timestamptz` : `${ident(c0.name)} >= (${lit(cutoff)}::timestamptz AT TIME ZONE ${lit(tz)})`);
+        }
+        for (const f of fullTables) dopts.log.info({ table: f.name, reason: f.reason }, "dumped whole in this differential");
+        const full = new Set(fullTables.map((f) => f.name));
+        const snapshotAt = snap.at.toISOString();
+        const w = (text: string) => write(out, text, dopts.signal);
+
+        await w(
+          `-- dbkeep differential of database ${database.replace(/\n/g, " ")}\n-- base ${d.base.id}, rows changed at or after ${cutoff}, snapshot ${snapshotAt}\n` +
+            `${SESSION};\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET check_function_bodies = false;\nSET CONSTRAINTS ALL DEFERRED;\n` +
+            // The target's own triggers (e.g. one that sets updated_at) must not rewrite the rows being put back:
+            // those enabled now are switched off for this transaction and exactly those switched on again at its end.
+            `CREATE TEMP TABLE dbkeep_triggers ON COMMIT DROP AS SELECT tgrelid, tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' AND tgparentid = 0\n` +
+            `  AND tgrelid IN (${tables.map((t) => `${lit(qname(t))}::regclass`).join(", ")});\n` +
+            `DO $$DECLARE r record; BEGIN FOR r IN SELECT * FROM dbkeep_triggers LOOP EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', r.tgrelid::regclass, r.tgname); END LOOP; END$$;\n`,
+        );
+        let cursor = 0;
+        /** Streams `SELECT <rendered row>` through a cursor, calling `emit` with batches of rendered rows. */
+        const eachBatch = async (sql: string, emit: (rows: string[]) => Promise<void>) => {
+          const name = `dbkeep_c${cursor++}`;
+          await c.query(`DECLARE ${name} NO SCROLL CURSOR FOR ${sql}`);
+          for (;;) {
+            const r = await c.query<{ v: string }>(`FETCH 500 FROM ${name}`);
+            if (r.rows.length === 0) break;
+            await emit(r.rows.map((x) => x.v));
+          }
+          await c.query(`CLOSE ${name}`);
+        };
+        const rowExpr = (cols: string[]) => `'(' || concat_ws(', ', ${cols.map((x) => `quote_nullable(${ident(x)})`).join(", ")}) || ')'`;
+
+        for (const t of tables) {
+          const name = `${t.schema}.${t.table}`;
+          const cols = t.cols.filter((x) => !x.generated).map((x) => x.name);
+          const insert = `INSERT INTO ${qname(t)} (${cols.map(ident).join(", ")}) OVERRIDING SYSTEM VALUE VALUES\n`;
+          if (t.pk.length === 0) {
+            await w(`\n-- ${name}: whole (no primary key)\nDELETE FROM ${only(t)}${qname(t)};\n`);
+            await eachBatch(`SELECT ${rowExpr(cols)} AS v FROM ${only(t)}${qname(t)}`, (rows) => w(`${insert}${rows.join(",\n")};\n`));
+            continue;
+          }
+          const rest = cols.filter((x) => !t.pk.includes(x));
+          const conflict = `ON CONFLICT (${t.pk.map(ident).join(", ")}) ${rest.length ? `DO UPDATE SET ${rest.map((x) => `${ident(x)} = EXCLUDED.${ident(x)}`).join(", ")}` : "DO NOTHING"}`;
+          const where = full.has(name) ? "" : ` WHERE ${predicate.get(t)}`;
+          await w(`\n-- ${name}: ${full.has(name) ? "whole" : `rows with ${basis[name]} >= ${cutoff}`}\n`);
+          await eachBatch(`SELECT ${rowExpr(cols)} AS v FROM ${only(t)}${qname(t)}${where}`, (rows) => w(`${insert}${rows.join(",\n")}\n${conflict};\n`));
+        }
+
+        // Deletes after every upsert, children first: the keys present now, and every other row goes.
+        const keyDigests: Record<string, string> = {};
+        let k = 0;
+        for (const t of [...tables].reverse()) {
+          const name = `${t.schema}.${t.table}`;
+          if (t.pk.length === 0) continue;
+          if (!d.trackDeletes && !full.has(name)) {
+            keyDigests[name] = (await c.query<{ d: string }>(digestSql(t))).rows[0]?.d ?? "";
+            continue;
+          }
+          const keys = `dbkeep_keys_${k++}`;
+          await w(`\n-- ${name}: primary keys present at dump time\nCREATE TEMP TABLE ${keys} ON COMMIT DROP AS SELECT ${t.pk.map(ident).join(", ")} FROM ${only(t)}${qname(t)} WITH NO DATA;\n`);
+          await eachBatch(`SELECT ${rowExpr(t.pk)} AS v FROM ${only(t)}${qname(t)}`, (rows) => w(`INSERT INTO ${keys} VALUES\n${rows.join(",\n")};\n`));
+          await w(`DELETE FROM ${only(t)}${qname(t)} x WHERE NOT EXISTS (SELECT 1 FROM ${keys} k WHERE ${t.pk.map((p) => `k.${ident(p)} = x.${ident(p)}`).join(" AND ")});\n`);
+        }
+        for (const seq of [...new Set(tables.flatMap((t) => t.seqs))]) {
+          const s = (await c.query<{ v: string }>(`SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', ${lit(seq)}, last_value, CASE WHEN is_called THEN 'true' ELSE 'false' END) AS v FROM ${seq}`)).rows[0];
+          if (s) await w(`${s.v}\n`);
+        }
+        await w("DO $$DECLARE r record; BEGIN FOR r IN SELECT * FROM dbkeep_triggers LOOP EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', r.tgrelid::regclass, r.tgname); END LOOP; END$$;\n");
+        await w("\n-- dbkeep differential complete\n");
+        await c.query("COMMIT");
+        out.end();
+        return {
+          serverVersion: snap.v.split(" ")[0] ?? "",
+          tables: tables.map((t) => ({ name: `${t.schema}.${t.table}` })),
+          differential: {
+            kind: "differential",
+            schema_digest: d.base.schema_digest,
+            base: { id: d.base.id, manifest_key: d.base.manifest_key, sha256: d.base.sha256 },
+            cutoff,
+            snapshot_at: snapshotAt,
+            basis,
+            full_tables: fullTables,
+            track_deletes: d.trackDeletes,
+            ...(d.trackDeletes ? {} : { key_digests: keyDigests }),
+          },
+        };
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    });
+  }
+
+  async function keyDigests(names: string[]): Promise<Record<string, string>> {
+    return withClient(async (c) => {
+      await c.query(SESSION);
+      const meta = await tableMeta(c, names.map(splitName));
+      const out: Record<string, string> = {};
+      for (const t of meta) if (t.pk.length) out[`${t.schema}.${t.table}`] = (await c.query<{ d: string }>(digestSql(t))).rows[0]?.d ?? "";
+      return out;
+    });
+  }
+
+  return {
+    schemaDigest: (d) =>
+      withClient(async (c) => {
+        const tables = await fkOrder(c, await selected(c));
+        classify(tables, d);
+        return schemaDigestOf(tables);
+      }),
+    safePoint,
+    dump,
+    apply: (input, ropts) => deps.applyScript(input, ropts),
+    keyDigests,
+  };
+}
+
+/** "schema.table" as recorded in manifests: the schema is everything before the first dot. */
+export function splitName(name: string): { schema: string; table: string } {
+  const i = name.indexOf(".");
+  return { schema: name.slice(0, i), table: name.slice(i + 1) };
+}
+
+/**
+ * Which tables are dumped by changes (with their basis column) and which whole, and why. A basis column that is not
+ * a timestamp is refused: it cannot tell which rows changed, and dumping the table whole instead would hide that.
+ */
+function classify(tables: TableMeta[], d: Pick<DifferentialDumpSettings, "basisColumn" | "basisColumns">) {
+  const basis: Record<string, string> = {};
+  const fullTables: { name: string; reason: string }[] = [];
+  const columns = new Map<TableMeta, Column>();
+  for (const t of tables) {
+    const name = `${t.schema}.${t.table}`;
+    const col = basisFor(name, t.table, d);
+    if (t.pk.length === 0) {
+      fullTables.push({ name, reason: "no primary key" });
+      continue;
+    }
+    if (col === null) {
+      fullTables.push({ name, reason: "basis column switched off (basis_columns: null)" });
+      continue;
+    }
+    const c0 = t.cols.find((x) => x.name === col);
+    if (!c0) {
+      fullTables.push({ name, reason: `no column ${col}` });
+      continue;
+    }
+    if (!TIMESTAMP_TYPES.includes(c0.base)) {
+      throw new DbkeepError("USAGE", `basis column ${name}.${col} is ${c0.type}, not a timestamp: a differential cannot tell which rows changed`, {
+        hint: `name a timestamp or timestamptz column in basis_columns: { ${name}: COLUMN }, or basis_columns: { ${name}: null } to dump the table whole`,
+      });
+    }
+    basis[name] = col;
+    columns.set(t, c0);
+  }
+  return { basis, fullTables, columns };
+}
+
+function basisFor(name: string, table: string, d: Pick<DifferentialDumpSettings, "basisColumn" | "basisColumns">): string | null {
+  if (name in d.basisColumns) return d.basisColumns[name] ?? null;
+  if (table in d.basisColumns) return d.basisColumns[table] ?? null;
+  return d.basisColumn;
+}
