@@ -68,8 +68,25 @@ function options() {
       "skip-restore": { type: "boolean", default: false },
       cases: { type: "string" },
       out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
+  if (values.help) {
+    process.stdout.write(`usage: npm run bench -- [options]   (or: node bench/run.mjs [options])
+
+Backs up a PostgreSQL database of about --size-gb GB (built on first use as dbkeep_bench) with
+pg_dump -Fc, pg_dump | zstd -T0 -3 and dbkeep (zstd, gzip, lz4), interleaved, and reports wall-time
+ratios to the pg_dump | zstd baseline and peak memory. See docs/benchmarks.md.
+
+  --size-gb N       database size (default 1)
+  --runs N          runs of each case (default 3); medians are reported
+  --rebuild         rebuild the database even if it exists
+  --skip-restore    do not restore and compare the last outputs
+  --cases a,b       only these cases (always with the baseline), e.g. --cases dbkeep_zstd
+  --out FILE        where to write the JSON results (default bench/.work/results-<size>gb.json)
+`);
+    process.exit(0);
+  }
   const sizeGb = Number(values["size-gb"]);
   const runs = Number.parseInt(values.runs, 10);
   if (!(sizeGb > 0) || !(runs > 0)) throw new Error("--size-gb and --runs must be positive numbers");
