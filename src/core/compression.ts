@@ -128,13 +128,36 @@ export async function nativeCompressor(
   upstream: Promise<unknown>,
   signal?: AbortSignal,
 ): Promise<{ stream: Readable; rawBytes: Promise<number> }> {
+  const c = await spawnNative(compression, level, input, "pipe", signal);
+  return { stream: endAfter(c.stdout!, Promise.all([c.done, upstream, c.rawBytes])), rawBytes: c.rawBytes };
+}
+
+/**
+ * As nativeCompressor, but the compressor writes into an open file itself (a store's staged file): node never
+ * touches the compressed bytes on their way to disk. `done` settles when the compressor exited.
+ */
+export async function nativeCompressorToFile(
+  compression: Compression,
+  level: number | undefined,
+  input: Readable,
+  fd: number,
+  signal?: AbortSignal,
+): Promise<{ done: Promise<unknown>; rawBytes: Promise<number> }> {
+  const c = await spawnNative(compression, level, input, fd, signal);
+  return { done: c.done, rawBytes: c.rawBytes };
+}
+
+async function spawnNative(compression: Compression, level: number | undefined, input: Readable, output: "pipe" | number, signal?: AbortSignal) {
   const tool = compression === "zstd" ? "zstd" : "lz4";
   const args =
     compression === "zstd"
       ? ["-vv", "-c", `-${level ?? LEVELS.zstd.def}`, "-T0", ...(level && level > 19 ? ["--ultra"] : [])]
       : ["-v", "-c", `-${level ?? LEVELS.lz4.def}`];
   const path = await resolveTool(tool);
-  const { child, done } = spawnTool(path, args, { signal, context: "compression stage", stdio: [input, "pipe", "pipe"] });
+  const { child, done } = spawnTool(path, args, {
+    signal, context: "compression stage", stdio: [input, output, "pipe"],
+    explain: (stderr) => (/No space left on device/i.test(stderr) ? { code: "STORE_FAILED", hint: "the disk holding the store is full" } : undefined),
+  });
   // The compressor holds its own copy of the pipe now; node's copy is closed so that it never reads from it.
   input.destroy();
   const rawBytes = done.then((r) => {
@@ -143,5 +166,5 @@ export async function nativeCompressor(
     return Number(m[1]);
   });
   rawBytes.catch(() => undefined);
-  return { stream: endAfter(child.stdout as Readable, Promise.all([done, upstream, rawBytes])), rawBytes };
+  return { stdout: child.stdout as Readable | null, done, rawBytes };
 }

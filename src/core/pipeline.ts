@@ -1,9 +1,11 @@
+import { createHash } from "node:crypto";
+import { open } from "node:fs/promises";
 import type { Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream";
-import { compressesNatively, createCompressor, createDecompressor, nativeCompressor, type Compression } from "./compression.js";
+import { compressesNatively, createCompressor, createDecompressor, nativeCompressor, nativeCompressorToFile, type Compression } from "./compression.js";
 import { DbkeepError } from "./errors.js";
 import { ByteCounter, HashStage, tee, type Expected } from "./streams.js";
-import type { Store } from "../stores/store.js";
+import type { StagedFile, Store } from "../stores/store.js";
 
 export interface Progress {
   /** Bytes read from the dump (backup) or from the store (restore). */
@@ -76,6 +78,19 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
         await opts.native.done;
         throw new DbkeepError("INTERNAL", "the dump tool's output was not handed over");
       }
+      const only = opts.stores.length === 1 && !opts.stages?.length ? opts.stores[0]! : undefined;
+      if (only?.stage) {
+        // One store on the local file system and nothing to encrypt: the compressor writes the file itself and
+        // node reads it behind the compressor only to hash it.
+        try {
+          return await compressIntoFile(opts, only, only.stage.bind(only), stdout, opts.native.done, ac.signal);
+        } catch (err) {
+          // Stops the compressor (and with it the dump, whose output then has no reader).
+          note(err);
+          stdout.destroy();
+          throw first ?? err;
+        }
+      }
       const nc = await nativeCompressor(opts.compression, opts.level, stdout, opts.native.done, ac.signal);
       head = [nc.stream];
       nativeRaw = nc.rawBytes;
@@ -120,6 +135,73 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
   } finally {
     if (timer) clearInterval(timer);
     opts.signal.removeEventListener("abort", onOuterAbort);
+  }
+}
+
+/**
+ * The compressor writes into the store's staged file; node follows the growing file with a reused buffer and
+ * hashes what is there, so the compressed bytes are copied once (page cache to node) instead of three times (pipe,
+ * node, file). The file is published only when the dump, the compressor and the hash all completed.
+ */
+const FLUSH_EVERY = 64 << 20;
+
+async function compressIntoFile(
+  opts: ToStoreOptions,
+  store: Store,
+  stage: (key: string) => Promise<StagedFile>,
+  input: Readable,
+  upstream: Promise<unknown>,
+  signal: AbortSignal,
+): Promise<ToStoreResult> {
+  let staged: StagedFile;
+  try {
+    staged = await stage(opts.key);
+  } catch (err) {
+    input.destroy();
+    throw err;
+  }
+  try {
+    const nc = await nativeCompressorToFile(opts.compression, opts.level, input, staged.fd, signal);
+    const finished = Promise.all([nc.done, upstream, nc.rawBytes]);
+    let settled = false;
+    const settle = finished.then(() => (settled = true), () => (settled = true));
+    const hash = createHash("sha256");
+    let bytes = 0;
+    const timer = opts.onProgress ? setInterval(() => opts.onProgress?.({ read: 0, written: bytes }), 250) : undefined;
+    const reader = await open(staged.path, "r");
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      // Flushing what is already written as the file grows leaves little for commit()'s final fsync to wait for.
+      let flushing: Promise<void> | undefined;
+      let flushedAt = 0;
+      for (;;) {
+        const last = settled;
+        const { bytesRead } = await reader.read(buf, 0, buf.length, bytes);
+        if (bytesRead > 0) {
+          hash.update(buf.subarray(0, bytesRead));
+          bytes += bytesRead;
+          if (!flushing && bytes - flushedAt >= FLUSH_EVERY) {
+            flushedAt = bytes;
+            flushing = reader.datasync().catch(() => undefined).finally(() => (flushing = undefined));
+          }
+          continue;
+        }
+        // Read once more after the compressor exited: everything it wrote is in the file by then.
+        if (last) break;
+        await Promise.race([settle, new Promise((r) => setTimeout(r, 10))]);
+      }
+      await flushing;
+    } finally {
+      if (timer) clearInterval(timer);
+      await reader.close();
+    }
+    const [, , rawBytes] = await finished;
+    await staged.commit();
+    opts.onProgress?.({ read: rawBytes, written: bytes });
+    return { rawBytes, storedBytes: bytes, sha256: hash.digest("hex"), outcomes: [{ store, ok: true }] };
+  } catch (err) {
+    await staged.abort();
+    throw err;
   }
 }
 

@@ -18,6 +18,17 @@ export interface PutOptions {
 }
 
 /**
+ * A file being written for a key, which another process (a compressor) may write to directly through `fd`.
+ * Nothing is visible under the key until commit(), which makes the file durable and publishes it; abort() removes it.
+ */
+export interface StagedFile {
+  fd: number;
+  path: string;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/**
  * Where backups are kept. Keys are "/"-separated relative paths; the store maps them onto its own namespace.
  *
  * Contract (enforced by test/conformance/store.suite.ts):
@@ -35,6 +46,12 @@ export interface Store {
   /** "local:backups", used in logs and errors. */
   readonly name: string;
   put(key: string, body: Readable, opts?: PutOptions): Promise<{ bytes: number }>;
+  /**
+   * Optional, for stores on the local file system: a file the caller fills itself, published under `key` by
+   * commit() with the same guarantees as put(). Lets a compressor process write the object without a copy
+   * through node.
+   */
+  stage?(key: string): Promise<StagedFile>;
   get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
   stat(key: string): Promise<StoreObject | undefined>;
   list(prefix: string): AsyncIterable<StoreObject>;

@@ -7,7 +7,7 @@ import { createLocalStore } from "../../src/stores/local/index.js";
 import { tempDir } from "../helpers/env.js";
 import { storeConformance } from "./store.suite.js";
 
-storeConformance("local", async () => createLocalStore({ path: mkdtempSync(join(tmpdir(), "dbkeep-local-")) }));
+storeConformance("local", async () => createLocalStore({ path: mkdtempSync(join(tmpdir(), "dbkeep-local-")) }), { staged: true });
 
 describe("local store specifics", () => {
   it("creates files 0600 and rejects keys that escape the directory", async () => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { writeSync } from "node:fs";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isDbkeepError } from "../../src/core/errors.js";
@@ -52,7 +53,8 @@ async function listAll(store: Store, prefix: string): Promise<StoreObject[]> {
  * The contract every Store must meet (see src/stores/store.ts). A store's own test file is a few lines that call
  * this with a factory for a fresh, empty store.
  */
-export function storeConformance(name: string, make: () => Promise<Store>, opts: { bigBytes?: number } = {}): void {
+/** `staged`: the store offers stage() (files a compressor writes itself), which is then held to its contract. */
+export function storeConformance(name: string, make: () => Promise<Store>, opts: { bigBytes?: number; staged?: boolean } = {}): void {
   describe(`store conformance: ${name}`, () => {
     let store: Store;
     beforeAll(async () => {
@@ -135,6 +137,21 @@ export function storeConformance(name: string, make: () => Promise<Store>, opts:
       await expect(store.put("abort/k.bin", body.stream, { signal: ac.signal })).rejects.toThrow();
       expect(await store.stat("abort/k.bin")).toBeUndefined();
       expect((await listAll(store, "abort/")).filter((o) => !o.partial)).toEqual([]);
+    });
+
+    if (opts.staged) it("a staged file is invisible until commit, published by it, and removed by abort", async () => {
+      if (!store.stage) throw new Error(`${name} offers no stage()`);
+      await store.put("staged/k.bin", Readable.from([Buffer.from("previous")]));
+      const s = await store.stage("staged/k.bin");
+      writeSync(s.fd, Buffer.from("new content"));
+      expect((await sha256Of(await store.get("staged/k.bin"))).bytes).toBe(8);
+      await s.commit();
+      expect((await store.stat("staged/k.bin"))?.size).toBe(11);
+      const a = await store.stage("staged/gone.bin");
+      writeSync(a.fd, Buffer.alloc(1000, 1));
+      await a.abort();
+      expect(await store.stat("staged/gone.bin")).toBeUndefined();
+      expect((await listAll(store, "staged/")).map((o) => o.key)).toEqual(["staged/k.bin"]);
     });
   });
 }

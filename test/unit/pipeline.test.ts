@@ -1,4 +1,7 @@
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
@@ -187,5 +190,82 @@ describe("fan-out to several stores", () => {
     const s2 = throttled(createLocalStore({ path: tempDir() }), { failAfter: 2 * 1024 * 1024 });
     await expect(streamToStore({ source, compression: "none", stores: [s1, s2], key: "k", signal: new AbortController().signal })).rejects.toThrow(/store broke mid-upload/);
     expect(source.destroyed).toBe(true);
+  });
+});
+
+describe("a dump handed to a compressor that writes the local store's file itself", () => {
+  /** A dump tool stand-in: a child process that writes `data` to its stdout in slices, pausing between them. */
+  function producer(data: Buffer, opts: { failAfter?: number; pauseMs?: number } = {}) {
+    const dir = tempDir();
+    const file = join(dir, "input");
+    writeFileSync(file, data);
+    const script = `
+      const fs = require("fs"); const data = fs.readFileSync(${JSON.stringify(file)});
+      const slice = 256 * 1024; let at = 0;
+      const next = () => {
+        if (${opts.failAfter ?? -1} >= 0 && at >= ${opts.failAfter ?? -1}) process.exit(3);
+        if (at >= data.length) return;
+        const end = Math.min(at + slice, data.length);
+        process.stdout.write(data.subarray(at, end), () => { at = end; setTimeout(next, ${opts.pauseMs ?? 5}); });
+      };
+      next();`;
+    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "ignore"] });
+    const done = new Promise<void>((resolve, reject) => child.once("close", (code) => (code === 0 ? resolve() : reject(new Error(`dump tool exited with ${code}`)))));
+    done.catch(() => undefined);
+    return { stdout: child.stdout, done, child };
+  }
+
+  async function leftovers(store: Store): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const o of store.list("")) keys.push(o.key);
+    return keys;
+  }
+
+  for (const compression of ["zstd", "lz4"] as const) {
+    it(`${compression}: the stored file is complete, its SHA-256 and sizes are right, and it decompresses to the dump`, async () => {
+      const store = createLocalStore({ path: tempDir() });
+      expect(store.stage).toBeTypeOf("function");
+      // Larger than the compressors' blocks (lz4 4 MiB, zstd -T0 jobs of a few MiB) and written slowly, so the
+      // file grows while it is read and hashed, and the reader catches up and waits several times.
+      const data = Buffer.concat([sample(16 * 1024 * 1024), randomBytes(4 * 1024 * 1024), sample(4 * 1024 * 1024 + 5)]);
+      const p = producer(data, { pauseMs: 3 });
+      const key = `db/x.sql.${compression}`;
+      const r = await streamToStore({
+        source: Readable.from([]), compression, stores: [store], key, signal: new AbortController().signal,
+        native: { stdout: Promise.resolve(p.stdout), done: p.done },
+      });
+      const stored = await collect(await store.get(key));
+      expect(r.storedBytes).toBe(stored.length);
+      expect(r.sha256).toBe(createHash("sha256").update(stored).digest("hex"));
+      expect(r.rawBytes).toBe(data.length);
+      expect(r.outcomes.map((o) => o.ok)).toEqual([true]);
+      const back = await collect(Readable.from([stored]).pipe(await createDecompressor(compression)));
+      expect(back.equals(data)).toBe(true);
+      expect(await leftovers(store)).toEqual([key]);
+    });
+  }
+
+  it("a dump tool that fails halfway leaves nothing, not even a partial file", async () => {
+    const store = createLocalStore({ path: tempDir() });
+    const p = producer(sample(4 * 1024 * 1024), { failAfter: 1024 * 1024 });
+    await expect(streamToStore({
+      source: Readable.from([]), compression: "zstd", stores: [store], key: "db/y.sql.zst", signal: new AbortController().signal,
+      native: { stdout: Promise.resolve(p.stdout), done: p.done },
+    })).rejects.toThrow(/dump tool exited with 3/);
+    expect(await leftovers(store)).toEqual([]);
+  });
+
+  it("cancelling stops the compressor and the dump and leaves nothing", async () => {
+    const store = createLocalStore({ path: tempDir() });
+    const p = producer(sample(8 * 1024 * 1024), { pauseMs: 50 });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error("stop")), 200);
+    await expect(streamToStore({
+      source: Readable.from([]), compression: "zstd", stores: [store], key: "db/z.sql.zst", signal: ac.signal,
+      native: { stdout: Promise.resolve(p.stdout), done: p.done },
+    })).rejects.toThrow(/cancelled|stopped|stop/);
+    await p.done.catch(() => undefined);
+    expect(p.child.exitCode !== 0 || p.child.signalCode !== null).toBe(true);
+    expect(await leftovers(store)).toEqual([]);
   });
 });

@@ -14,6 +14,7 @@ import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptio
 import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
 import { openDumpSnapshot } from "./verify.js";
+import { pgTool } from "./tools.js";
 import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
 import { selectionOf } from "../../core/selection.js";
 import type { Logger } from "../../core/log.js";
@@ -86,7 +87,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   const explain = (stderr: string) => explainPgError(stderr);
 
   async function toolVersion(tool: string): Promise<string> {
-    const path = await resolveTool(tool, binDir);
+    const path = await pgTool(tool, binDir);
     return (await runTool(path, ["--version"])).trim().replace(/^\S+ \(PostgreSQL\) /, "");
   }
 
@@ -135,12 +136,21 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   function dump(dopts: DumpOptions): Dump {
     if (dumpAll) return dumpAllDatabases(dopts);
     return startDump(async (out) => {
-      const pgDump = await resolveTool("pg_dump", binDir);
-      const toolVer = await toolVersion("pg_dump");
-      // The dump's own snapshot, exported to pg_dump: counts and schema objects are taken in it while pg_dump runs.
-      const snap = await openDumpSnapshot(client(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
+      // The tool's version and the dump's own snapshot (exported to pg_dump: counts and schema objects are taken
+      // in it while pg_dump runs) are fetched at the same time.
+      const opening = openDumpSnapshot(client(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
         throw connectionError(err, opts.host, opts.port, dbName);
       });
+      opening.catch(() => undefined); // awaited below; until then a failure must not count as unhandled
+      let pgDump: string;
+      let toolVer: string;
+      try {
+        [pgDump, toolVer] = await Promise.all([pgTool("pg_dump", binDir), toolVersion("pg_dump")]);
+      } catch (err) {
+        await opening.then((s) => s.close(), () => undefined);
+        throw err;
+      }
+      const snap = await opening;
       const serverVersion = snap.serverVersion;
       try {
         checkVersions(toolVer, serverVersion);
@@ -201,7 +211,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   /** Roles, tablespaces and every database as one plain SQL script: pg_dumpall has no other format. */
   function dumpAllDatabases(dopts: DumpOptions): Dump {
     return startDump(async (out) => {
-      const tool = await resolveTool("pg_dumpall", binDir);
+      const tool = await pgTool("pg_dumpall", binDir);
       const toolVer = await toolVersion("pg_dumpall");
       const server = await withClient(dbName, serverVersion);
       checkVersions(toolVer, server, "pg_dumpall");
@@ -233,7 +243,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    * with "already exists": psql keeps going (ON_ERROR_STOP=0) and those errors become warnings.
    */
   async function restoreAll(input: Readable, ropts: RestoreOptions): Promise<void> {
-    const psql = await resolveTool("psql", binDir);
+    const psql = await pgTool("psql", binDir);
     const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgdumpall-"));
     try {
       const file = join(scratch, "dumpall.sql");
@@ -285,7 +295,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    * the transaction rolls back.
    */
   async function applyScript(input: Readable, ropts: RestoreOptions): Promise<void> {
-    const psql = await resolveTool("psql", binDir);
+    const psql = await pgTool("psql", binDir);
     const args = ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", dbName, "-f", "-"];
     const t = spawnTool(psql, args, { env: toolEnv(dbName), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain, stdio: ["pipe", "ignore", "pipe"] });
     const [fed, exited] = await Promise.allSettled([feedWhileReading(input, t), t.done]);
@@ -308,7 +318,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     });
     ropts.log.info({ tables: ropts.tables?.length }, `restoring ${ropts.tables?.length} table(s) into the existing database ${dbName}; its other tables stay as they are`);
     if (ropts.format === "plain") return applyScript(input, ropts);
-    const pgRestore = await resolveTool("pg_restore", binDir);
+    const pgRestore = await pgTool("pg_restore", binDir);
     const args = ["--no-password", "--exit-on-error", "--single-transaction", "--clean", "--if-exists", "-d", dbName];
     const run = { env: toolEnv(dbName), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain };
     // pg_restore may commit before it reads the archive's last byte, i.e. before the checksum is known: the archive
@@ -368,12 +378,12 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       const jobs = ropts.jobs ?? opts.jobs ?? 1;
       const ctx = `${where}, staging ${staging}`;
       if (ropts.format === "plain") {
-        const psql = await resolveTool("psql", binDir);
+        const psql = await pgTool("psql", binDir);
         const args = ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", staging];
         const t = spawnTool(psql, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
         await feed(input, t.child.stdin, t.done);
       } else {
-        const pgRestore = await resolveTool("pg_restore", binDir);
+        const pgRestore = await pgTool("pg_restore", binDir);
         const base = ["--no-password", "--exit-on-error", "-d", staging];
         if (ropts.format === "custom" && jobs <= 1) {
           const t = spawnTool(pgRestore, [...base, "--single-transaction"], { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
@@ -450,7 +460,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   /** Roles and tablespaces: pg_dumpall --globals-only, stored as a second object beside the dump. */
   function dumpGlobals(dopts: DumpOptions): Dump {
     return startDump(async (out) => {
-      const tool = await resolveTool("pg_dumpall", binDir);
+      const tool = await pgTool("pg_dumpall", binDir);
       const { child, done: exited } = spawnTool(tool, ["--globals-only", "--no-password", `--database=${dbName}`], {
         env: toolEnv(dbName), signal: dopts.signal, context: where, stdio: ["ignore", "pipe", "pipe"],
         explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
@@ -470,7 +480,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   async function restoreExtra(name: string, content: Buffer, ropts: { signal: AbortSignal; log: RestoreOptions["log"] }): Promise<void> {
     if (name !== "globals") throw new DbkeepError("USAGE", `postgres cannot restore "${name}"`);
     const admin = await maintenanceDb();
-    const psql = await resolveTool("psql", binDir);
+    const psql = await pgTool("psql", binDir);
     const { child, done: exited } = spawnTool(psql, ["-X", "-q", "--no-password", "-d", admin], {
       env: toolEnv(admin), signal: ropts.signal, context: where, explain, stdio: ["pipe", "ignore", "pipe"],
     });
@@ -494,7 +504,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       }
       return `${o.format} dump is complete`;
     }
-    const tool = o.format === "custom" ? await resolveTool("pg_restore", binDir) : await resolveTool("tar");
+    const tool = o.format === "custom" ? await pgTool("pg_restore", binDir) : await resolveTool("tar");
     const args = o.format === "custom" ? ["--list"] : ["-t", "-f", "-"];
     const t = spawnTool(tool, args, { signal: o.signal, stdio: ["pipe", "pipe", "pipe"], errorCode: "CORRUPT_BACKUP", context: "verify" });
     let listing = "";
@@ -517,7 +527,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     for (const t of dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"]) {
       try {
         versions[t] = await toolVersion(t);
-        out.push({ level: "ok", message: `${t} ${versions[t]} (${await resolveTool(t, binDir)})` });
+        out.push({ level: "ok", message: `${t} ${versions[t]} (${await pgTool(t, binDir)})` });
       } catch (err) {
         const e = err as DbkeepError;
         out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });

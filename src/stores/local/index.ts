@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
+import { mkdir, open, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "../../core/errors.js";
-import type { PutOptions, Store, StoreObject } from "../store.js";
+import type { PutOptions, StagedFile, Store, StoreObject } from "../store.js";
 import { fsyncPath } from "../../core/fsync.js";
 
 import type { LocalStoreOptions } from "./schema.js";
@@ -67,6 +67,47 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
         if (body.errored) throw body.errored;
         throw fail("write", key, err);
       }
+    },
+
+    async stage(key: string): Promise<StagedFile> {
+      const final = pathOf(key);
+      const dir = dirname(final);
+      const tmp = join(dir, `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+      let handle;
+      try {
+        await mkdirs(dir);
+        handle = await open(tmp, "wx", 0o600);
+      } catch (err) {
+        throw fail("write", key, err);
+      }
+      const fh = handle;
+      let closed = false;
+      const close = async () => {
+        if (!closed) {
+          closed = true;
+          await fh.close();
+        }
+      };
+      return {
+        fd: fh.fd,
+        path: tmp,
+        async commit() {
+          try {
+            await fh.sync();
+            await close();
+            await rename(tmp, final);
+            await fsyncPath(dir);
+          } catch (err) {
+            await close().catch(() => undefined);
+            await unlink(tmp).catch(() => undefined);
+            throw fail("write", key, err);
+          }
+        },
+        async abort() {
+          await close().catch(() => undefined);
+          await unlink(tmp).catch(() => undefined);
+        },
+      };
     },
 
     async get(key: string) {
