@@ -7,6 +7,7 @@ import { Secret } from "../core/redact.js";
 import { ENGINES, PLANNED_ENGINES } from "../engines/registry.js";
 import { NOTIFIERS } from "../notifiers/registry.js";
 import { STORES } from "../stores/registry.js";
+import { isSecretEnvName } from "../stores/child-env.js";
 import { configSchema, daemonSchema, jobSchema, type DaemonConfig, type EncryptionConfig, type JobConfig } from "./schema.js";
 
 /** The secret fields of an encryption block (each also as `_env` and `_file`). */
@@ -67,7 +68,8 @@ export function loadConfigFile(path: string): Config {
   const mode = safeMode(path);
   if (mode !== undefined && (mode & 0o044) !== 0) {
     for (const lit of literalSecrets(config)) {
-      config.warnings.push(`config ${path} is readable by others (mode ${(mode & 0o777).toString(8)}) and holds a literal secret at ${lit}: chmod 600 it, or use ${lit.split(".").pop()}_env / _file`);
+      const instead = /\.env\.[^.]+$/.test(lit) ? "{ env: NAME } / { file: PATH }" : `${lit.split(".").pop()}_env / _file`;
+      config.warnings.push(`config ${path} is readable by others (mode ${(mode & 0o777).toString(8)}) and holds a literal secret at ${lit}: chmod 600 it, or use ${instead}`);
     }
   }
   return config;
@@ -251,6 +253,11 @@ function literalSecrets(config: Config): string[] {
   const scan = (kind: string, rec: Record<string, Section>) => {
     for (const [name, s] of Object.entries(rec)) {
       for (const f of s.secretFields) if (typeof s.options[f] === "string") found.push(`${kind}.${name}.${f}`);
+      // restic and rclone stores: credentials given as literals in their env: map.
+      const env = s.options.env;
+      if (kind === "stores" && env && typeof env === "object") {
+        for (const [k, v] of Object.entries(env as Record<string, unknown>)) if (typeof v === "string" && isSecretEnvName(k)) found.push(`${kind}.${name}.env.${k}`);
+      }
     }
   };
   scan("datasources", config.datasources);

@@ -386,7 +386,7 @@ function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: strin
   return {
     ...base,
     kind: r.ok ? "success" : "failure",
-    status: r.ok ? "success" : "failure",
+    status: r.ok ? "success" : "failed",
     message: r.ok ? `backup ${m?.id} of ${engine.database} complete` : `backup of ${engine.database} failed: ${redact(r.error?.message ?? "")}`,
     finishedAt,
     durationSeconds: Math.round(r.seconds * 100) / 100,

@@ -7,7 +7,8 @@
 export interface RunEvent {
   /** "start" is sent when a job begins (for dead man's switches); "test" by `dbkeep notify test`. */
   kind: "start" | "success" | "failure" | "test";
-  status: "started" | "success" | "failure" | "test";
+  /** seed 003's values: a receiver written for that tool checks `status == "failed"`. */
+  status: "started" | "success" | "failed" | "test";
   job: string;
   message: string;
   startedAt: string;

@@ -17,12 +17,17 @@ export type EnvMap = z.infer<typeof envMapSchema>;
 
 const SECRET_NAME = /PASS|SECRET|TOKEN|KEY|CREDENTIAL|SAS|AUTH/i;
 
+/** Whether a variable of an env map holds a credential by its name (its literal value is then masked and redacted). */
+export function isSecretEnvName(name: string): boolean {
+  return SECRET_NAME.test(name) && !/_ID$/i.test(name);
+}
+
 /** Resolves an env map for a child process; `path` names the option in messages (e.g. "stores.offsite.env"). */
 export function resolveEnvMap(map: EnvMap | undefined, path: string, warn?: (m: string) => void): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(map ?? {})) {
     if (typeof value === "string") {
-      if (SECRET_NAME.test(name)) registerSecret(value);
+      if (isSecretEnvName(name)) registerSecret(value);
       out[name] = value;
     } else if ("env" in value) {
       const v = process.env[value.env];

@@ -117,7 +117,7 @@ async function notifyFailure(plan: JobPlan, r: JobResult, started: number, log: 
       await notifier.notify(
         {
           kind: "failure",
-          status: "failure",
+          status: "failed",
           job: plan.name,
           message: `verification of ${plan.name} failed: ${redact(r.error?.message ?? "")}`,
           startedAt: new Date(started).toISOString(),

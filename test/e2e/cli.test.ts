@@ -173,6 +173,28 @@ describe("CLI: errors and help", () => {
     expect(r.stderr).toContain("readable by others (mode 644) and holds a literal secret at datasources.a.password");
   });
 
+  it("config check masks credentials in a restic or rclone store's env: map, and warns when others can read them", () => {
+    const dir = tempDir();
+    const file = join(dir, "dbkeep.yaml");
+    writeFileSync(file, [
+      "datasources:\n  a: { engine: sqlite, path: ./app.db }",
+      "stores:",
+      "  r: { type: restic, repository: /tmp/repo, password_env: DBKEEP_E2E_RESTIC, env: { AWS_ACCESS_KEY_ID: AKIAEXAMPLEID, AWS_SECRET_ACCESS_KEY: aws-secret-literal-1 } }",
+      "  c: { type: rclone, remote: 'x:bucket', env: { RCLONE_CONFIG_X_TYPE: s3, RCLONE_CONFIG_X_SECRET_ACCESS_KEY: rclone-secret-literal-2 } }",
+      "jobs:\n  j: { datasource: a, stores: [r, c] }\n",
+    ].join("\n"));
+    chmodSync(file, 0o644);
+    const r = dbkeep(["-c", file, "config", "check"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout + r.stderr).not.toContain("aws-secret-literal-1");
+    expect(r.stdout + r.stderr).not.toContain("rclone-secret-literal-2");
+    expect(r.stdout).toContain("AWS_ACCESS_KEY_ID: AKIAEXAMPLEID");
+    expect(r.stdout).toContain("RCLONE_CONFIG_X_TYPE: s3");
+    expect(r.stderr).toContain("holds a literal secret at stores.r.env.AWS_SECRET_ACCESS_KEY");
+    expect(r.stderr).toContain("holds a literal secret at stores.c.env.RCLONE_CONFIG_X_SECRET_ACCESS_KEY");
+    expect(r.stderr).not.toContain("stores.r.env.AWS_ACCESS_KEY_ID");
+  });
+
   it("without a TTY, logs are JSON lines; --log-format text makes them readable", () => {
     const cwd = tempDir();
     copyFileSync(join(ROOT, "examples/app.db"), join(cwd, "app.db"));

@@ -80,9 +80,9 @@ jobs:
 
     // Webhook: `first` (always) and `second` (failure), not `third` (failure only, and it succeeded).
     const hooks = http.all.filter((q) => q.path === "/hook").map((q) => JSON.parse(q.body) as Record<string, unknown>);
-    expect(hooks.map((h) => `${h.job}:${h.status}`).sort()).toEqual(["first:success", "second:failure"]);
+    expect(hooks.map((h) => `${h.job}:${h.status}`).sort()).toEqual(["first:success", "second:failed"]);
     const failed = hooks.find((h) => h.job === "second")!;
-    expect(failed).toMatchObject({ status: "failure", dbType: "sqlite", database: "gone", repository: "local:local" });
+    expect(failed).toMatchObject({ status: "failed", dbType: "sqlite", database: "gone", repository: "local:local" });
     expect(String(failed.error)).toContain("gone.db not found");
     const ok = hooks.find((h) => h.job === "first")!;
     expect(ok).toMatchObject({ status: "success", attempts: 1 });

@@ -44,7 +44,7 @@ const base = {
 const failure: RunEvent = {
   ...base,
   kind: "failure",
-  status: "failure",
+  status: "failed",
   message: "backup of appdb failed: [engine:postgres] pg_dump failed with exit code 1",
   finishedAt: "2026-03-01T02:03:12.000Z",
   durationSeconds: 192,
@@ -272,7 +272,7 @@ describe("webhook", () => {
     expect(ts).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
     const body = JSON.parse(r.body) as Record<string, unknown>;
     expect(body).toMatchObject({
-      status: "failure",
+      status: "failed",
       message: failure.message,
       startedAt: started,
       finishedAt: "2026-03-01T02:03:12.000Z",

@@ -85,7 +85,7 @@ jobs:
     expect(r.stderr).toMatch(/verification of app-\S+ by restore failed: assertion:orders: got 5000, expected 1/);
     const hooks = http.requests.filter((q) => q.path === "/hook").map((q) => JSON.parse(q.body) as { status: string; message: string });
     expect(hooks).toHaveLength(1);
-    expect(hooks[0]!.status).toBe("failure");
+    expect(hooks[0]!.status).toBe("failed");
     expect(hooks[0]!.message).toContain("assertion:orders: got 5000, expected 1");
     expect(reports(join(dir, "backups/bad/app")).map((x) => x.ok)).toEqual([false]);
   });

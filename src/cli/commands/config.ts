@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { stringify } from "yaml";
 import { ENCRYPTION_SECRETS, type Config, type Section } from "../../config/load.js";
 import type { EncryptionConfig } from "../../config/schema.js";
+import { isSecretEnvName } from "../../stores/child-env.js";
 import type { Context } from "../context.js";
 
 export function registerConfig(program: Command, ctx: () => Context): void {
@@ -37,6 +38,10 @@ function redacted(cfg: Config): Record<string, unknown> {
       if (out[f] !== undefined) out[f] = "***";
       const env = out[`${f}_env`];
       if (typeof env === "string") out[`${f}_env`] = `${env} (${process.env[env] ? "set" : "NOT SET"})`;
+    }
+    // A store's env: map (restic, rclone): literal credentials are masked like any other secret.
+    if (out.env && typeof out.env === "object") {
+      out.env = Object.fromEntries(Object.entries(out.env as Record<string, unknown>).map(([k, v]) => [k, typeof v === "string" && isSecretEnvName(k) ? "***" : v]));
     }
     return out;
   };

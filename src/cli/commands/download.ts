@@ -78,7 +78,7 @@ renamed into place only when complete.`,
             }
             throw err;
           }
-          if (out !== "-") process.stderr.write(`${m.id}: wrote ${out} (${formatBytes(bytes)}) from ${store.name}, SHA-256 verified\n`);
+          if (out !== "-") c.log.info({ backup: m.id, file: out, bytes, store: store.name }, `${m.id}: wrote ${out} (${formatBytes(bytes)}) from ${store.name}, SHA-256 verified`);
           return;
         } finally {
           await store.close();
