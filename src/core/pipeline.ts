@@ -170,7 +170,7 @@ async function compressIntoFile(
     const timer = opts.onProgress ? setInterval(() => opts.onProgress?.({ read: 0, written: bytes }), 250) : undefined;
     const reader = await open(staged.path, "r");
     try {
-      const buf = Buffer.allocUnsafe(1 << 20);
+      const buf = Buffer.allocUnsafe(4 << 20);
       // Flushing what is already written as the file grows leaves little for commit()'s final fsync to wait for.
       let flushing: Promise<void> | undefined;
       let flushedAt = 0;

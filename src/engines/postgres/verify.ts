@@ -137,7 +137,13 @@ export async function openDumpSnapshot(client: pg.Client, o: { counts: boolean }
   try {
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     const id = (await client.query<{ id: string }>("SELECT pg_export_snapshot() AS id")).rows[0]?.id ?? "";
-    const v = (await client.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]?.v ?? "";
+    const info = (await client.query<{ v: string; num: string }>("SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS num")).rows[0];
+    const v = info?.v ?? "";
+    // The counts run beside pg_dump on the same server: one process each, without JIT compilation (which a
+    // count(*) of a large table would trigger and never repay), so that they take as little CPU from the dump
+    // as they can.
+    await client.query("SET LOCAL max_parallel_workers_per_gather = 0");
+    if (Number(info?.num ?? 0) >= 110000) await client.query("SET LOCAL jit = off");
     const catalog = pgCatalog(client, o);
     catalog.catch(() => undefined);
     return {
