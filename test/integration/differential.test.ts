@@ -143,6 +143,12 @@ jobs:
     expect(b3.code, b3.stderr).toBe(0);
 
     const [full, d1, d2] = manifestsOf(join(dir, "store/tracked", SRC));
+    // list says which backups are differentials and what they build on.
+    const listed = run("list", "tracked");
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toMatch(/\bKIND\b/);
+    expect(listed.stdout.split("\n").filter((l) => l.includes(`differential of ${full?.id}`))).toHaveLength(2);
+    expect(listed.stdout.split("\n").find((l) => l.startsWith(full?.id ?? "-"))).toMatch(/ full /);
     expect(full?.differential).toMatchObject({ kind: "full" });
     expect(full?.differential?.safe_point).toMatch(INSTANT);
     expect(full?.format).toBe("custom");

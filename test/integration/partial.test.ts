@@ -68,6 +68,7 @@ describe.skipIf(!pgUp)("partial backups of PostgreSQL", () => {
     const [m] = manifests(store);
     expect(m?.manifest_version).toBe(2);
     expect(m?.selection).toEqual({ patterns: { tables: ["app.*", "Orders"] }, tables: ["app.Mixed.Case", "app.users", "public.orders"] });
+    expect(dbkeep(["list", store]).stdout).toMatch(/KIND[\s\S]*partial: 3 table\(s\)/);
     expect(m?.tables?.map((t) => t.name).sort()).toEqual(["app.Mixed.Case", "app.users", "public.orders"]);
 
     // Without a terminal and --auto-confirm the restore refuses, naming only the selected tables that exist.

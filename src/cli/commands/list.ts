@@ -59,8 +59,18 @@ Examples:
         }
         if (listing.backups.length === 0) process.stdout.write(`no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}\n`);
         else {
-          const rows = listing.backups.map((b) => [b.id, b.started_at.replace("T", " ").slice(0, 19), formatBytes(b.stored_bytes), `${b.format}/${b.compression}${b.encryption ? "+age" : ""}`, b.key]);
-          process.stdout.write(table(["BACKUP", "TAKEN (UTC)", "SIZE", "FORMAT", "KEY"], rows) + "\n");
+          // Partial and differential backups say so (in a column shown only when the listing holds one).
+          const kind = (b: (typeof listing.backups)[number]) =>
+            b.differential?.kind === "differential"
+              ? `differential of ${b.differential.base?.id ?? "?"}`
+              : [b.differential?.kind === "full" ? "full" : "", b.selection ? `partial: ${b.selection.tables.length} table(s)` : ""].filter(Boolean).join(", ");
+          const kinds = listing.backups.map(kind);
+          const withKind = kinds.some(Boolean);
+          const rows = listing.backups.map((b, i) => [
+            b.id, b.started_at.replace("T", " ").slice(0, 19), formatBytes(b.stored_bytes), `${b.format}/${b.compression}${b.encryption ? "+age" : ""}`,
+            ...(withKind ? [kinds[i] || "full"] : []), b.key,
+          ]);
+          process.stdout.write(table(["BACKUP", "TAKEN (UTC)", "SIZE", "FORMAT", ...(withKind ? ["KIND"] : []), "KEY"], rows) + "\n");
         }
         if (flags.all) {
           if (listing.orphans.length + listing.broken.length === 0) process.stdout.write("no leftovers of failed or killed runs\n");
