@@ -21,6 +21,11 @@ export interface EngineHarness {
   authFailure?: { options: Record<string, unknown>; message: RegExp };
   /** Cuts the server's side of a running dump (e.g. pg_terminate_backend); the dump must then fail. */
   interruptDump?: () => Promise<boolean>;
+  /**
+   * Datasource options that keep the dump running long enough to be cut (default: zstd -19). A compressor that
+   * reads its whole input into large buffers first (zstd -T0 at high levels) lets a small dump finish at once.
+   */
+  interruptWith?: Record<string, unknown>;
   /** A datasource whose client tool cannot be found, and the error it must give. */
   missingTool?: { options: Record<string, unknown>; message: RegExp };
   /** Formats / compressions to roundtrip (default: the datasource's own, with zstd). */
@@ -86,7 +91,7 @@ export function engineConformance(h: EngineHarness): void {
     if (h.interruptDump) {
       const interrupt = h.interruptDump;
       it("a server that goes away mid-dump fails the job and leaves nothing listed", async () => {
-        const cfg = writeConfig(tempDir(), { src: { ...source, compression: "zstd", compression_level: 19 } });
+        const cfg = writeConfig(tempDir(), { src: { ...source, ...(h.interruptWith ?? { compression: "zstd", compression_level: 19 }) } });
         const child = spawn(process.execPath, [CLI, "-c", cfg, "backup", "src-job"], { stdio: ["ignore", "pipe", "pipe"] });
         let stderr = "";
         child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));

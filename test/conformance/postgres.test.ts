@@ -38,6 +38,9 @@ if (available) {
       const r = await pgQuery<{ n: number }>("postgres", "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'dbkeep' AND query ILIKE 'COPY%'", [SRC]);
       return (r[0]?.n ?? 0) > 0;
     },
+    // pg_dump writes straight into the compressor: lz4 -12 reads 4 MiB blocks at about 20 MB/s, so the COPY of
+    // the filler table runs for about a second (zstd -19 -T0 would take all 30 MB into its buffers at once).
+    interruptWith: { format: "plain", compression: "lz4", compression_level: 12 },
     missingTool: { options: { bin_dir: "/nonexistent/bin" }, message: /pg_dump not found in \/nonexistent\/bin\nhint: install postgresql-client or set bin_dir/ },
   });
 }
