@@ -5,7 +5,7 @@ import type pg from "pg";
 import { DbkeepError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { pgExactPattern, resolveSelection, type ResolvedSelection, type SelectionPatterns } from "../../core/selection.js";
-import { startDump } from "../dump.js";
+import { differentialRecord, startDump } from "../dump.js";
 import type { DifferentialDumpSettings, DifferentialSupport, Dump, DumpOptions, RestoreOptions } from "../engine.js";
 
 /** A connected client; the caller ends it. */
@@ -287,17 +287,7 @@ export function createPgDifferential(deps: PgDifferentialDeps): DifferentialSupp
         return {
           serverVersion: snap.v.split(" ")[0] ?? "",
           tables: tables.map((t) => ({ name: `${t.schema}.${t.table}` })),
-          differential: {
-            kind: "differential",
-            schema_digest: d.base.schema_digest,
-            base: { id: d.base.id, manifest_key: d.base.manifest_key, sha256: d.base.sha256 },
-            cutoff,
-            snapshot_at: snapshotAt,
-            basis,
-            full_tables: fullTables,
-            track_deletes: d.trackDeletes,
-            ...(d.trackDeletes ? {} : { key_digests: keyDigests }),
-          },
+          differential: differentialRecord(d, { cutoff, snapshotAt, basis, fullTables, keyDigests }),
         };
       } finally {
         await c.end().catch(() => undefined);
