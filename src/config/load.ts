@@ -263,7 +263,7 @@ function literalSecrets(config: Config): string[] {
   scan("datasources", config.datasources);
   scan("stores", config.stores);
   scan("notifications", config.notifications);
-  const blocks: [string, EncryptionConfig | undefined][] = [["encryption", config.encryption], ...Object.entries(config.jobs).map(([n, j]): [string, EncryptionConfig | undefined] => [`jobs.${n}.encryption`, j.encryption])];
+  const blocks: [string, EncryptionConfig | undefined][] = [["encryption", config.encryption], ...Object.entries(config.jobs).map(([n, j]): [string, EncryptionConfig | undefined] => [`jobs.${n}.encryption`, j.encryption || undefined])];
   for (const [path, e] of blocks) {
     for (const f of ENCRYPTION_SECRETS) if (e?.[f] !== undefined) found.push(`${path}.${f}`);
   }

@@ -145,8 +145,11 @@ export const jobSchema = z.strictObject({
   format: z.enum(["plain", "custom", "directory"]).optional(),
   compression: z.enum(COMPRESSIONS).optional(),
   compression_level: z.number().int().optional(),
-  /** Replaces the top-level encryption block for this job. */
-  encryption: encryptionSchema.optional(),
+  /**
+   * Replaces the top-level encryption block for this job; `false` stores this job's backups unencrypted (the
+   * top-level block still decrypts its older, encrypted ones on restore).
+   */
+  encryption: z.union([z.literal(false), encryptionSchema]).optional(),
   /** A partial backup: these replace the datasource's own (globs; schemas for PostgreSQL only). */
   tables: z.array(z.string().min(1)).min(1).optional(),
   exclude_tables: z.array(z.string().min(1)).min(1).optional(),

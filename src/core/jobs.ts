@@ -67,6 +67,8 @@ export interface JobPlan {
   lock?: boolean;
   /** age encryption of the backups, and the identity that decrypts them on restore. */
   encryption?: EncryptionPlan;
+  /** `encryption: false` on the job: new backups are not encrypted; `encryption` only decrypts older ones. */
+  unencrypted?: boolean;
   /** mode: differential (see core/differential.ts). */
   differential?: DifferentialPlan;
 }
@@ -116,7 +118,11 @@ export function planJob(config: Config, name: string): JobPlan {
       : {}),
     notify: (job.notify ?? []).map((n) => ({ name: n.notifier, on: n.on, create: (warn: (m: string) => void) => createNotifier(config, n.notifier, warn) })),
     lock: true,
-    ...(job.encryption ? { encryption: { path: `jobs.${name}.encryption`, config: job.encryption } } : config.encryption ? { encryption: { path: "encryption", config: config.encryption } } : {}),
+    ...(job.encryption
+      ? { encryption: { path: `jobs.${name}.encryption`, config: job.encryption } }
+      : config.encryption
+        ? { encryption: { path: "encryption", config: config.encryption }, ...(job.encryption === false ? { unencrypted: true } : {}) }
+        : {}),
     ...(job.mode === "differential"
       ? {
           differential: {
@@ -308,7 +314,7 @@ async function attemptBackups(plan: JobPlan, engine: Engine, stores: Store[], op
         compression: plan.compression,
         level: plan.level,
         verify: plan.verify,
-        ...(plan.encryption ? { encryption: recipientsFor(plan.encryption, (m) => log.warn(m)) } : {}),
+        ...(plan.encryption && !plan.unencrypted ? { encryption: recipientsFor(plan.encryption, (m) => log.warn(m)) } : {}),
         log,
         signal: opts.signal,
         now: opts.now,

@@ -294,6 +294,7 @@ jobs:
     store: local
     prefix: pass
     encryption: { passphrase: literal-test-passphrase }
+  app-plain: { datasource: app, store: local, prefix: plain, encryption: false }
 `,
       { mode: 0o600 },
     );
@@ -314,6 +315,15 @@ jobs:
     }
     const [m] = (JSON.parse(dbkeep(["-c", cfg, "list", "app-pass", "--json"]).stdout) as { backups: ListedManifest[] }).backups;
     expect(m!.encryption).toEqual({ format: "age", recipients: [{ type: "scrypt" }] });
+    // encryption: false opts one job out of the top-level block: a plain gzip object, restorable without a key.
+    const [plain] = (JSON.parse(dbkeep(["-c", cfg, "list", "app-plain", "--json"]).stdout) as { backups: ListedManifest[] }).backups;
+    expect(plain!.encryption).toBeNull();
+    expect(plain!.key).toMatch(/\.db\.gz$/);
+    const [enc] = (JSON.parse(dbkeep(["-c", cfg, "list", "app-backup", "--json"]).stdout) as { backups: ListedManifest[] }).backups;
+    expect(enc!.key).toMatch(/\.age$/);
+    const rp = dbkeep(["-c", cfg, "restore", "app-plain", "--to", "copy", "--auto-confirm"]);
+    expect(rp.code, rp.stderr).toBe(0);
+    expect(markerIn(join(dir, "copy.db"))).toBe(MARKER);
 
     const invalid = join(dir, "invalid.yaml");
     writeFileSync(invalid, `datasources: {}\nstores: {}\nencryption: { recipients: [age1nope], passphrase_env: X }\n`);
