@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
-import { parseDocument } from "yaml";
+import { createRequire } from "node:module";
 import type { z } from "zod";
 import { DbkeepError } from "../core/errors.js";
 import { Secret } from "../core/redact.js";
@@ -84,6 +84,8 @@ function safeMode(path: string): number | undefined {
 }
 
 export function parseConfig(text: string, file?: string): Config {
+  // Loaded on first use: one-off runs with URLs read no config file.
+  const { parseDocument } = createRequire(import.meta.url)("yaml") as typeof import("yaml");
   const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) {
     throw configError(file, doc.errors.map((e) => ({ path: "", message: `YAML: ${e.message.split("\n")[0]}` })));

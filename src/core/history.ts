@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { stateDir } from "./lock.js";
 import type { JobResult } from "./jobs.js";
 import { redact } from "./redact.js";
@@ -37,7 +38,9 @@ export class History {
 
   constructor(path: string) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    this.#db = new Database(path);
+    // Loaded on first use: the native module is not needed on the way to a dump.
+    const Sqlite = createRequire(import.meta.url)("better-sqlite3") as typeof Database;
+    this.#db = new Sqlite(path);
     this.#db.pragma("journal_mode = WAL");
     this.#db.pragma("busy_timeout = 5000");
     this.#db.exec(`CREATE TABLE IF NOT EXISTS runs (

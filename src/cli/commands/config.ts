@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import { stringify } from "yaml";
 import { ENCRYPTION_SECRETS, type Config, type Section } from "../../config/load.js";
 import type { EncryptionConfig } from "../../config/schema.js";
 import { isSecretEnvName } from "../../stores/child-env.js";
@@ -20,7 +19,8 @@ Examples:
 
 Exit code 2 and every problem with its dotted path when the config is invalid.`,
     )
-    .action((flags: { json?: boolean }) => {
+    .action(async (flags: { json?: boolean }) => {
+      const { stringify } = await import("yaml");
       const c = ctx();
       const cfg = c.config();
       const doc = redacted(cfg);
