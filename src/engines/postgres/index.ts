@@ -15,6 +15,7 @@ import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
 import { openDumpSnapshot } from "./verify.js";
 import { pgTool } from "./tools.js";
+import { copyDatabaseProperties } from "./database-props.js";
 import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
 import { selectionOf } from "../../core/selection.js";
 import type { Logger } from "../../core/log.js";
@@ -428,6 +429,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         return;
       }
       const old = `${target.slice(0, 40)}_dbkeep_old_${suffix}`;
+      // Privileges, settings, connection limit and comment of the database itself are not in the dump.
+      const props = await copyDatabaseProperties(c, target, staging);
+      if (props.copied.length) ropts.log.info({ database: target, copied: props.copied }, `kept the ${props.copied.join(", ")} of database ${target}`);
+      for (const f of props.failed) ropts.log.warn({ database: target }, `could not carry over to the restored database: ${f}`);
       await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS false`).catch(() => undefined);
       for (let attempt = 1; ; attempt++) {
         await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [target]);
