@@ -184,6 +184,31 @@ describe("s3 store specifics", () => {
     }
   });
 
+  it("a server that stores a single PUT short gets the body once more; twice short, the upload fails and nothing is left", async () => {
+    const lossy = await startFaultProxy(s3.endpoint, { rate: 0, loseBodyOf: { method: "PUT", path: /lost\/once\.bin(\?|$)/, times: 1 } });
+    try {
+      const store = s3Store({ endpoint: lossy.endpoint });
+      const put = await store.put("lost/once.bin", Readable.from([Buffer.from("twenty-five bytes of it!!")]));
+      expect(put.bytes).toBe(25);
+      expect(lossy.requests.filter((r) => r.fault === "lost-body")).toHaveLength(1);
+      expect((await sha256(await store.get("lost/once.bin"))).bytes).toBe(25);
+      await store.close();
+    } finally {
+      await lossy.stop();
+    }
+    const broken = await startFaultProxy(s3.endpoint, { rate: 0, loseBodyOf: { method: "PUT", path: /lost\/twice\.bin(\?|$)/, times: 2 } });
+    try {
+      const store = s3Store({ endpoint: broken.endpoint });
+      const err = (await store.put("lost/twice.bin", Readable.from([Buffer.from("x".repeat(25))])).catch((e: unknown) => e)) as DbkeepError;
+      expect(err.message).toMatch(/is 0 bytes on the server but 25 were sent; the object was deleted/);
+      expect(err.retryable).toBe(true);
+      expect(await store.stat("lost/twice.bin")).toBeUndefined();
+      await store.close();
+    } finally {
+      await broken.stop();
+    }
+  });
+
   it("a 40 MiB multipart upload (5 MiB parts) through a proxy failing ~25% of requests completes intact", async () => {
     const faulty = await startFaultProxy(s3.endpoint, { rate: 0.25, seed: 42, faults: ["reset", "503", "500"] });
     try {

@@ -10,13 +10,18 @@ export interface FaultProxyOptions {
   seed?: number;
   /** Kinds of failure, picked in turn among the failing requests. */
   faults?: Fault[];
+  /**
+   * Requests whose body is dropped on the way (forwarded with an empty body, the server then stores 0 bytes and
+   * answers 200): a server that lost the data without saying so. Each match is used up once.
+   */
+  loseBodyOf?: { method: string; path: RegExp; times: number };
 }
 
 export interface RecordedRequest {
   method: string;
   url: string;
   headers: IncomingHttpHeaders;
-  fault?: Fault;
+  fault?: Fault | "lost-body";
 }
 
 export interface FaultProxy {
@@ -76,6 +81,22 @@ export async function startFaultProxy(target: string, o: FaultProxyOptions): Pro
         res.writeHead(Number(fault), { "content-type": "application/xml", "content-length": Buffer.byteLength(body), connection: "close" });
         res.end(body);
       });
+      return;
+    }
+    const lose = o.loseBodyOf;
+    if (lose && lose.times > 0 && req.method === lose.method && lose.path.test(decodeURIComponent(req.url ?? ""))) {
+      lose.times--;
+      rec.fault = "lost-body";
+      req.resume();
+      const headers: IncomingHttpHeaders = { ...req.headers, "content-length": "0" };
+      delete headers["content-md5"];
+      delete headers["transfer-encoding"];
+      const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (ures) => {
+        res.writeHead(ures.statusCode ?? 502, ures.headers);
+        ures.pipe(res);
+      });
+      up.on("error", () => res.destroy());
+      req.on("end", () => up.end());
       return;
     }
     const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ures) => {

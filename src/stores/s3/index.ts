@@ -292,8 +292,14 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
           }
         }
         if (signal?.aborted) throw new Error("upload cancelled");
+        const sizeOnServer = async () => (await client.send(new HeadObjectCommand({ Bucket: bucket, Key, ...owner }))).ContentLength;
         if (!uploadId) {
-          await send(new PutObjectCommand({ ...create, Body: buf.subarray(0, fill), ContentLength: fill }));
+          // A single PUT still has the whole body in hand: a server that stored a different size (seen with
+          // S3-compatible servers under load) gets it once more before the upload counts as failed.
+          for (let attempt = 1; attempt <= 2; attempt++) {
+            await send(new PutObjectCommand({ ...create, Body: buf.subarray(0, fill), ContentLength: fill }));
+            if (attempt === 2 || (await sizeOnServer()) === bytes) break;
+          }
           buffers.release(buf);
         } else {
           sendPart(buf, fill);
@@ -303,10 +309,10 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
           await send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...owner }));
           uploadId = undefined;
         }
-        const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key, ...owner }));
-        if (head.ContentLength !== bytes) {
+        const size = await sizeOnServer();
+        if (size !== bytes) {
           await store.delete([key]).catch(() => undefined);
-          throw new DbkeepError("STORE_FAILED", `[store:${name}] upload of ${key} is ${head.ContentLength ?? "?"} bytes on the server but ${bytes} were sent; the object was deleted`, { retryable: true });
+          throw new DbkeepError("STORE_FAILED", `[store:${name}] upload of ${key} is ${size ?? "?"} bytes on the server but ${bytes} were sent; the object was deleted`, { retryable: true });
         }
         return { bytes };
       } catch (err) {
