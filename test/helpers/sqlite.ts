@@ -1,3 +1,5 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import Database from "better-sqlite3";
 
 /** Every table's rows in order, and the schema: what a user compares after restoring a SQLite database. */
@@ -11,4 +13,25 @@ export function sqliteContent(file: string): Record<string, string> {
   } finally {
     db.close();
   }
+}
+
+/**
+ * Writes DIR/dbkeep.yaml (0600) for a store test: datasource `app` (DIR/app.db unless `db`), an empty target
+ * `copy` beside it, the `stores:` entries given as YAML (indented by two), and job `app-backup` writing `app`
+ * into `store` under prefix `app`, verified. Returns the file's path.
+ */
+export function sqliteJobConfig(dir: string, o: { store: string; stores: string; compression?: string; db?: string }): string {
+  const cfg = join(dir, "dbkeep.yaml");
+  const text = [
+    "datasources:",
+    `  app: { engine: sqlite, path: ${o.db ?? join(dir, "app.db")}, compression: ${o.compression ?? "zstd"} }`,
+    `  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }`,
+    "stores:",
+    o.stores.replace(/\n+$/, ""),
+    "jobs:",
+    `  app-backup: { datasource: app, store: ${o.store}, prefix: app, verify: true }`,
+    "",
+  ].join("\n");
+  writeFileSync(cfg, text, { mode: 0o600 });
+  return cfg;
 }

@@ -4,7 +4,7 @@ import { BlobServiceClient } from "@azure/storage-blob";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AZURITE_KEY, azuriteAvailable, startAzurite, type TestAzurite } from "../helpers/azurite-server.js";
 import { dbkeep, ROOT, tempDir } from "../helpers/env.js";
-import { sqliteContent } from "../helpers/sqlite.js";
+import { sqliteContent, sqliteJobConfig } from "../helpers/sqlite.js";
 
 const available = azuriteAvailable();
 
@@ -21,24 +21,15 @@ describe.skipIf(!available)("dbkeep with an azure store (Azurite)", () => {
   it("backs up a SQLite database into a container, lists it, restores it identical, and never prints the key", async () => {
     const dir = tempDir();
     copyFileSync(join(ROOT, "examples/app.db"), join(dir, "app.db"));
-    const cfg = join(dir, "dbkeep.yaml");
-    writeFileSync(
-      cfg,
-      `datasources:
-  app: { engine: sqlite, path: ${join(dir, "app.db")}, compression: zstd }
-  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }
-stores:
-  cloud:
+    const cfg = sqliteJobConfig(dir, {
+      store: "cloud",
+      stores: `  cloud:
     type: azure
     container: backups
     prefix: dbkeep/prod
     connection_string_env: TEST_AZURE_CONNECTION
-    access_tier: Cool
-jobs:
-  app-backup: { datasource: app, store: cloud, prefix: app, verify: true }
-`,
-      { mode: 0o600 },
-    );
+    access_tier: Cool`,
+    });
     const env = { TEST_AZURE_CONNECTION: azurite.connectionString };
 
     const b = dbkeep(["-c", cfg, "backup", "app-backup"], { env });

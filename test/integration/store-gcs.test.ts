@@ -1,9 +1,9 @@
-import { copyFileSync, writeFileSync } from "node:fs";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dbkeepAsync, ROOT, tempDir } from "../helpers/env.js";
 import { startGcsFake, type GcsFake } from "../helpers/gcs-fake.js";
-import { sqliteContent } from "../helpers/sqlite.js";
+import { sqliteContent, sqliteJobConfig } from "../helpers/sqlite.js";
 
 // Against a local fake of the GCS JSON API (in this process, hence the asynchronous CLI runs), not the real service.
 describe("dbkeep with a gcs store (local fake of the JSON API)", () => {
@@ -18,19 +18,11 @@ describe("dbkeep with a gcs store (local fake of the JSON API)", () => {
   it("backs up a SQLite database into a bucket, lists it and restores it identical", async () => {
     const dir = tempDir();
     copyFileSync(join(ROOT, "examples/app.db"), join(dir, "app.db"));
-    const cfg = join(dir, "dbkeep.yaml");
-    writeFileSync(
-      cfg,
-      `datasources:
-  app: { engine: sqlite, path: ${join(dir, "app.db")}, compression: gzip }
-  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }
-stores:
-  cloud: { type: gcs, bucket: backups, prefix: dbkeep/prod, endpoint: "${fake.endpoint}", project_id: test }
-jobs:
-  app-backup: { datasource: app, store: cloud, prefix: app, verify: true }
-`,
-      { mode: 0o600 },
-    );
+    const cfg = sqliteJobConfig(dir, {
+      compression: "gzip",
+      store: "cloud",
+      stores: `  cloud: { type: gcs, bucket: backups, prefix: dbkeep/prod, endpoint: "${fake.endpoint}", project_id: test }`,
+    });
     const b = await dbkeepAsync(["-c", cfg, "backup", "app-backup"]);
     expect(b.stderr).not.toMatch(/error/);
     expect(b.code).toBe(0);

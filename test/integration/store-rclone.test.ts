@@ -1,9 +1,9 @@
-import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { dbkeepAsync, ROOT, tempDir } from "../helpers/env.js";
 import { rcloneAvailable } from "../helpers/rclone-remotes.js";
-import { sqliteContent } from "../helpers/sqlite.js";
+import { sqliteContent, sqliteJobConfig } from "../helpers/sqlite.js";
 
 const available = rcloneAvailable();
 
@@ -12,25 +12,15 @@ function files(dir: string, base = ""): string[] {
 }
 
 function config(dir: string, remote: string): string {
-  const cfg = join(dir, "dbkeep.yaml");
-  writeFileSync(
-    cfg,
-    `datasources:
-  app: { engine: sqlite, path: ${join(dir, "app.db")}, compression: zstd }
-  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }
-stores:
-  offsite:
+  return sqliteJobConfig(dir, {
+    store: "offsite",
+    stores: `  offsite:
     type: rclone
     remote: ${remote}
     env:
       RCLONE_CONFIG_LOC_TYPE: { env: TEST_RCLONE_TYPE }
-    flags: [--retries=1]
-jobs:
-  app-backup: { datasource: app, store: offsite, prefix: app, verify: true }
-`,
-    { mode: 0o600 },
-  );
-  return cfg;
+    flags: [--retries=1]`,
+  });
 }
 
 describe.skipIf(!available)("dbkeep with an rclone store (local remote)", () => {

@@ -1,39 +1,29 @@
 import { spawnSync } from "node:child_process";
-import { copyFileSync, writeFileSync } from "node:fs";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { decodeKeyTag } from "../../src/stores/restic/index.js";
 import { dbkeepAsync, IN_CI, ROOT, tempDir } from "../helpers/env.js";
 import { runWatchingChildren } from "../helpers/proc.js";
 import { resticRepos } from "../helpers/restic-repo.js";
-import { sqliteContent } from "../helpers/sqlite.js";
+import { sqliteContent, sqliteJobConfig } from "../helpers/sqlite.js";
 
 const PASSWORD = "restic-it-pw-71c0";
 const available = spawnSync("restic", ["version"]).status === 0;
 if (!available && IN_CI) throw new Error("restic is not installed under CI (scripts/test-env.sh installs it)");
 
 function config(dir: string, repo: string): string {
-  const cfg = join(dir, "dbkeep.yaml");
-  writeFileSync(
-    cfg,
-    `datasources:
-  app: { engine: sqlite, path: ${join(dir, "app.db")}, compression: zstd }
-  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }
-stores:
-  vault:
+  return sqliteJobConfig(dir, {
+    store: "vault",
+    stores: `  vault:
     type: restic
     repository: ${repo}
     password_env: TEST_RESTIC_PASSWORD
     init: true
     tags: [prod]
     env:
-      RESTIC_CACHE_DIR: ${repo}.cache
-jobs:
-  app-backup: { datasource: app, store: vault, prefix: app, verify: true }
-`,
-    { mode: 0o600 },
-  );
-  return cfg;
+      RESTIC_CACHE_DIR: ${repo}.cache`,
+  });
 }
 
 describe.skipIf(!available)("dbkeep with a restic store", () => {

@@ -1,11 +1,11 @@
 import { spawnSync } from "node:child_process";
-import { copyFileSync, writeFileSync } from "node:fs";
+import { copyFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dbkeepAsync, ROOT, tempDir } from "../helpers/env.js";
 import { startFaultProxy, type FaultProxy } from "../helpers/fault-proxy.js";
 import { rcloneEnv, startS3, type TestS3 } from "../helpers/s3-server.js";
-import { sqliteContent } from "../helpers/sqlite.js";
+import { sqliteContent, sqliteJobConfig } from "../helpers/sqlite.js";
 
 /** What rclone (an independent S3 client) sees under `path` of the bucket: path -> size. */
 function rcloneLs(s3: TestS3, path: string): Record<string, number> {
@@ -15,26 +15,17 @@ function rcloneLs(s3: TestS3, path: string): Record<string, number> {
 }
 
 function config(dir: string, endpoint: string, extra = ""): string {
-  const cfg = join(dir, "dbkeep.yaml");
-  writeFileSync(
-    cfg,
-    `datasources:
-  app: { engine: sqlite, path: ${join(dir, "app.db")}, compression: zstd }
-  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }
-stores:
-  s3name:
+  return sqliteJobConfig(dir, {
+    store: "s3name",
+    stores: `  s3name:
     type: s3
     endpoint: ${endpoint}
     bucket: dbkeep-test
     prefix: dbkeep/prod
     access_key_env: TEST_S3_ACCESS_KEY
     secret_key_env: TEST_S3_SECRET_KEY
-${extra}jobs:
-  app-backup: { datasource: app, store: s3name, prefix: app, verify: true }
-`,
-    { mode: 0o600 },
-  );
-  return cfg;
+${extra}`,
+  });
 }
 
 describe("dbkeep with an s3 store (s3rver)", () => {

@@ -1,10 +1,10 @@
-import { copyFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dbkeep, dbkeepAsync, ROOT, tempDir } from "../helpers/env.js";
 import { sshdAvailable, startSshd, type TestSshd } from "../helpers/sshd-server.js";
-import { sqliteContent } from "../helpers/sqlite.js";
+import { sqliteContent, sqliteJobConfig } from "../helpers/sqlite.js";
 
 /** Every file below `dir`, relative to it. */
 function files(dir: string): string[] {
@@ -31,14 +31,11 @@ describe.skipIf(!available)("dbkeep with an ssh store (OpenSSH sshd on loopback)
   });
 
   function config(dir: string, db: string, path: string): string {
-    const cfg = join(dir, "dbkeep.yaml");
-    writeFileSync(
-      cfg,
-      `datasources:
-  app: { engine: sqlite, path: ${db}, compression: none }
-  copy: { engine: sqlite, path: ${join(dir, "copy.db")} }
-stores:
-  remote:
+    return sqliteJobConfig(dir, {
+      db,
+      compression: "none",
+      store: "remote",
+      stores: `  remote:
     type: ssh
     host: 127.0.0.1
     port: ${sshd.port}
@@ -46,13 +43,8 @@ stores:
     path: ${path}
     key_file: ${sshd.userKey.path}
     known_hosts: ${sshd.knownHosts}
-    timeout: 10
-jobs:
-  app-backup: { datasource: app, store: remote, prefix: app, verify: true }
-`,
-      { mode: 0o600 },
-    );
-    return cfg;
+    timeout: 10`,
+    });
   }
 
   it("backs up a SQLite database over SFTP, lists it, restores it identical", () => {
