@@ -73,7 +73,8 @@ describe.skipIf(!available)("dbkeep daemon", () => {
     try {
       const url = await d.url;
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
-      expect((await fetch(`${url}/readyz`)).status).toBe(200);
+      // Ready once the first check of every store finished (it runs right after the server starts listening).
+      await until("ready", async () => (await fetch(`${url}/readyz`)).status === 200);
       await until("two scheduled backups", () => manifests(join(dir, "backups/app")).length >= 2);
       await until("metrics of two runs", async () => (metric(await (await fetch(`${url}/metrics`)).text(), "dbkeep_job_runs_total", 'job="app",result="success"') ?? 0) >= 2);
       const text = await (await fetch(`${url}/metrics`)).text();

@@ -13,6 +13,11 @@ export { localStoreSchema, type LocalStoreOptions } from "./schema.js";
 
 const PARTIAL_MARK = ".dbkeep-partial-";
 
+/** A hidden temporary name beside `final`, which list() reports as an interrupted upload of it. */
+function partialPathOf(final: string): string {
+  return join(dirname(final), `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+}
+
 /**
  * A directory. put() writes to a hidden temporary file beside the final name, fsyncs it, renames it into place and
  * fsyncs the directory, so a crash never leaves a half file under the final name. Files are created 0600.
@@ -45,7 +50,7 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       const final = pathOf(key);
       const dir = dirname(final);
-      const tmp = join(dir, `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+      const tmp = partialPathOf(final);
       let bytes = 0;
       // The body may fail before it is piped anywhere; that failure is reported by pipeline() below, not thrown.
       body.on("error", () => undefined);
@@ -72,7 +77,7 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
     async stage(key: string): Promise<StagedFile> {
       const final = pathOf(key);
       const dir = dirname(final);
-      const tmp = join(dir, `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+      const tmp = partialPathOf(final);
       let handle;
       try {
         await mkdirs(dir);
