@@ -14,7 +14,7 @@ import { measure } from "./lib/proc.mjs";
 import { machineInfo, median, round, table } from "./lib/report.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CLI = join(ROOT, "dist", "cli", "main.js");
+const CLI = join(ROOT, "dist", "bin", "dbkeep.js");
 const { values } = parseArgs({ options: { runs: { type: "string", default: "3" }, "size-gb": { type: "string", default: "1" } } });
 const runs = Number.parseInt(values.runs, 10);
 const log = (m) => process.stderr.write(m + "\n");

@@ -25,7 +25,7 @@ import { codeInfo, machineInfo, MB, median, round, table } from "./lib/report.mj
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const WORK = join(ROOT, "bench", ".work");
-const CLI = join(ROOT, "dist", "cli", "main.js");
+const CLI = join(ROOT, "dist", "bin", "dbkeep.js");
 const RELAY = join(ROOT, "bench", "lib", "relay.mjs");
 const BIG_BUFFERS = join(ROOT, "bench", "lib", "big-buffers.mjs");
 const PG = "-h 127.0.0.1 -U postgres";

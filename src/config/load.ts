@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { createRequire } from "node:module";
-import type { z } from "zod";
+import type * as z from "zod";
 import { DbkeepError } from "../core/errors.js";
 import { Secret } from "../core/redact.js";
 import { ENGINES, PLANNED_ENGINES } from "../engines/registry.js";

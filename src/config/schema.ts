@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { COMPRESSIONS } from "../core/compression.js";
 import { decodeRecipient } from "../crypto/keys.js";
 import { checkSpan } from "../core/retention.js";

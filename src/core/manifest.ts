@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import { z } from "zod";
+import * as z from "zod";
 import { COMPRESSIONS, COMPRESSION_EXT, type Compression } from "./compression.js";
 import { DbkeepError } from "./errors.js";
 import { readAll } from "./streams.js";

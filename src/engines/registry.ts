@@ -1,4 +1,4 @@
-import type { z } from "zod";
+import type * as z from "zod";
 import type { Secret } from "../core/redact.js";
 import type { Engine } from "./engine.js";
 import { db2DatasourceSchema } from "./db2/schema.js";

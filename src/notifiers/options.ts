@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { DbkeepError } from "../core/errors.js";
 import type { Secret } from "../core/redact.js";
 

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
-import { z } from "zod";
+import * as z from "zod";
 import { DbkeepError } from "../core/errors.js";
 import { registerSecret } from "../core/redact.js";
 

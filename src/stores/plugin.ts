@@ -1,4 +1,4 @@
-import type { z } from "zod";
+import type * as z from "zod";
 import { DbkeepError } from "../core/errors.js";
 import type { Secret } from "../core/redact.js";
 import type { Store } from "./store.js";

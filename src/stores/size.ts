@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 const MIB = 1024 * 1024;
 const UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1000, kib: 1024, m: MIB, mb: 1e6, mib: MIB, g: 1024 * MIB, gb: 1e9, gib: 1024 * MIB };

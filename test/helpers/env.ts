@@ -6,7 +6,7 @@ import pg from "pg";
 import { afterAll, expect } from "vitest";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
-export const CLI = join(ROOT, "dist/cli/main.js");
+export const CLI = join(ROOT, "dist/bin/dbkeep.js");
 export const IN_CI = process.env.CI === "true" || process.env.CI === "1";
 
 export const PG = { host: "127.0.0.1", port: 5432, user: "postgres" };

@@ -43,6 +43,10 @@ describe("deployment files", () => {
     for (const l of logical.filter((x) => x.startsWith("COPY ") && !x.includes("--from"))) {
       for (const src of l.trim().split(/\s+/).slice(1, -1)) expect(existsSync(join(ROOT, src)), src).toBe(true);
     }
+    // The image's dbkeep command is the program package.json names, built by the same script.
+    const bin = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { bin: { dbkeep: string } }).bin.dbkeep;
+    expect(text).toContain(`ln -s /opt/dbkeep/${bin} /usr/local/bin/dbkeep`);
+    expect(text).toMatch(/npm run build/);
   });
 
   it("systemd/dbkeep.service: sections, the daemon command, reload by SIGHUP", () => {

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { COMPRESSIONS } from "../../core/compression.js";
 
 /** Datasource options of `engine: mongodb`: a connection string (a secret: it can hold a password), or its parts. */

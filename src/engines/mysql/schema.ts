@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { COMPRESSIONS } from "../../core/compression.js";
 
 /** `databases: [a, b]` in YAML, `?databases=a,b` in a URL. */

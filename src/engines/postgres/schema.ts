@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { COMPRESSIONS } from "../../core/compression.js";
 
 /** Glob patterns of a partial backup: a YAML list, or `a,b` in a URL. */

@@ -1,5 +1,5 @@
 import type { ConnectionOptions } from "node:tls";
-import { z } from "zod";
+import * as z from "zod";
 import { DbkeepError } from "../../core/errors.js";
 import { redact } from "../../core/redact.js";
 import { VERSION } from "../../core/version.js";

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { send } from "../http.js";
 import type { Notifier } from "../notifier.js";
 import { requiredSecret, requireSecret, secretKeys, timeoutKey, type NotifierContext } from "../options.js";

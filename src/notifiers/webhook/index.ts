@@ -1,5 +1,5 @@
 import { createHmac } from "node:crypto";
-import { z } from "zod";
+import * as z from "zod";
 import { registerSecret } from "../../core/redact.js";
 import { send } from "../http.js";
 import type { Notifier, RunEvent } from "../notifier.js";

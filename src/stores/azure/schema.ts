@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { byteSize, hasSecret, MiB, secretKeys } from "../size.js";
 
 export const AZURE_SECRETS = ["connection_string", "account_key", "sas_token"] as const;

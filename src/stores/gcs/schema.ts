@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { byteSize, hasSecret, MiB, secretKeys } from "../size.js";
 
 export const GCS_SECRETS = ["credentials_json"] as const;

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { envMapSchema } from "../child-env.js";
 import type { StorePlugin } from "../plugin.js";
 

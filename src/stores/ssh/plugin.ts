@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import type { StorePlugin } from "../plugin.js";
 
 /** Seed 000's keys (`host`, `user`, `port`, `path`, `key_file`, `password_*`) plus host key checking and timeouts. */
