@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { openSync, readSync, writeSync, closeSync, readdirSync, statSync, existsSync } from "node:fs";
+import { openSync, readSync, writeSync, closeSync, readdirSync, statSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
@@ -142,6 +142,30 @@ describe.skipIf(!available)("PostgreSQL: killed and corrupted backups", () => {
     expect(r.stderr).toContain("already holds: public.big, public.small");
     expect(r.stderr).toContain("restore refused");
     expect(r.stderr).toContain("--auto-confirm");
+  });
+
+  it("a pg_dump older than the server: checked while pg_dump starts, which is stopped; the job fails with a hint and leaves nothing", async () => {
+    const before = backupsIn(store);
+    const bin = tempDir();
+    const pidFile = join(bin, "dump.pid");
+    // Answers --version as PostgreSQL 9.6; as the dump it records its pid and waits, as a slow start would.
+    writeFileSync(
+      join(bin, "pg_dump"),
+      `#!/bin/sh\nif [ "$1" = "--version" ]; then sleep 0.3; echo "pg_dump (PostgreSQL) 9.6.24"; exit 0; fi\necho $$ > ${pidFile}\nexec sleep 30\n`,
+      { mode: 0o755 },
+    );
+    const started = Date.now();
+    const r = dbkeep(["backup", `${pgUrl(SRC)}?bin_dir=${encodeURIComponent(bin)}`, "--to", store, "--compression", "zstd"]);
+    expect(r.code).toBe(1);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(r.stderr).toMatch(/pg_dump 9\.6\.24 is older than the server \(\d+/);
+    expect(r.stderr).toMatch(/hint: install postgresql-client-\d+ and set pg_version/);
+    // The dump had started (the check did not hold it back) and is gone now.
+    const pid = Number(readFileSync(pidFile, "utf8").trim());
+    expect(pid).toBeGreaterThan(0);
+    expect(() => process.kill(pid, 0)).toThrow();
+    expect(backupsIn(store)).toEqual(before);
+    expect(readdirSync(join(store, SRC)).filter((f) => f.includes(".dbkeep-partial-"))).toEqual([]);
   });
 
   it("a connection failure is one clear line with the tool's message and a hint", () => {

@@ -137,31 +137,40 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   function dump(dopts: DumpOptions): Dump {
     if (dumpAll) return dumpAllDatabases(dopts);
     return startDump(async (out) => {
-      // The tool's version and the dump's own snapshot (exported to pg_dump: counts and schema objects are taken
-      // in it while pg_dump runs) are fetched at the same time.
+      // The dump's own snapshot (exported to pg_dump: counts and schema objects are taken in it while pg_dump runs)
+      // is opened while pg_dump is located. pg_dump's version is asked at the same time and checked while pg_dump
+      // starts, not before: nothing waits for it, and a pg_dump older than the server is stopped and reported as
+      // such (it would refuse that server itself, with a less helpful message).
       const opening = openDumpSnapshot(client(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
         throw connectionError(err, opts.host, opts.port, dbName);
       });
       opening.catch(() => undefined); // awaited below; until then a failure must not count as unhandled
+      const version = toolVersion("pg_dump");
+      version.catch(() => undefined);
       let pgDump: string;
-      let toolVer: string;
       try {
-        [pgDump, toolVer] = await Promise.all([pgTool("pg_dump", binDir), toolVersion("pg_dump")]);
+        pgDump = await pgTool("pg_dump", binDir);
       } catch (err) {
         await opening.then((s) => s.close(), () => undefined);
         throw err;
       }
       const snap = await opening;
       const serverVersion = snap.serverVersion;
+      // Stops pg_dump when the version check fails (or when the backup is cancelled).
+      const stop = new AbortController();
+      const onAbort = () => stop.abort(dopts.signal.reason);
+      if (dopts.signal.aborted) onAbort();
+      else dopts.signal.addEventListener("abort", onAbort, { once: true });
+      const checked = version.then((v) => (checkVersions(v, serverVersion), v));
+      checked.catch(() => stop.abort());
       try {
-        checkVersions(toolVer, serverVersion);
         const sel = await selectionArgs(dopts.log);
         const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
         // A partial plain dump drops its own tables first: restored into an existing database it replaces just those.
         const partial = sel ? [...sel.args, ...(format === "plain" ? ["--clean", "--if-exists"] : [])] : [];
         const common = ["--no-password", `--snapshot=${snap.id}`, ...(format === "plain" ? [] : ["--compress=0"]), ...partial];
-        const result: DumpResult = { tool: { name: "pg_dump", version: toolVer }, serverVersion };
         const withCatalog = async (): Promise<DumpResult> => {
+          const result: DumpResult = { tool: { name: "pg_dump", version: await checked }, serverVersion };
           const { tables, objects } = await snap.catalog;
           // A partial backup holds only some tables: the whole database's objects are not what it restores.
           return { ...result, tables, ...(sel ? {} : { objects }) };
@@ -170,13 +179,14 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         if (format !== "directory") {
           const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
           const { child, done: exited } = spawnTool(pgDump, args, {
-            env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
+            env: toolEnv(dbName), signal: stop.signal, timeoutMs, context: where, explain,
             stdio: ["ignore", "pipe", "pipe"],
           });
           // The stream ends only once the catalog is taken too: a failed count fails the backup, never half-recorded.
           if (dopts.handOver) dopts.handOver(child.stdout as Readable);
-          else endAfter(child.stdout as Readable, Promise.all([exited, snap.catalog]), out);
-          await exited;
+          else endAfter(child.stdout as Readable, Promise.all([exited, snap.catalog, checked]), out);
+          // The version check fails first when it fails: that is the error to report, not pg_dump being stopped.
+          await Promise.all([checked, exited]);
           return withSelection(await withCatalog(), sel);
         }
 
@@ -186,10 +196,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         try {
           const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
           const { done: exited } = spawnTool(pgDump, args, {
-            env: toolEnv(dbName), signal: dopts.signal, timeoutMs, context: where, explain,
+            env: toolEnv(dbName), signal: stop.signal, timeoutMs, context: where, explain,
             stdio: ["ignore", "ignore", "pipe"],
           });
-          await exited;
+          await Promise.all([checked, exited]);
           const tar = await resolveTool("tar");
           const t = spawnTool(tar, ["-C", join(dir, "dump"), "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
           endAfter(t.child.stdout as Readable, Promise.all([t.done, snap.catalog]), out);
@@ -199,6 +209,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
           await rm(dir, { recursive: true, force: true });
         }
       } finally {
+        dopts.signal.removeEventListener("abort", onAbort);
         await snap.close();
       }
     });
