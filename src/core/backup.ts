@@ -1,4 +1,3 @@
-import type { Readable } from "node:stream";
 import { COMPRESSION_EXT, compressesNatively, type Compression } from "./compression.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
@@ -6,6 +5,7 @@ import { backupKeys, checksumLine, ENCRYPTED_EXT, putText, serializeManifest, MA
 import { streamFromStore, streamToStore, type Progress, type ToStoreOptions } from "./pipeline.js";
 import { redact } from "./redact.js";
 import { VERSION } from "./version.js";
+import { openPipe } from "./os-pipe.js";
 import { createAgeDecryptStream, createAgeEncryptStream, type Identity, type Recipient } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
 import type { Store } from "../stores/store.js";
@@ -88,16 +88,20 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
   };
   for (const [store, err] of unreachable) await drop(store, err);
   try {
-    // With a process compressor, an engine whose dump is one tool's stdout hands it over to be connected to the
-    // compressor directly (the dump's bytes never pass through node).
-    let handOver: ((s: Readable | undefined) => void) | undefined;
-    const handed = engine.handsOverStdout && compressesNatively(spec.compression) ? new Promise<Readable | undefined>((res) => (handOver = res)) : undefined;
-    const dump = engine.dump({ signal: spec.signal, log, ...(handOver ? { handOver } : {}) });
-    if (handOver) void dump.done.finally(() => handOver?.(undefined)).catch(() => undefined);
+    // With a process compressor, an engine whose dump is one tool's stdout writes it into a pipe that the
+    // compressor reads (the dump's bytes never pass through node). The pipe is made while the engine connects.
+    const piping = engine.dumpsToPipe && compressesNatively(spec.compression) ? openPipe() : undefined;
+    const dump = engine.dump({
+      signal: spec.signal,
+      log,
+      ...(piping ? { output: piping.then((p) => (p ? { fd: p.write, started: () => p.closeWrite() } : undefined)) } : {}),
+    });
+    // If the dump fails before its tool starts, the compressor must still see the end of its input.
+    if (piping) void dump.done.finally(() => piping.then((p) => p?.closeWrite())).catch(() => undefined);
     const encryptor = spec.encryption ? createAgeEncryptStream(spec.encryption) : undefined;
     const result = await upload({
       source: dump.stream,
-      ...(handed ? { native: { stdout: handed, done: dump.done } } : {}),
+      ...(piping ? { native: { pipe: piping, done: dump.done } } : {}),
       compression: spec.compression,
       level: spec.level,
       ...(encryptor ? { stages: [encryptor] } : {}),

@@ -116,7 +116,7 @@ export function compressesNatively(compression: Compression): boolean {
 }
 
 /**
- * A compressor process reading `input` (a dump tool's stdout, handed over) directly: the raw dump never passes
+ * A compressor process reading `input` (the read end of a pipe a dump tool writes into) directly: the raw dump never passes
  * through node. Its output ends only after the compressor exited with 0 and `upstream` (the dump) succeeded.
  * `rawBytes` comes from the compressor's own final report, which gives exact byte counts at these verbosities
  * (`zstd -vv`: "(N B => M B, ...)", `lz4 -v`: "Compressed N bytes into M bytes").
@@ -124,7 +124,7 @@ export function compressesNatively(compression: Compression): boolean {
 export async function nativeCompressor(
   compression: Compression,
   level: number | undefined,
-  input: Readable,
+  input: number,
   upstream: Promise<unknown>,
   signal?: AbortSignal,
 ): Promise<{ stream: Readable; rawBytes: Promise<number> }> {
@@ -139,7 +139,7 @@ export async function nativeCompressor(
 export async function nativeCompressorToFile(
   compression: Compression,
   level: number | undefined,
-  input: Readable,
+  input: number,
   fd: number,
   signal?: AbortSignal,
 ): Promise<{ done: Promise<unknown>; rawBytes: Promise<number> }> {
@@ -147,7 +147,7 @@ export async function nativeCompressorToFile(
   return { done: c.done, rawBytes: c.rawBytes };
 }
 
-async function spawnNative(compression: Compression, level: number | undefined, input: Readable, output: "pipe" | number, signal?: AbortSignal) {
+async function spawnNative(compression: Compression, level: number | undefined, input: number, output: "pipe" | number, signal?: AbortSignal) {
   const tool = compression === "zstd" ? "zstd" : "lz4";
   const args =
     compression === "zstd"
@@ -158,8 +158,6 @@ async function spawnNative(compression: Compression, level: number | undefined, 
     signal, context: "compression stage", stdio: [input, output, "pipe"],
     explain: (stderr) => (/No space left on device/i.test(stderr) ? { code: "STORE_FAILED", hint: "the disk holding the store is full" } : undefined),
   });
-  // The compressor holds its own copy of the pipe now; node's copy is closed so that it never reads from it.
-  input.destroy();
   const rawBytes = done.then((r) => {
     const m = compression === "zstd" ? /\(\s*(\d+) B =>/.exec(r.stderr) : /Compressed\s+(\d+) bytes into/.exec(r.stderr);
     if (!m) throw new DbkeepError("INTERNAL", `${tool} did not report the size it read`, { details: r.stderr.slice(-500) });

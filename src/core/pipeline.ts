@@ -6,6 +6,7 @@ import { compressesNatively, createCompressor, createDecompressor, nativeCompres
 import { DbkeepError } from "./errors.js";
 import { ByteCounter, HashStage, tee, type Expected } from "./streams.js";
 import type { StagedFile, Store } from "../stores/store.js";
+import type { OsPipe } from "./os-pipe.js";
 
 export interface Progress {
   /** Bytes read from the dump (backup) or from the store (restore). */
@@ -21,10 +22,12 @@ export interface ToStoreOptions {
   /** Stages after compression and before hashing: the encryption slot. */
   stages?: Duplex[];
   /**
-   * The dump tool's stdout, handed over by the engine (DumpOptions.handOver), and the dump's outcome: with a
-   * process compressor (zstd, lz4) it is connected to the compressor directly and `source` is not read.
+   * A pipe the dump tool writes into (DumpOptions.output), and the dump's outcome: with a process compressor
+   * (zstd, lz4) the compressor reads the pipe directly and `source` is not read. The pipeline closes the read end
+   * once the compressor has it (or on failure, which stops the dump tool); undefined (no pipe could be made) means
+   * that the dump comes through `source` after all.
    */
-  native?: { stdout: Promise<Readable | undefined>; done: Promise<unknown> };
+  native?: { pipe: Promise<OsPipe | undefined>; done: Promise<unknown> };
   /** One store, or several: the stream is copied to all of them at once and the slowest sets the pace. */
   stores: Store[];
   key: string;
@@ -71,29 +74,30 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
   try {
     let head: Readable[];
     let nativeRaw: Promise<number> | undefined;
-    if (opts.native && compressesNatively(opts.compression)) {
-      // The dump tool's stdout goes straight into the compressor: node carries only the compressed bytes.
-      const stdout = await opts.native.stdout;
-      if (!stdout) {
-        await opts.native.done;
-        throw new DbkeepError("INTERNAL", "the dump tool's output was not handed over");
-      }
+    const pipe = opts.native && compressesNatively(opts.compression) ? await opts.native.pipe : undefined;
+    if (opts.native && pipe) {
+      // The dump tool writes straight into the compressor: node carries only the compressed bytes. Once the
+      // compressor runs, node's copy of the read end is closed; closed early (a failure), it stops the dump tool.
       const only = opts.stores.length === 1 && !opts.stages?.length ? opts.stores[0]! : undefined;
       if (only?.stage) {
         // One store on the local file system and nothing to encrypt: the compressor writes the file itself and
         // node reads it behind the compressor only to hash it.
         try {
-          return await compressIntoFile(opts, only, only.stage.bind(only), stdout, opts.native.done, ac.signal);
+          return await compressIntoFile(opts, only, only.stage.bind(only), pipe, opts.native.done, ac.signal);
         } catch (err) {
-          // Stops the compressor (and with it the dump, whose output then has no reader).
           note(err);
-          stdout.destroy();
           throw first ?? err;
+        } finally {
+          pipe.closeRead();
         }
       }
-      const nc = await nativeCompressor(opts.compression, opts.level, stdout, opts.native.done, ac.signal);
-      head = [nc.stream];
-      nativeRaw = nc.rawBytes;
+      try {
+        const nc = await nativeCompressor(opts.compression, opts.level, pipe.read, opts.native.done, ac.signal);
+        head = [nc.stream];
+        nativeRaw = nc.rawBytes;
+      } finally {
+        pipe.closeRead();
+      }
     } else {
       head = [opts.source, raw, await createCompressor(opts.compression, opts.level, ac.signal)];
     }
@@ -149,19 +153,14 @@ async function compressIntoFile(
   opts: ToStoreOptions,
   store: Store,
   stage: (key: string) => Promise<StagedFile>,
-  input: Readable,
+  pipe: OsPipe,
   upstream: Promise<unknown>,
   signal: AbortSignal,
 ): Promise<ToStoreResult> {
-  let staged: StagedFile;
+  const staged = await stage(opts.key);
   try {
-    staged = await stage(opts.key);
-  } catch (err) {
-    input.destroy();
-    throw err;
-  }
-  try {
-    const nc = await nativeCompressorToFile(opts.compression, opts.level, input, staged.fd, signal);
+    const nc = await nativeCompressorToFile(opts.compression, opts.level, pipe.read, staged.fd, signal);
+    pipe.closeRead();
     const finished = Promise.all([nc.done, upstream, nc.rawBytes]);
     let settled = false;
     const settle = finished.then(() => (settled = true), () => (settled = true));

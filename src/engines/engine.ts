@@ -14,11 +14,19 @@ export interface DumpOptions {
   signal: AbortSignal;
   log: Logger;
   /**
-   * Offered only to engines with `handsOverStdout`: the engine passes its dump tool's stdout here instead of reading
-   * it, and the caller connects it straight to a compressor process (the dump's bytes then never pass through
-   * node). The Dump's `stream` is then left unused; `done` still says whether the dump succeeded.
+   * Offered only to engines with `dumpsToPipe`: where the dump tool's stdout goes instead of a pipe to node, the
+   * write end of a pipe that a compressor process reads (the dump's bytes then never pass through node). The engine
+   * awaits it just before it starts the tool: with a pipe, it gives `fd` to the tool as stdout, calls `started()`
+   * once the tool runs and leaves the Dump's `stream` unused (`done` still says whether the dump succeeded); with
+   * undefined, it writes to `stream` as usual.
    */
-  handOver?: (stdout: Readable) => void;
+  output?: Promise<DumpOutput | undefined>;
+}
+
+export interface DumpOutput {
+  fd: number;
+  /** The tool runs with `fd`: the caller may close its own copy (the compressor then sees the end when it exits). */
+  started(): void;
 }
 
 /** Schema objects by kind ("indexes", "foreign_keys", "views", ...), each a sorted list of qualified names. */
@@ -130,8 +138,8 @@ export interface Engine {
   readonly format: string;
   /** File extension of a dump in that format, before compression (".sql", ".dump", ".tar", ".db"). */
   readonly extension: string;
-  /** Whether dump() honours DumpOptions.handOver (its dump is one tool's stdout). */
-  readonly handsOverStdout?: boolean;
+  /** Whether dump() honours DumpOptions.output (its dump is one tool's stdout). */
+  readonly dumpsToPipe?: boolean;
   /** The name used in the key layout `<prefix>/<database>/<database>-<timestamp>.<ext>`. */
   readonly database: string;
   source(): SourceInfo;

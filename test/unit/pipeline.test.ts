@@ -1,12 +1,14 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { fstatSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
 import { COMPRESSIONS, createCompressor, createDecompressor, sniffCompression } from "../../src/core/compression.js";
 import { backupKeys, checksumLine, findBackup, type Manifest } from "../../src/core/manifest.js";
+import { openPipe } from "../../src/core/os-pipe.js";
 import { streamFromStore, streamToStore } from "../../src/core/pipeline.js";
 import { HashStage, endAfter } from "../../src/core/streams.js";
 import { createLocalStore } from "../../src/stores/local/index.js";
@@ -193,9 +195,12 @@ describe("fan-out to several stores", () => {
   });
 });
 
-describe("a dump handed to a compressor that writes the local store's file itself", () => {
-  /** A dump tool stand-in: a child process that writes `data` to its stdout in slices, pausing between them. */
-  function producer(data: Buffer, opts: { failAfter?: number; pauseMs?: number } = {}) {
+describe("a dump piped into a compressor that writes the local store's file itself", () => {
+  /**
+   * A dump tool stand-in: a child process that writes `data` in slices, pausing between them, into a kernel pipe
+   * (as pg_dump does in a backup) whose read end the pipeline gives the compressor.
+   */
+  async function producer(data: Buffer, opts: { failAfter?: number; pauseMs?: number } = {}) {
     const dir = tempDir();
     const file = join(dir, "input");
     writeFileSync(file, data);
@@ -209,10 +214,13 @@ describe("a dump handed to a compressor that writes the local store's file itsel
         process.stdout.write(data.subarray(at, end), () => { at = end; setTimeout(next, ${opts.pauseMs ?? 5}); });
       };
       next();`;
-    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "ignore"] });
+    const pipe = await openPipe();
+    if (!pipe) throw new Error("no pipe could be made (mkfifo missing?)");
+    const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", pipe.write, "ignore"] });
+    pipe.closeWrite();
     const done = new Promise<void>((resolve, reject) => child.once("close", (code) => (code === 0 ? resolve() : reject(new Error(`dump tool exited with ${code}`)))));
     done.catch(() => undefined);
-    return { stdout: child.stdout, done, child };
+    return { pipe, done, child };
   }
 
   async function leftovers(store: Store): Promise<string[]> {
@@ -228,11 +236,11 @@ describe("a dump handed to a compressor that writes the local store's file itsel
       // Larger than the compressors' blocks (lz4 4 MiB, zstd -T0 jobs of a few MiB) and written slowly, so the
       // file grows while it is read and hashed, and the reader catches up and waits several times.
       const data = Buffer.concat([sample(16 * 1024 * 1024), randomBytes(4 * 1024 * 1024), sample(4 * 1024 * 1024 + 5)]);
-      const p = producer(data, { pauseMs: 3 });
+      const p = await producer(data, { pauseMs: 3 });
       const key = `db/x.sql.${compression}`;
       const r = await streamToStore({
         source: Readable.from([]), compression, stores: [store], key, signal: new AbortController().signal,
-        native: { stdout: Promise.resolve(p.stdout), done: p.done },
+        native: { pipe: Promise.resolve(p.pipe), done: p.done },
       });
       const stored = await collect(await store.get(key));
       expect(r.storedBytes).toBe(stored.length);
@@ -247,22 +255,47 @@ describe("a dump handed to a compressor that writes the local store's file itsel
 
   it("a dump tool that fails halfway leaves nothing, not even a partial file", async () => {
     const store = createLocalStore({ path: tempDir() });
-    const p = producer(sample(4 * 1024 * 1024), { failAfter: 1024 * 1024 });
+    const p = await producer(sample(4 * 1024 * 1024), { failAfter: 1024 * 1024 });
     await expect(streamToStore({
       source: Readable.from([]), compression: "zstd", stores: [store], key: "db/y.sql.zst", signal: new AbortController().signal,
-      native: { stdout: Promise.resolve(p.stdout), done: p.done },
+      native: { pipe: Promise.resolve(p.pipe), done: p.done },
     })).rejects.toThrow(/dump tool exited with 3/);
+    expect(await leftovers(store)).toEqual([]);
+  });
+
+  it("the pipe is a kernel pipe (not a socket) and leaves no FIFO behind", async () => {
+    const before = readdirSync(tmpdir()).filter((f) => f.startsWith("dbkeep-pipe-"));
+    const pipe = await openPipe();
+    expect(pipe).toBeDefined();
+    expect(fstatSync(pipe!.read).isFIFO()).toBe(true);
+    expect(fstatSync(pipe!.write).isFIFO()).toBe(true);
+    expect(readdirSync(tmpdir()).filter((f) => f.startsWith("dbkeep-pipe-"))).toEqual(before);
+    pipe!.closeRead();
+    pipe!.closeWrite();
+    pipe!.closeWrite(); // idempotent
+  });
+
+  it("a store that cannot even stage the file stops the dump tool (its pipe has no reader) and leaves nothing", async () => {
+    const store = createLocalStore({ path: tempDir() });
+    const failing: Store = { ...store, stage: () => Promise.reject(new Error("cannot stage")) };
+    const p = await producer(sample(4 * 1024 * 1024), { pauseMs: 1 });
+    await expect(streamToStore({
+      source: Readable.from([]), compression: "zstd", stores: [failing], key: "db/w.sql.zst", signal: new AbortController().signal,
+      native: { pipe: Promise.resolve(p.pipe), done: p.done },
+    })).rejects.toThrow(/cannot stage/);
+    // Without a reader the tool's next write fails (EPIPE): it ends instead of waiting for ever.
+    await expect(p.done).rejects.toThrow(/dump tool exited/);
     expect(await leftovers(store)).toEqual([]);
   });
 
   it("cancelling stops the compressor and the dump and leaves nothing", async () => {
     const store = createLocalStore({ path: tempDir() });
-    const p = producer(sample(8 * 1024 * 1024), { pauseMs: 50 });
+    const p = await producer(sample(8 * 1024 * 1024), { pauseMs: 50 });
     const ac = new AbortController();
     setTimeout(() => ac.abort(new Error("stop")), 200);
     await expect(streamToStore({
       source: Readable.from([]), compression: "zstd", stores: [store], key: "db/z.sql.zst", signal: ac.signal,
-      native: { stdout: Promise.resolve(p.stdout), done: p.done },
+      native: { pipe: Promise.resolve(p.pipe), done: p.done },
     })).rejects.toThrow(/cancelled|stopped|stop/);
     await p.done.catch(() => undefined);
     expect(p.child.exitCode !== 0 || p.child.signalCode !== null).toBe(true);

@@ -178,12 +178,13 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
         if (format !== "directory") {
           const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
+          const output = await dopts.output;
           const { child, done: exited } = spawnTool(pgDump, args, {
             env: toolEnv(dbName), signal: stop.signal, timeoutMs, context: where, explain,
-            stdio: ["ignore", "pipe", "pipe"],
+            stdio: ["ignore", output ? output.fd : "pipe", "pipe"],
           });
           // The stream ends only once the catalog is taken too: a failed count fails the backup, never half-recorded.
-          if (dopts.handOver) dopts.handOver(child.stdout as Readable);
+          if (output) output.started();
           else endAfter(child.stdout as Readable, Promise.all([exited, snap.catalog, checked]), out);
           // The version check fails first when it fails: that is the error to report, not pg_dump being stopped.
           await Promise.all([checked, exited]);
@@ -610,7 +611,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     tools: dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"],
     format,
     extension: EXT[format] ?? ".sql",
-    handsOverStdout: format === "plain" || format === "custom",
+    dumpsToPipe: format === "plain" || format === "custom",
     database: layoutName,
     source: () => ({ engine: "postgres", database: layoutName, host: opts.host, port: opts.port, ...(opts.user ? { user: opts.user } : {}) }),
     doctor,
