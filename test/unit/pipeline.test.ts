@@ -263,6 +263,18 @@ describe("a dump piped into a compressor that writes the local store's file itse
     expect(await leftovers(store)).toEqual([]);
   });
 
+  it("where no pipe could be made, the dump comes through node and is compressed there", async () => {
+    const store = createLocalStore({ path: tempDir() });
+    const data = sample(3 * 1024 * 1024);
+    const r = await streamToStore({
+      source: Readable.from([data]), compression: "zstd", stores: [store], key: "db/v.sql.zst", signal: new AbortController().signal,
+      native: { pipe: Promise.resolve(undefined), done: Promise.resolve() },
+    });
+    expect(r.rawBytes).toBe(data.length);
+    const stored = await collect(await store.get("db/v.sql.zst"));
+    expect((await collect(Readable.from([stored]).pipe(await createDecompressor("zstd")))).equals(data)).toBe(true);
+  });
+
   it("the pipe is a kernel pipe (not a socket) and leaves no FIFO behind", async () => {
     const before = readdirSync(tmpdir()).filter((f) => f.startsWith("dbkeep-pipe-"));
     const pipe = await openPipe();
