@@ -78,20 +78,18 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
     if (opts.native && pipe) {
       // The dump tool writes straight into the compressor: node carries only the compressed bytes. Once the
       // compressor runs, node's copy of the read end is closed; closed early (a failure), it stops the dump tool.
-      const only = opts.stores.length === 1 && !opts.stages?.length ? opts.stores[0]! : undefined;
-      if (only?.stage) {
-        // One store on the local file system and nothing to encrypt: the compressor writes the file itself and
-        // node reads it behind the compressor only to hash it.
-        try {
-          return await compressIntoFile(opts, only, only.stage.bind(only), pipe, opts.native.done, ac.signal);
-        } catch (err) {
-          note(err);
-          throw first ?? err;
-        } finally {
-          pipe.closeRead();
-        }
-      }
       try {
+        const only = opts.stores.length === 1 && !opts.stages?.length ? opts.stores[0]! : undefined;
+        if (only?.stage) {
+          // One store on the local file system and nothing to encrypt: the compressor writes the file itself and
+          // node reads it behind the compressor only to hash it.
+          try {
+            return await compressIntoFile(opts, only, only.stage.bind(only), pipe, opts.native.done, ac.signal);
+          } catch (err) {
+            note(err);
+            throw first ?? err;
+          }
+        }
         const nc = await nativeCompressor(opts.compression, opts.level, pipe.read, opts.native.done, ac.signal);
         head = [nc.stream];
         nativeRaw = nc.rawBytes;
