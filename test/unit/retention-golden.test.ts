@@ -90,7 +90,9 @@ describe("retention: properties over random timelines and policies", () => {
     );
   });
 
-  it("adding a rule never deletes more; the newest is always kept; every kept backup has a reason", () => {
+  // min_keep is a floor on the count, filled with the newest backups no rule keeps: a policy with more rules may
+  // meet the floor with other backups, so what the floor kept is not part of the subset property, only the count.
+  it("adding a rule never deletes what a rule kept, nor leaves fewer; the newest is always kept; every kept backup has a reason", () => {
     fc.assert(
       fc.property(timeline, policy, policy, zone, (items, a, b, tz) => {
         const merged: RetentionPolicy = { ...a };
@@ -99,8 +101,9 @@ describe("retention: properties over random timelines and policies", () => {
         fc.pre(hasRules(a));
         const fewer = applyRetention(items, a, { timeZone: tz });
         const more = applyRetention(items, merged, { timeZone: tz });
-        const keptA = new Set(fewer.keep.map((d) => d.item.id));
-        for (const d of more.remove) expect(keptA.has(d.id)).toBe(false);
+        const keptByRuleA = new Set(fewer.keep.filter((d) => d.reasons.some((r) => !r.startsWith("min_keep "))).map((d) => d.item.id));
+        for (const d of more.remove) expect(keptByRuleA.has(d.id)).toBe(false);
+        expect(more.keep.length).toBeGreaterThanOrEqual(fewer.keep.length);
         if (items.length > 0) {
           const newest = [...items].sort((x, y) => y.at.getTime() - x.at.getTime() || (x.id < y.id ? 1 : -1))[0]!;
           expect(more.keep.some((d) => d.item.id === newest.id)).toBe(true);

@@ -69,4 +69,17 @@ describe("retention", () => {
     const items = ["01", "02", "03", "04"].map((d) => b(`2026-01-${d}T00:00:00Z`));
     expect(applyRetention(items, { keep_last: 1, min_keep: 3 }).keep).toHaveLength(3);
   });
+
+  it("min_keep fills up with the newest backups no rule keeps, and only when the rules keep fewer", () => {
+    // Two backups on one Monday and one from 2019: the weekly rule keeps the newer Monday one, the floor the other.
+    const items = [b("2024-01-01T10:00:00Z"), b("2024-01-01T09:00:00Z"), b("2019-01-01T00:00:00Z")];
+    const weekly = applyRetention(items, { keep_weekly: 1, min_keep: 2 });
+    expect(weekly.keep.map((d) => [d.item.id, d.reasons])).toEqual([
+      ["2024-01-01T10:00:00Z", ["weekly 2024-W01"]],
+      ["2024-01-01T09:00:00Z", ["min_keep 2"]],
+    ]);
+    // With keep_daily: 2 the rules alone keep two backups (one per day), so the floor adds nothing.
+    const daily = applyRetention(items, { keep_weekly: 1, keep_daily: 2, min_keep: 2 });
+    expect(daily.keep.map((d) => d.item.id)).toEqual(["2024-01-01T10:00:00Z", "2019-01-01T00:00:00Z"]);
+  });
 });
