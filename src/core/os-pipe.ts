@@ -1,8 +1,8 @@
-import { closeSync, constants, openSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { closeSync, constants, mkdtempSync, openSync, rmdirSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveTool, runTool } from "./subprocess.js";
+import { minimalEnv, resolveTool } from "./subprocess.js";
 
 /** Both ends of a kernel pipe, as descriptors to hand to child processes. Each close is idempotent. */
 export interface OsPipe {
@@ -21,15 +21,20 @@ export interface OsPipe {
  * no pipe(2), so this makes a FIFO in a private temporary directory, opens both ends and removes it at once; only
  * the two descriptors remain (opened close-on-exec, so no other child inherits them).
  *
+ * Everything here is synchronous: it runs while the dump tool's connection is being made, and mkfifo takes about a
+ * millisecond where the same steps through the thread pool and an asynchronous child took longer than connecting.
+ *
  * Resolves to undefined where no FIFO can be made (no mkfifo); the caller then uses a pipe through node.
  */
 export async function openPipe(): Promise<OsPipe | undefined> {
   let dir: string | undefined;
+  let path: string | undefined;
   try {
     const mkfifo = await resolveTool("mkfifo");
-    dir = await mkdtemp(join(tmpdir(), "dbkeep-pipe-"));
-    const path = join(dir, "pipe");
-    await runTool(mkfifo, ["-m", "600", path]);
+    dir = mkdtempSync(join(tmpdir(), "dbkeep-pipe-"));
+    path = join(dir, "pipe");
+    const made = spawnSync(mkfifo, ["-m", "600", path], { stdio: "ignore", env: minimalEnv(), timeout: 10_000 });
+    if (made.status !== 0) return undefined;
     // Opening one end of a FIFO waits for the other; a descriptor open for both (Linux) lets each end open at once.
     const hold = openSync(path, constants.O_RDWR);
     let read: number | undefined;
@@ -60,6 +65,15 @@ export async function openPipe(): Promise<OsPipe | undefined> {
   } catch {
     return undefined;
   } finally {
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (path) attempt(() => unlinkSync(path!));
+    if (dir) attempt(() => rmdirSync(dir!));
+  }
+}
+
+function attempt(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // nothing there to remove
   }
 }

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import type { Readable } from "node:stream";
-import { access, constants } from "node:fs/promises";
+import { accessSync, constants } from "node:fs";
 import { delimiter, isAbsolute, join } from "node:path";
 import { DbkeepError, type ErrorCode } from "./errors.js";
 import { redact } from "./redact.js";
@@ -45,14 +45,18 @@ export function minimalEnv(extra: Record<string, string | undefined> = {}): Node
   return env;
 }
 
-/** Finds an executable in binDir (if given) or PATH, or throws TOOL_NOT_FOUND with an install hint. */
+/**
+ * Finds an executable in binDir (if given) or PATH, or throws TOOL_NOT_FOUND with an install hint. The lookup is
+ * synchronous, as a shell's is: a few access() calls take microseconds, while each one sent to the thread pool waits
+ * for a turn of the event loop (on a backup's start that made finding pg_dump take longer than connecting).
+ */
 export async function resolveTool(name: string, binDir?: string): Promise<string> {
   const dirs = binDir ? [binDir] : (process.env.PATH ?? "/usr/bin:/bin").split(delimiter);
   if (isAbsolute(name)) dirs.unshift("");
   for (const dir of dirs) {
     const candidate = dir ? join(dir, name) : name;
     try {
-      await access(candidate, constants.X_OK);
+      accessSync(candidate, constants.X_OK);
       return candidate;
     } catch {
       // try the next directory

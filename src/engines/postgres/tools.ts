@@ -1,4 +1,4 @@
-import { readdir, realpath } from "node:fs/promises";
+import { readdirSync, realpathSync } from "node:fs";
 import { basename, join } from "node:path";
 import { resolveTool } from "../../core/subprocess.js";
 
@@ -24,9 +24,10 @@ export function pgTool(name: string, binDir?: string): Promise<string> {
 async function locate(name: string, binDir?: string): Promise<string> {
   const path = await resolveTool(name, binDir);
   if (binDir) return path;
-  const real = await realpath(path).catch(() => path);
+  // Synchronous for the reason resolveTool is: these are a few system calls on the way to starting pg_dump.
+  const real = attempt(() => realpathSync(path)) ?? path;
   if (basename(real) !== "pg_wrapper") return path;
-  const versions = (await readdir(PG_LIB).catch(() => [] as string[]))
+  const versions = (attempt(() => readdirSync(PG_LIB)) ?? [])
     .filter((v) => /^\d+(\.\d+)?$/.test(v))
     .sort((a, b) => Number(b) - Number(a));
   for (const v of versions) {
@@ -34,4 +35,12 @@ async function locate(name: string, binDir?: string): Promise<string> {
     if (direct) return direct;
   }
   return path;
+}
+
+function attempt<T>(fn: () => T): T | undefined {
+  try {
+    return fn();
+  } catch {
+    return undefined;
+  }
 }

@@ -135,16 +135,23 @@ export async function openDumpSnapshot(client: pg.Client, o: { counts: boolean }
   client.on("error", () => undefined);
   await client.connect();
   try {
-    await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    const id = (await client.query<{ id: string }>("SELECT pg_export_snapshot() AS id")).rows[0]?.id ?? "";
-    const info = (await client.query<{ v: string; num: string }>("SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS num")).rows[0];
+    // One round trip before pg_dump can start: the transaction, its snapshot and the server's version. The counts
+    // run beside pg_dump on the same server: one process each (no parallel workers), so that they take as little
+    // CPU from the dump as they can.
+    const opened = (await client.query(
+      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL max_parallel_workers_per_gather = 0; " +
+        "SELECT pg_export_snapshot() AS id, current_setting('server_version') AS v, current_setting('server_version_num') AS num",
+    )) as unknown as pg.QueryResult<{ id: string; v: string; num: string }>[];
+    const info = opened.at(-1)?.rows[0];
+    const id = info?.id ?? "";
     const v = info?.v ?? "";
-    // The counts run beside pg_dump on the same server: one process each, without JIT compilation (which a
-    // count(*) of a large table would trigger and never repay), so that they take as little CPU from the dump
-    // as they can.
-    await client.query("SET LOCAL max_parallel_workers_per_gather = 0");
-    if (Number(info?.num ?? 0) >= 110000) await client.query("SET LOCAL jit = off");
-    const catalog = pgCatalog(client, o);
+    // Nor JIT compilation, which a count(*) of a large table would trigger and never repay. Sent without waiting:
+    // the session runs its queries in order, so the catalog's come after it (and fail with it, if it fails).
+    const jitOff = Number(info?.num ?? 0) >= 110000 ? client.query("SET LOCAL jit = off") : undefined;
+    const catalog = (async () => {
+      await jitOff;
+      return pgCatalog(client, o);
+    })();
     catalog.catch(() => undefined);
     return {
       id,
