@@ -1,6 +1,6 @@
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { fstatSync, readdirSync, writeFileSync } from "node:fs";
+import { fstatSync, readdirSync, readSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Transform, Writable } from "node:stream";
@@ -8,7 +8,7 @@ import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
 import { COMPRESSIONS, createCompressor, createDecompressor, sniffCompression } from "../../src/core/compression.js";
 import { backupKeys, checksumLine, findBackup, type Manifest } from "../../src/core/manifest.js";
-import { openPipe } from "../../src/core/os-pipe.js";
+import { openPipe, PIPE_BYTES } from "../../src/core/os-pipe.js";
 import { streamFromStore, streamToStore } from "../../src/core/pipeline.js";
 import { HashStage, endAfter } from "../../src/core/streams.js";
 import { createLocalStore } from "../../src/stores/local/index.js";
@@ -285,6 +285,39 @@ describe("a dump piped into a compressor that writes the local store's file itse
     pipe!.closeRead();
     pipe!.closeWrite();
     pipe!.closeWrite(); // idempotent
+  });
+
+  it("the pipe's buffer is enlarged to 1 MiB on Linux, as the kernel reports it (F_GETPIPE_SZ)", async () => {
+    const pipe = await openPipe();
+    expect(pipe?.bytes).toBe(PIPE_BYTES);
+    // Asked of the pipe itself, through the write end this time: the size belongs to the pipe.
+    const asked = spawnSync("perl", ["-e", "print fcntl(STDOUT, 1032, 0) + 0"], { stdio: ["ignore", pipe!.write, "inherit"] });
+    expect(asked.status).toBe(0);
+    const buf = Buffer.alloc(64);
+    const size = buf.subarray(0, readSync(pipe!.read, buf, 0, buf.length, null)).toString();
+    expect(Number(size)).toBe(PIPE_BYTES);
+    pipe!.closeRead();
+    pipe!.closeWrite();
+  });
+
+  it("without perl the pipe keeps the system's default size and works the same", async () => {
+    const bin = tempDir();
+    symlinkSync("/usr/bin/mkfifo", join(bin, "mkfifo"));
+    const saved = process.env.PATH;
+    process.env.PATH = bin;
+    let pipe;
+    try {
+      pipe = await openPipe();
+    } finally {
+      process.env.PATH = saved;
+    }
+    expect(pipe).toBeDefined();
+    expect(pipe!.bytes).toBeUndefined();
+    writeSync(pipe!.write, "through the pipe");
+    const buf = Buffer.alloc(64);
+    expect(buf.subarray(0, readSync(pipe!.read, buf, 0, buf.length, null)).toString()).toBe("through the pipe");
+    pipe!.closeRead();
+    pipe!.closeWrite();
   });
 
   it("a store that cannot even stage the file stops the dump tool (its pipe has no reader) and leaves nothing", async () => {
