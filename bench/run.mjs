@@ -52,6 +52,10 @@ const CASES = [
     argv: (dir) => [process.execPath, RELAY, "through-node", join(dir, "dump.sql.zst")] },
   { id: "relay_direct", label: "node direct pipe (diag.)", compressor: "zstd", diagnostic: true,
     argv: (dir) => [process.execPath, RELAY, "direct", join(dir, "dump.sql.zst")] },
+  // The baseline with the 1 MiB pipe buffer dbkeep gives its own dump pipe (src/core/os-pipe.ts): how much of the
+  // difference to dbkeep is the pipe.
+  { id: "pipe_1mib", label: "... with a 1 MiB pipe (diag.)", compressor: "zstd", diagnostic: true,
+    shell: (dir) => `pg_dump ${PG} ${BENCH_DB} | { perl -e 'fcntl(STDIN, 1031, 1048576) or die "F_SETPIPE_SZ: $!"'; exec zstd -T0 -3; } > ${dir}/dump.sql.zst` },
   // Only with --cases: dbkeep zstd with 1 MiB instead of 16 KiB stream buffers, to test where its time goes.
   { id: "dbkeep_zstd_1mib", label: "dbkeep zstd 1 MiB bufs (diag.)", compressor: "zstd", diagnostic: true, optional: true,
     argv: (dir) => [process.execPath, "--import", BIG_BUFFERS, ...dbkeepArgv("zstd", dir).slice(1)] },
