@@ -56,6 +56,10 @@ const CASES = [
   // difference to dbkeep is the pipe.
   { id: "pipe_1mib", label: "... with a 1 MiB pipe (diag.)", compressor: "zstd", diagnostic: true,
     shell: (dir) => `pg_dump ${PG} ${BENCH_DB} | { perl -e 'fcntl(STDIN, 1031, 1048576) or die "F_SETPIPE_SZ: $!"'; exec zstd -T0 -3; } > ${dir}/dump.sql.zst` },
+  // The baseline made durable as dbkeep's file is (fdatasync before it counts as done): how much of the difference to
+  // dbkeep is writing the data to disk, which the baseline leaves to the kernel after it exits.
+  { id: "durable", label: "... then sync -d (diag.)", compressor: "zstd", diagnostic: true,
+    shell: (dir) => `pg_dump ${PG} ${BENCH_DB} | zstd -T0 -3 > ${dir}/dump.sql.zst && sync -d ${dir}/dump.sql.zst` },
   // Only with --cases: dbkeep zstd with 1 MiB instead of 16 KiB stream buffers, to test where its time goes.
   { id: "dbkeep_zstd_1mib", label: "dbkeep zstd 1 MiB bufs (diag.)", compressor: "zstd", diagnostic: true, optional: true,
     argv: (dir) => [process.execPath, "--import", BIG_BUFFERS, ...dbkeepArgv("zstd", dir).slice(1)] },
