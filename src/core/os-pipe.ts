@@ -1,8 +1,8 @@
-import { spawn, spawnSync } from "node:child_process";
-import { closeSync, constants, mkdtempSync, openSync, rmdirSync, unlinkSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { minimalEnv, resolveTool } from "./subprocess.js";
+import { minimalEnv, resolveTool, spawnTool } from "./subprocess.js";
 
 /** Both ends of a kernel pipe, as descriptors to hand to child processes. Each close is idempotent. */
 export interface OsPipe {
@@ -24,8 +24,8 @@ export interface OsPipe {
  * the two descriptors remain (opened close-on-exec, so no other child inherits them).
  *
  * The pipe's buffer is then enlarged from 64 KiB to 1 MiB (PIPE_BYTES): the dump tool and the compressor wait for
- * each other less often: a 1 GB PostgreSQL backup with zstd took 1 to 3% less time with it, in a shell pipeline as
- * in dbkeep (docs/benchmarks.md).
+ * each other less often (a 1 GB PostgreSQL backup with zstd took 1 to 3% less time with it, in a shell pipeline as
+ * in dbkeep; docs/benchmarks.md).
  *
  * The rest is synchronous: it runs while the dump tool's connection is being made, and mkfifo takes a few
  * milliseconds where the same steps through the thread pool and an asynchronous child took longer than connecting.
@@ -34,11 +34,10 @@ export interface OsPipe {
  */
 export async function openPipe(): Promise<OsPipe | undefined> {
   let dir: string | undefined;
-  let path: string | undefined;
   try {
     const mkfifo = await resolveTool("mkfifo");
     dir = mkdtempSync(join(tmpdir(), "dbkeep-pipe-"));
-    path = join(dir, "pipe");
+    const path = join(dir, "pipe");
     const made = spawnSync(mkfifo, ["-m", "600", path], { stdio: "ignore", env: minimalEnv(), timeout: 10_000 });
     if (made.status !== 0) return undefined;
     // Opening one end of a FIFO waits for the other; a descriptor open for both (Linux) lets each end open at once.
@@ -56,7 +55,7 @@ export async function openPipe(): Promise<OsPipe | undefined> {
     }
     let readOpen = true;
     let writeOpen = true;
-    const bytes = await enlarge(read);
+    const bytes = await enlarge(read).catch(() => undefined);
     return {
       read,
       write,
@@ -73,16 +72,7 @@ export async function openPipe(): Promise<OsPipe | undefined> {
   } catch {
     return undefined;
   } finally {
-    if (path) attempt(() => unlinkSync(path!));
-    if (dir) attempt(() => rmdirSync(dir!));
-  }
-}
-
-function attempt(fn: () => void): void {
-  try {
-    fn();
-  } catch {
-    // nothing there to remove
+    if (dir) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -104,21 +94,20 @@ async function enlarge(fd: number): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-  return new Promise((resolve) => {
-    // F_SETPIPE_SZ is 1031 on Linux; fcntl returns the size the kernel set (at least the size asked for). The size
-    // is made a number ("0 +"): given a string, Perl would pass its address.
-    const child = spawn(perl, ["-e", "my $r = fcntl(STDIN, 1031, 0 + $ARGV[0]); defined $r or exit 1; print $r + 0", String(PIPE_BYTES)], {
-      stdio: [fd, "pipe", "ignore"],
-      env: minimalEnv(),
-      timeout: 10_000,
-    });
-    let out = "";
-    child.stdout?.setEncoding("utf8");
-    child.stdout?.on("data", (c: string) => (out += c));
-    child.on("error", () => resolve(undefined));
-    child.on("close", (code) => {
-      const n = Number(out.trim());
-      resolve(code === 0 && Number.isInteger(n) && n >= PIPE_BYTES ? n : undefined);
-    });
+  // F_SETPIPE_SZ is 1031 on Linux; fcntl returns the size the kernel set (at least the size asked for). The size
+  // is made a number ("0 +"): given a string, Perl would pass its address.
+  const { child, done } = spawnTool(perl, ["-e", "my $r = fcntl(STDIN, 1031, 0 + $ARGV[0]); defined $r or exit 1; print $r + 0", String(PIPE_BYTES)], {
+    stdio: [fd, "pipe", "pipe"],
+    timeoutMs: 10_000,
   });
+  let out = "";
+  child.stdout?.setEncoding("utf8");
+  child.stdout?.on("data", (c: string) => (out += c));
+  try {
+    await done;
+  } catch {
+    return undefined;
+  }
+  const n = Number(out.trim());
+  return Number.isInteger(n) && n >= PIPE_BYTES ? n : undefined;
 }
