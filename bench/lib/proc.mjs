@@ -3,7 +3,7 @@
 
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { readFile, readdir, rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setInterval, clearInterval } from "node:timers";
@@ -13,16 +13,8 @@ export const HAVE_GNU_TIME = existsSync(GNU_TIME);
 const POLL_MS = 50;
 const CLOCK_TICKS = 100; // USER_HZ; 100 on every Linux this runs on
 
-async function readText(path) {
-  try {
-    return await readFile(path, "utf8");
-  } catch {
-    return undefined; // the process exited between listing and reading
-  }
-}
-
-/** A /proc file's text, or undefined once its process is gone. Synchronous: the sampler must stay cheap (below). */
-function procText(path) {
+/** A file's text, or undefined if it is gone. Synchronous: the sampler must stay cheap (below). */
+function readText(path) {
   try {
     return readFileSync(path, "utf8");
   } catch {
@@ -41,7 +33,7 @@ function processTree(pid) {
       continue;
     }
     for (const tid of tasks) {
-      const kids = procText(`/proc/${all[i]}/task/${tid}/children`);
+      const kids = readText(`/proc/${all[i]}/task/${tid}/children`);
       for (const k of kids?.trim().split(/\s+/) ?? []) if (k) all.push(Number(k));
     }
   }
@@ -50,8 +42,8 @@ function processTree(pid) {
 
 /** Name, high-water RSS and CPU seconds of one process, or undefined once it is gone. */
 function sample(pid) {
-  const status = procText(`/proc/${pid}/status`);
-  const stat = procText(`/proc/${pid}/stat`);
+  const status = readText(`/proc/${pid}/status`);
+  const stat = readText(`/proc/${pid}/stat`);
   if (!status || !stat) return undefined;
   const field = (name) => status.match(new RegExp(`^${name}:\\s+(.*)$`, "m"))?.[1];
   const hwmKb = Number.parseInt(field("VmHWM") ?? "0", 10);
@@ -132,7 +124,7 @@ export async function measure({ argv, shell, wrapTime = false, timeFile }) {
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (${code}):\n${stderr.trim()}`);
   let gnuTimeMaxRssBytes;
   if (useTime) {
-    gnuTimeMaxRssBytes = Number.parseInt(((await readText(timeFile)) ?? "").trim().split("\n").pop(), 10) * 1024;
+    gnuTimeMaxRssBytes = Number.parseInt((readText(timeFile) ?? "").trim().split("\n").pop(), 10) * 1024;
     await rm(timeFile, { force: true });
   }
   return { seconds, processes: byName(processes.filter((p) => p.name !== "time")), gnuTimeMaxRssBytes, stderr };
