@@ -15,6 +15,13 @@ export interface PutOptions {
   signal?: AbortSignal;
   /** Expected size in bytes when known in advance (lets some backends pick an upload strategy). */
   size?: number;
+  /**
+   * Create only: if an object already exists under the key, put() rejects with code ALREADY_EXISTS and the object
+   * stays as it was. Stores with `atomicCreate` decide this atomically in the service (of two concurrent puts of one
+   * key with ifAbsent, exactly one succeeds); the others check just before they publish, which narrows the race
+   * but cannot close it.
+   */
+  ifAbsent?: boolean;
 }
 
 /**
@@ -39,12 +46,15 @@ export interface StagedFile {
  * - stat() of a missing key resolves to undefined.
  * - list(prefix) yields every complete object whose key starts with `prefix` exactly once, at any depth, in no
  *   particular order, and the leftovers of interrupted puts flagged `partial: true`.
+ * - put() with `ifAbsent` never replaces an existing object: it rejects with code ALREADY_EXISTS instead.
  * - delete() is idempotent: deleting missing keys succeeds.
  * - Failures are DbkeepErrors; `retryable` is set by the store for errors worth retrying (network, 5xx).
  */
 export interface Store {
   /** "local:backups", used in logs and errors. */
   readonly name: string;
+  /** put() with `ifAbsent` is decided atomically by the service (see PutOptions.ifAbsent). */
+  readonly atomicCreate?: boolean;
   put(key: string, body: Readable, opts?: PutOptions): Promise<{ bytes: number }>;
   /**
    * Optional, for stores on the local file system: a file the caller fills itself, published under `key` by
