@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import { isLocation, sourceFromUrl } from "../../config/urls.js";
 import { DbkeepError, isDbkeepError } from "../../core/errors.js";
 import { openEngine, type JobPlan } from "../../core/jobs.js";
-import { findBackup, listBackups, type Manifest } from "../../core/manifest.js";
+import type { Manifest } from "../../core/manifest.js";
+import { listFor, resolveBackup } from "../../core/listing.js";
 import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
@@ -61,7 +62,7 @@ one is refused before the target is touched.`,
         const { plan, store, prefix } = await openTarget(c, target, names[i]);
         try {
           const m = await pick(c, store, prefix, plan, target, ref).catch((err: unknown) => {
-            if (last || !isDbkeepError(err, "BACKUP_NOT_FOUND")) throw err;
+            if (last || !(isDbkeepError(err, "BACKUP_NOT_FOUND") || isDbkeepError(err, "CORRUPT_BACKUP"))) throw err;
             c.log.warn({ store: store.name }, (err as Error).message + "; trying the next store");
             return undefined;
           });
@@ -121,7 +122,8 @@ one is refused before the target is touched.`,
 
 /** The backup `ref` names in a store (latest by default). */
 async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, target: string, ref: string): Promise<Manifest> {
-  const candidates = (await listBackups(store, prefix)).backups;
+  const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+  const candidates = listing.backups;
   if (plan.oneOff && (!ref || ref === "latest")) {
     const dbs = new Set(candidates.map((b) => b.database));
     if (dbs.size > 1) {
@@ -130,13 +132,14 @@ async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, tar
       });
     }
   }
-  const m = findBackup(candidates, ref);
-  if (!m) {
-    throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}` : `backup "${ref}" not found in ${store.name}`, {
-      hint: `see dbkeep list ${target}`,
-    });
+  const { manifest, skipped } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`);
+  if (skipped.length) {
+    c.log.warn(
+      { damaged: skipped.map((d) => d.id) },
+      `the newest backup${skipped.length > 1 ? "s are" : " is"} damaged (${skipped.map((d) => `${d.id}: ${d.problems[0]}`).join("; ")}): restoring ${manifest.id}, the newest complete one`,
+    );
   }
-  return m;
+  return manifest;
 }
 
 /** The datasource to restore into: --to (a datasource of the config or a URL), else the job's own. */
