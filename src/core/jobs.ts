@@ -7,8 +7,8 @@ import { runHook, type HookContext } from "./hooks.js";
 import { acquireJobLock } from "./lock.js";
 import type { Logger } from "./log.js";
 import { joinKey, LAST_RUN, manifestKeyOf, objectKeysOf, putText, verifyKeyOf, type Manifest } from "./manifest.js";
-import { listBackups, markerProcessGone, type Leftover } from "./listing.js";
-import { deleteGroup } from "./reserve.js";
+import { listBackups, markerProcessGone, type DamagedBackup, type Leftover } from "./listing.js";
+import { deleteGroup, sweepDeadRuns } from "./reserve.js";
 import { redact } from "./redact.js";
 import { readAll } from "./streams.js";
 import type { Progress } from "./pipeline.js";
@@ -246,6 +246,11 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     const { manifest } = outcome;
     await retryFailedStores(plan, outcome, { ...opts, signal }, log);
     const prefix = backupPrefix(plan, engine);
+    // What killed runs of this job on this machine left behind goes now, not only once prune's grace is over.
+    for (const r of outcome.stores.filter((x) => x.ok)) {
+      const swept = await sweepDeadRuns(r.store, prefix, plan.oneOff ? undefined : plan.name).catch(() => []);
+      if (swept.length) log.info({ store: r.store.name, objects: swept.length }, "removed what killed runs of this job left behind");
+    }
     for (const r of outcome.stores) {
       await writeLastRun(r.store, prefix, plan.oneOff ? undefined : plan.name, r.ok ? { ok: true, at: manifest.finished_at, backup: manifest.id } : { ok: false, at: new Date().toISOString(), error: redact(r.error?.message ?? "") }, log);
     }
@@ -579,15 +584,19 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
     ...keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: objectKeysOf(d.item.m), ...withJob(d.item.m) })),
     ...remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: objectKeysOf(b.m), ...withJob(b.m) })),
   ].sort((a, b) => (a.at < b.at ? 1 : -1));
+  // Damaged backups of the job, and those whose job cannot be read any more, are reported; --force deletes only
+  // those known to be the job's own (on a store given by URL: all of them).
   const damagedOfJob = listing.damaged.filter((d) => o.job === undefined || d.job === o.job || d.job === undefined);
-  const damaged: PruneDamaged[] = damagedOfJob.map((d) => ({ id: d.id, at: d.at, action: o.force ? "delete" : "keep", problems: d.problems, repairable: d.repairable, keys: d.objects.map((x) => x.key) }));
+  const deletable = (d: DamagedBackup) => Boolean(o.force) && (o.job === undefined || d.job === o.job);
+  const damaged: PruneDamaged[] = damagedOfJob.map((d) => ({ id: d.id, at: d.at, action: deletable(d) ? "delete" : "keep", problems: d.problems, repairable: d.repairable, keys: d.objects.map((x) => x.key) }));
   const grace = (o.orphanGraceSeconds ?? 3600) * 1000;
   const leftovers = listing.leftovers.filter(
     (l) => (o.job === undefined || l.marker?.job === undefined || l.marker.job === o.job) && (now.getTime() - l.newest.getTime() >= grace || markerProcessGone(l.marker)),
   );
   const out: PruneResult = { entries, damaged, leftovers, orphans: leftovers.flatMap((l) => l.objects), deleted: [], dryRun: o.dryRun };
-  if (damaged.length && !o.force) {
-    o.log.warn({ damaged: damaged.map((d) => d.id) }, `${damaged.length} damaged backup(s) kept: ${damaged.map((d) => `${d.id} (${d.problems[0]})`).join("; ")}; dbkeep repair, or prune --force to delete them`);
+  const kept = damaged.filter((d) => d.action === "keep");
+  if (kept.length) {
+    o.log.warn({ damaged: kept.map((d) => d.id) }, `${kept.length} damaged backup(s) kept: ${kept.map((d) => `${d.id} (${d.problems[0]})`).join("; ")}; see dbkeep repair${o.force ? "" : ", or prune --force to delete them"}`);
   }
 
   const last = await readLastRun(store, prefix, o.job);
@@ -607,7 +616,7 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
     o.log.info({ backup: b.id }, "deleted");
   }
   if (o.force) {
-    for (const d of damagedOfJob) {
+    for (const d of damagedOfJob.filter(deletable)) {
       const keys = d.objects.map((x) => x.key);
       await deleteGroup(store, d.dir, d.id, d.manifest ? d.manifestKey : keys.find((k) => k === d.manifestKey), keys, { purpose: "delete", ...(d.job ? { job: d.job } : {}) });
       out.deleted.push(...keys);

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { DbkeepError } from "./errors.js";
-import { checksumLine, LAST_RUN, MANIFEST_SUFFIX, objectKeysOf, readManifest, verifyKeyOf, type Manifest } from "./manifest.js";
+import { checksumLine, LAST_RUN, MANIFEST_SUFFIX, objectKeysOf, parseManifest, verifyKeyOf, type Manifest } from "./manifest.js";
+import { readAll } from "./streams.js";
 import type { Store, StoreObject } from "../stores/store.js";
 
 /**
@@ -165,7 +166,7 @@ function idTime(id: string): string | undefined {
 
 const newestOf = (objects: StoreObject[]) => new Date(Math.max(...objects.map((o) => o.modified.getTime())));
 
-async function readMarker(store: Store, o: StoreObject): Promise<PendingMarker | undefined> {
+export async function readMarker(store: Store, o: StoreObject): Promise<PendingMarker | undefined> {
   try {
     const chunks: Buffer[] = [];
     for await (const c of await store.get(o.key)) chunks.push(c as Buffer);
@@ -202,14 +203,19 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
     const data = g.objects.filter((o) => !o.key.endsWith(".sha256") && !o.key.endsWith(".verify.json") && !o.key.includes(DAMAGED_MANIFEST_MARK));
     if (g.manifest) {
       let m: Manifest;
+      let text: string | undefined;
       try {
-        m = await readManifest(store, g.manifest.key);
+        text = (await readAll(await store.get(g.manifest.key), 4 * 1024 * 1024)).toString("utf8");
+        m = parseManifest(text, g.manifest.key);
       } catch (err) {
         if (err instanceof DbkeepError && err.code === "STORE_NOT_FOUND") continue; // deleted while we listed
+        // The job it names, if that much can still be read: a job's prune --force deletes only its own.
+        const job = text ? /"job"\s*:\s*"([^"\\]{1,200})"/.exec(text)?.[1] : undefined;
         out.damaged.push({
           id: g.id,
           dir: g.dir,
           at: idTime(g.id) ?? g.manifest.modified.toISOString(),
+          ...(job ? { job } : {}),
           manifestKey,
           problems: [`its manifest is unreadable: ${(err as Error).message}`],
           objects: [g.manifest, ...g.objects, ...g.markers],

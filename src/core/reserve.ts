@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { DbkeepError, isDbkeepError } from "./errors.js";
-import { idOfName, type PendingMarker } from "./listing.js";
+import { groupObjects, idOfName, markerProcessGone, readMarker as readMarkerOf, type PendingMarker } from "./listing.js";
 import { backupKeys, joinKey, putText, timestampId, type BackupKeys } from "./manifest.js";
 import type { Compression } from "./compression.js";
 import type { Store, StoreObject } from "../stores/store.js";
@@ -137,4 +137,25 @@ export async function deleteGroup(store: Store, dir: string, id: string, manifes
   if (manifestKey) await store.delete([manifestKey]);
   await store.delete(keys.filter((k) => k !== manifestKey && k !== mk));
   await store.delete([mk]);
+}
+
+/**
+ * Removes what runs of `job` on this host left when they were killed: groups with a pending marker, no manifest, and
+ * a marker that names a process that is gone. Only manifests are not read, so it costs one listing. Resolves to the
+ * keys removed.
+ */
+export async function sweepDeadRuns(store: Store, prefix: string, job: string | undefined): Promise<string[]> {
+  const objects = await collect(store, prefix);
+  const { groups } = groupObjects(objects);
+  const removed: string[] = [];
+  for (const g of groups) {
+    if (g.manifest || g.markers.length === 0) continue;
+    const marker = await readMarkerOf(store, g.markers[0]!);
+    if (!marker || (marker.job ?? undefined) !== job || !markerProcessGone(marker)) continue;
+    const keys = [...g.objects, ...g.partials].map((o) => o.key);
+    await store.delete(keys);
+    await store.delete(g.markers.map((o) => o.key));
+    removed.push(...keys, ...g.markers.map((o) => o.key));
+  }
+  return removed;
 }
