@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
 import { DbkeepError } from "./errors.js";
-import { checksumLine, LAST_RUN, MANIFEST_SUFFIX, objectKeysOf, parseManifest, verifyKeyOf, type Manifest } from "./manifest.js";
+import { checksumLine, LAST_RUN, MANIFEST_SUFFIX, objectKeysOf, parseManifest, putText, verifyKeyOf, type Manifest } from "./manifest.js";
 import { readAll } from "./streams.js";
 import type { Store, StoreObject } from "../stores/store.js";
 
@@ -26,6 +26,11 @@ export const PENDING_RE = /\.pending-([0-9a-f]{6,32})\.json$/;
 const ID_RE = /^(.+-\d{8}-\d{6}(?:-\d+)?)\./;
 /** The temporary name of an interrupted upload (local and SSH stores): `.<name>.dbkeep-partial-<random>`. */
 const PARTIAL_MARK = ".dbkeep-partial-";
+/**
+ * `<id>.damage.json`: written by restore and verify when the data did not match its manifest's checksum, which a
+ * listing cannot see by itself (the size is right). Removed when a check passes again or sync replaces the copy.
+ */
+export const DAMAGE_NOTE = ".damage.json";
 /** A manifest that `dbkeep repair` replaced, kept for whoever wants to look at it. */
 export const DAMAGED_MANIFEST_MARK = ".damaged-manifest-";
 
@@ -166,14 +171,32 @@ function idTime(id: string): string | undefined {
 
 const newestOf = (objects: StoreObject[]) => new Date(Math.max(...objects.map((o) => o.modified.getTime())));
 
-export async function readMarker(store: Store, o: StoreObject): Promise<PendingMarker | undefined> {
+async function readJson<T>(store: Store, key: string): Promise<T | undefined> {
   try {
-    const chunks: Buffer[] = [];
-    for await (const c of await store.get(o.key)) chunks.push(c as Buffer);
-    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as PendingMarker;
+    return JSON.parse((await readAll(await store.get(key), 65536)).toString("utf8")) as T;
   } catch {
     return undefined;
   }
+}
+
+export function readMarker(store: Store, o: StoreObject): Promise<PendingMarker | undefined> {
+  return readJson<PendingMarker>(store, o.key);
+}
+
+/** The damage note of a backup (see DAMAGE_NOTE). */
+export function damageNoteKey(m: Pick<Manifest, "id" | "key">): string {
+  const dir = m.key.includes("/") ? m.key.slice(0, m.key.lastIndexOf("/") + 1) : "";
+  return `${dir}${m.id}${DAMAGE_NOTE}`;
+}
+
+/** Records that a check found a backup's data damaged; never fails the caller. */
+export async function noteDamage(store: Store, m: Pick<Manifest, "id" | "key">, by: string, error: string): Promise<void> {
+  await putText(store, damageNoteKey(m), JSON.stringify({ found_at: new Date().toISOString(), by, error }) + "\n").catch(() => undefined);
+}
+
+/** A check passed: a damage note of the backup, if any, is wrong now. */
+export async function clearDamage(store: Store, m: Pick<Manifest, "id" | "key">): Promise<void> {
+  await store.delete([damageNoteKey(m)]).catch(() => undefined);
 }
 
 /** The sidecar's size is fixed by what it says: a flipped byte is found by verify, a cut or a loss here. */
@@ -200,7 +223,8 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
     const manifestKey = g.manifest?.key ?? [g.dir, `${g.id}${MANIFEST_SUFFIX}`].filter(Boolean).join("/");
     if (g.partials.length && (g.manifest || !g.markers.length)) leftover({ id: g.id, objects: g.partials, why: "interrupted upload" });
     const sidecars = g.objects.filter((o) => o.key.endsWith(".sha256"));
-    const data = g.objects.filter((o) => !o.key.endsWith(".sha256") && !o.key.endsWith(".verify.json") && !o.key.includes(DAMAGED_MANIFEST_MARK));
+    const notes = g.objects.filter((o) => o.key.endsWith(DAMAGE_NOTE));
+    const data = g.objects.filter((o) => !o.key.endsWith(".sha256") && !o.key.endsWith(".verify.json") && !o.key.endsWith(DAMAGE_NOTE) && !o.key.includes(DAMAGED_MANIFEST_MARK));
     if (g.manifest) {
       let m: Manifest;
       let text: string | undefined;
@@ -230,6 +254,10 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
           return size === undefined ? `${x.key} is missing` : size !== x.bytes ? `${x.key} is ${size} bytes, the manifest says ${x.bytes}` : undefined;
         })
         .filter((x): x is string => x !== undefined);
+      for (const n of notes) {
+        const note = await readJson<{ found_at?: string; by?: string; error?: string }>(store, n.key);
+        problems.push(`${note?.by ?? "a check"} found its data damaged${note?.found_at ? ` on ${note.found_at}` : ""}${note?.error ? `: ${note.error}` : ""}`);
+      }
       if (problems.length) {
         out.damaged.push({ id: m.id, dir: g.dir, at: m.started_at, ...(m.job ? { job: m.job } : {}), manifest: m, manifestKey, problems, objects: [g.manifest, ...g.objects], repairable: false });
         continue;
@@ -238,7 +266,7 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
       const flaw = sidecarFlaw(m, sizes);
       if (flaw) out.flaws.set(m.id, [flaw]);
       // Objects of the group that the manifest does not name (and that are not its verify report) are leftovers.
-      const owned = new Set([...objectKeysOf(m), verifyKeyOf(m)]);
+      const owned = new Set([...objectKeysOf(m), verifyKeyOf(m), ...notes.map((n) => n.key)]);
       const extra = g.objects.filter((o) => !owned.has(o.key) && !o.key.includes(DAMAGED_MANIFEST_MARK));
       if (extra.length) leftover({ id: g.id, objects: extra, why: "no data" });
       continue;

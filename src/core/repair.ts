@@ -1,11 +1,13 @@
 import { COMPRESSION_EXT, COMPRESSIONS, type Compression } from "./compression.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
-import { DAMAGED_MANIFEST_MARK, type DamagedBackup, type Listing } from "./listing.js";
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { clearDamage, DAMAGE_NOTE, DAMAGED_MANIFEST_MARK, type DamagedBackup, type Listing } from "./listing.js";
 import type { Logger } from "./log.js";
 import { checksumLine, ENCRYPTED_EXT, MANIFEST_VERSION, parseManifest, putText, serializeManifest, type Manifest } from "./manifest.js";
 import { streamFromStore } from "./pipeline.js";
 import { newMarker, putMarker } from "./reserve.js";
-import { readAll } from "./streams.js";
+import { HashStage, readAll } from "./streams.js";
 import { VERSION } from "./version.js";
 import { createAgeDecryptStream, type Identity } from "../crypto/age.js";
 import type { Store } from "../stores/store.js";
@@ -90,7 +92,7 @@ async function selectiveHints(store: Store, d: DamagedBackup): Promise<string | 
 
 export async function repairBackup(store: Store, listing: Listing, d: DamagedBackup, o: RepairOptions): Promise<RepairOutcome> {
   const no = (detail: string): RepairOutcome => ({ id: d.id, action: "not repairable", detail });
-  if (d.manifest) return no(`${d.problems.join("; ")}: its data is not here to make it whole; dbkeep sync copies it from a store that holds it intact`);
+  if (d.manifest) return repairChecked(store, d, d.manifest, o);
   const sidecar = d.objects.find((x) => x.key.endsWith(".sha256"));
   if (!sidecar) return no("it has no sidecar, so nothing proves its data intact");
   const parsed = parseSidecar((await readAll(await store.get(sidecar.key), 65536)).toString("utf8"));
@@ -130,7 +132,7 @@ export async function repairBackup(store: Store, listing: Listing, d: DamagedBac
   const taken = /(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})(?:-\d+)?$/.exec(d.id);
   const started = taken ? `${taken[1]}-${taken[2]}-${taken[3]}T${taken[4]}:${taken[5]}:${taken[6]}.000Z` : data.modified.toISOString();
   const extras = d.objects
-    .filter((x) => x !== data && x !== sidecar && !x.key.endsWith(".verify.json") && x.key !== d.manifestKey && !x.key.includes(DAMAGED_MANIFEST_MARK))
+    .filter((x) => x !== data && x !== sidecar && !x.key.endsWith(".verify.json") && !x.key.endsWith(DAMAGE_NOTE) && x.key !== d.manifestKey && !x.key.includes(DAMAGED_MANIFEST_MARK))
     .map((x) => x.key);
   if (extras.length) return no(`it has objects besides its data (${extras.map((k) => splitDir(k).base).join(", ")}) whose checksums are lost`);
   const manifest: Manifest = {
@@ -171,6 +173,27 @@ export async function repairBackup(store: Store, listing: Listing, d: DamagedBac
   }
   o.log.info({ backup: d.id }, `made the manifest of ${d.id} again from its data and sidecar`);
   return { id: d.id, action: "repaired", detail: `manifest made again: ${template.engine} ${template.format}, ${parts.compression}${parts.encrypted ? "+age" : ""}, ${data.size} bytes whose SHA-256 matches the sidecar` };
+}
+
+/**
+ * A backup whose manifest is fine and that a restore or verify found damaged (a damage note): its data is read
+ * again; if it matches the manifest after all (the sidecar was what disagreed), the sidecar is written again and the
+ * note removed. Data that is gone, cut, or still does not match cannot be made whole here.
+ */
+async function repairChecked(store: Store, d: DamagedBackup, m: Manifest, o: RepairOptions): Promise<RepairOutcome> {
+  const no = (detail: string): RepairOutcome => ({ id: d.id, action: "not repairable", detail });
+  const sync = "dbkeep sync copies it from a store of the job that holds it intact";
+  if (!d.objects.some((x) => x.key.endsWith(DAMAGE_NOTE))) return no(`${d.problems.join("; ")}: ${sync}`);
+  try {
+    const body = await store.get(m.key, { signal: o.signal });
+    const hash = new HashStage({ sha256: m.sha256, bytes: m.stored_bytes, what: m.key });
+    await pipeline(body, hash, new Writable({ write: (_c, _e, cb) => cb() }));
+  } catch (err) {
+    return no(`its data does not match its manifest: ${toDbkeepError(err).message}; ${sync}`);
+  }
+  const side = await rewriteSidecar(store, m, o);
+  if (!o.dryRun) await clearDamage(store, m);
+  return { id: d.id, action: "repaired", detail: `its data matches its manifest; sidecar ${side.detail === "its sidecar is right already" ? "was right" : side.detail}${o.dryRun ? " (dry run)" : ""}` };
 }
 
 /** The kinds of recipient an age file's header names (an X25519 stanza does not say which key). */

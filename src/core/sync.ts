@@ -1,7 +1,7 @@
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
 import { checksumLine, manifestKeyOf, MANIFEST_SUFFIX, putText, serializeManifest, type Manifest } from "./manifest.js";
-import { listBackups, type Listing } from "./listing.js";
+import { damageNoteKey, listBackups, type Listing } from "./listing.js";
 import { newMarker, putMarker } from "./reserve.js";
 import { redact } from "./redact.js";
 import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
@@ -47,7 +47,7 @@ export async function copyBackup(m: Manifest, from: Store, to: Store, o: { signa
     await putText(to, m.checksum_key, checksumLine(m.sha256, m.key), o.signal);
     // Over a damaged copy (`replaceDamaged`, known from a listing), its manifest is replaced; else never.
     await putText(to, manifestKeyOf(m), serializeManifest(m), o.signal, { ifAbsent: !o.replaceDamaged });
-    await to.delete([written[0]!]).catch(() => undefined);
+    await to.delete([written[0]!, ...(o.replaceDamaged ? [damageNoteKey(m)] : [])]).catch(() => undefined);
     o.log.info({ backup: m.id, from: from.name, to: to.name, bytes }, `copied ${m.id} to ${to.name}`);
     return { bytes };
   } catch (err) {

@@ -3,7 +3,7 @@ import { isLocation, sourceFromUrl } from "../../config/urls.js";
 import { DbkeepError, isDbkeepError } from "../../core/errors.js";
 import { openEngine, type JobPlan } from "../../core/jobs.js";
 import type { Manifest } from "../../core/manifest.js";
-import { listFor, resolveBackup } from "../../core/listing.js";
+import { listFor, noteDamage, resolveBackup } from "../../core/listing.js";
 import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
@@ -101,7 +101,9 @@ one is refused before the target is touched.`,
               },
             });
           } catch (err) {
-            // The engine left the target as it was; another store may hold an intact copy.
+            // The engine left the target as it was; list and status show the copy as damaged from now on.
+            if (isDbkeepError(err, "CHECKSUM_MISMATCH")) await noteDamage(store, m, "restore", (err as Error).message);
+            // Another store may hold an intact copy.
             if (!last && isDbkeepError(err, "CHECKSUM_MISMATCH")) {
               c.log.warn({ store: store.name, err: (err as Error).message }, `the copy in ${store.name} is damaged; trying the next store`);
               continue;

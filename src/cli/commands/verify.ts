@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { isLocation, sourceFromUrl } from "../../config/urls.js";
 import { DbkeepError } from "../../core/errors.js";
-import { listFor, resolveBackup } from "../../core/listing.js";
+import { clearDamage, listFor, noteDamage, resolveBackup } from "../../core/listing.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import { scratchServerFor, serverOf, settingsOf } from "../../verify/plan.js";
 import { renderReport } from "../../verify/report.js";
@@ -99,6 +99,10 @@ database behind; the next run drops it. Exit code 1 when a check failed.`,
         } finally {
           progress.clear();
         }
+        // A checksum that failed is recorded beside the backup, so that list and status show it damaged; a pass clears it.
+        const checksum = report.checks.find((x) => x.name === "checksum");
+        if (checksum?.status === "FAIL") await noteDamage(store, m, "verify", checksum.detail ?? "checksum mismatch");
+        else if (report.ok) await clearDamage(store, m);
         process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + "\n" : renderReport(report));
         if (!report.ok) process.exitCode = 1;
       } finally {
