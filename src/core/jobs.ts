@@ -9,6 +9,7 @@ import type { Logger } from "./log.js";
 import { joinKey, LAST_RUN, manifestKeyOf, objectKeysOf, putText, verifyKeyOf, type Manifest } from "./manifest.js";
 import { listBackups, markerProcessGone, type DamagedBackup, type Leftover } from "./listing.js";
 import { deleteGroup, sweepDeadRuns } from "./reserve.js";
+import { sweepTempDirs } from "./tempdir.js";
 import { redact } from "./redact.js";
 import { readAll } from "./streams.js";
 import type { Progress } from "./pipeline.js";
@@ -237,6 +238,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   let result: JobResult;
   try {
     if (plan.lock) release = acquireJobLock(plan.name, log);
+    // Temporary directories of runs that were killed on this machine (a SQLite snapshot, a staging copy) go first.
+    await sweepTempDirs();
     engine = await openEngine(plan, warn);
     stores = await openStores(plan, warn);
     if (opts.wrapStore) stores = stores.map(opts.wrapStore);

@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { ownerGone, pidAlive } from "./owner.js";
 import { DbkeepError } from "./errors.js";
 import { checksumLine, LAST_RUN, MANIFEST_SUFFIX, objectKeysOf, parseManifest, putText, verifyKeyOf, type Manifest } from "./manifest.js";
 import { readAll } from "./streams.js";
@@ -299,14 +300,18 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
 
 /** Whether a leftover's run is provably over: its marker names a process of this host that no longer exists. */
 export function markerProcessGone(marker: PendingMarker | undefined): boolean {
-  if (!marker || marker.host !== hostname() || !Number.isInteger(marker.pid)) return false;
-  if (marker.pid === process.pid) return false;
-  try {
-    process.kill(marker.pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ESRCH";
-  }
+  return Boolean(marker && marker.host === hostname() && marker.pid !== process.pid && !pidAlive(marker.pid));
+}
+
+/**
+ * Whether an interrupted upload's temporary object was left by a process of this host that is gone: stores that
+ * name their temporary objects `.<name>.dbkeep-partial-<hostTag>-<pid>-<random>` (ownerTag) say who wrote them.
+ */
+export function partialOwnerGone(key: string): boolean {
+  const base = key.slice(key.lastIndexOf("/") + 1);
+  const i = base.indexOf(PARTIAL_MARK);
+  const m = i >= 0 ? /^([0-9a-f]{4}-\d+)-/.exec(base.slice(i + PARTIAL_MARK.length)) : null;
+  return Boolean(m && ownerGone(m[1]!));
 }
 
 /** The backups and damaged backups a job's commands work on: its own, and those no job claims. */

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { DbkeepError, isDbkeepError } from "./errors.js";
-import { groupObjects, idOfName, markerProcessGone, readMarker as readMarkerOf, type PendingMarker } from "./listing.js";
+import { groupObjects, idOfName, markerProcessGone, partialOwnerGone, readMarker as readMarkerOf, type PendingMarker } from "./listing.js";
 import { backupKeys, joinKey, putText, timestampId, type BackupKeys } from "./manifest.js";
 import type { Compression } from "./compression.js";
 import type { Store, StoreObject } from "../stores/store.js";
@@ -146,8 +146,14 @@ export async function deleteGroup(store: Store, dir: string, id: string, manifes
  */
 export async function sweepDeadRuns(store: Store, prefix: string, job: string | undefined): Promise<string[]> {
   const objects = await collect(store, prefix);
-  const { groups } = groupObjects(objects);
+  const { groups, loose } = groupObjects(objects);
   const removed: string[] = [];
+  // Temporary objects of interrupted uploads whose writer is gone (stores that name them by their owner).
+  const deadPartials = [...loose, ...groups.flatMap((g) => (g.manifest || g.markers.length ? [] : g.partials))].filter((o) => partialOwnerGone(o.key)).map((o) => o.key);
+  if (deadPartials.length) {
+    await store.delete(deadPartials);
+    removed.push(...deadPartials);
+  }
   for (const g of groups) {
     if (g.manifest || g.markers.length === 0) continue;
     const marker = await readMarkerOf(store, g.markers[0]!);

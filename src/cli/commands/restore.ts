@@ -6,6 +6,7 @@ import type { Manifest } from "../../core/manifest.js";
 import { listFor, noteDamage, resolveBackup } from "../../core/listing.js";
 import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
+import { sweepTempDirs } from "../../core/tempdir.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import type { Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
@@ -54,6 +55,7 @@ one is refused before the target is touched.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
       const c = ctx();
+      await sweepTempDirs();
       // A job with several stores: the first store, in the job's order, that holds the backup intact.
       const names = targetStores(c, target, flags.store);
       let confirmed = false;

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, readFileSync } from "node:fs";
-import { chmod, chown, mkdtemp, rename, rm, stat, unlink } from "node:fs/promises";
+import { chmod, chown, rename, rm, stat, unlink } from "node:fs/promises";
+import { makeTempDir } from "../../core/tempdir.js";
 import { isIP } from "node:net";
-import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, Transform, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -471,7 +471,7 @@ export function createRedisEngine(opts: RedisEngineOptions): Engine {
    * a window of commands, never the backup.
    */
   async function restoreLogical(input: Readable, ropts: RestoreOptions): Promise<void> {
-    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-redis-restore-"));
+    const scratch = await makeTempDir("redis-restore");
     try {
       const file = join(scratch, "dump.resp");
       const reader = new RespReader();

@@ -7,15 +7,19 @@ import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "../../core/errors.js";
 import type { PutOptions, StagedFile, Store, StoreObject } from "../store.js";
 import { fsyncPath } from "../../core/fsync.js";
+import { ownerTag } from "../../core/owner.js";
 
 import type { LocalStoreOptions } from "./schema.js";
 export { localStoreSchema, type LocalStoreOptions } from "./schema.js";
 
 const PARTIAL_MARK = ".dbkeep-partial-";
 
-/** A hidden temporary name beside `final`, which list() reports as an interrupted upload of it. */
+/**
+ * A hidden temporary name beside `final`, which list() reports as an interrupted upload of it. It names its writer
+ * (ownerTag), so that what a killed process left can be removed by the next run at once (core/reserve.ts).
+ */
 function partialPathOf(final: string): string {
-  return join(dirname(final), `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+  return join(dirname(final), `.${basename(final)}${PARTIAL_MARK}${ownerTag()}-${randomBytes(6).toString("hex")}`);
 }
 
 /**
