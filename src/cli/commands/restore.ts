@@ -50,6 +50,9 @@ Examples:
 
 The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
 backup was read, verified and restored beside it, so a damaged backup never changes the target.
+PostgreSQL swaps the restored database in with one transaction: a restore killed at any point
+leaves the old or the new database, and what it leaves beside it (a staging database, a temp
+copy) is removed by the next restore or dbkeep doctor. SIGTERM stops it cleanly (exit 143).
 An encrypted backup needs its identity (-i, or encryption.identity_file in the config); a wrong
 one is refused before the target is touched.`,
     )

@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,7 +14,8 @@ import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
 import { openDumpSnapshot } from "./verify.js";
 import { pgTool } from "./tools.js";
-import { copyDatabaseProperties } from "./database-props.js";
+import { restoreDatabase, restoreLeftoverFindings, sweepBeforeRestore, type RestoreContext } from "./restore.js";
+import { makeScratchDir } from "./scratch.js";
 import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
 import { selectionOf } from "../../core/selection.js";
 import type { Logger } from "../../core/log.js";
@@ -257,7 +257,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    */
   async function restoreAll(input: Readable, ropts: RestoreOptions): Promise<void> {
     const psql = await pgTool("psql", binDir);
-    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgdumpall-"));
+    const scratch = await makeScratchDir();
     try {
       const file = join(scratch, "dumpall.sql");
       await pipeline(input, createWriteStream(file, { mode: 0o600, flags: "wx" }), { signal: ropts.signal });
@@ -355,123 +355,44 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     }
   }
 
+  /** What restore.ts borrows of this engine: connections, the tools' environment, settings. */
+  const restoreContext: RestoreContext = {
+    async open(database) {
+      const c = client(database);
+      c.on("error", () => undefined);
+      try {
+        await c.connect();
+      } catch (err) {
+        throw connectionError(err, opts.host, opts.port, database);
+      }
+      return c;
+    },
+    maintenanceDb,
+    toolEnv,
+    binDir,
+    timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
+    jobs: opts.jobs,
+    where,
+    explain,
+  };
+
   /**
-   * Restores into a new staging database and swaps it in only after the input ended cleanly (checksum verified)
-   * and the restore tool succeeded. Until the swap the target is untouched; on any failure the staging database is
-   * dropped.
+   * Every restore first clears what killed restores left behind (staging databases, replaced databases, temp
+   * copies; never a live restore's). A whole database is restored beside the target and swapped in atomically
+   * (restore.ts, swap.ts).
    */
   async function restore(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const putBack = await sweepBeforeRestore(restoreContext, ropts.log);
+    if (!dumpAll && putBack.includes(dbName)) {
+      input.destroy();
+      // It looked missing when it was inspected: replacing it now would replace data nobody confirmed.
+      throw new DbkeepError("RESTORE_REFUSED", `database ${dbName} was missing after an earlier restore was killed in its swap; it has been put back with its previous content`, {
+        hint: "check it, then run the restore again to replace it",
+      });
+    }
     if (ropts.format === "dumpall") return restoreAll(input, ropts);
     if (ropts.tables) return restorePartial(input, ropts);
-    const admin = await maintenanceDb();
-    const target = dbName;
-    const suffix = randomBytes(4).toString("hex");
-    const staging = `${target.slice(0, 40)}_dbkeep_restore_${suffix}`;
-    const state = await withClient(admin, async (c) => {
-      const r = await c.query<{ owner: string; enc: string; collate: string; ctype: string }>(
-        `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS enc, datcollate AS collate, datctype AS ctype
-           FROM pg_database WHERE datname = $1`,
-        [target],
-      );
-      return r.rows[0];
-    });
-    const createSql = state
-      ? `CREATE DATABASE ${ident(staging)} TEMPLATE template0 OWNER ${ident(state.owner)} ENCODING ${lit(state.enc)} LC_COLLATE ${lit(state.collate)} LC_CTYPE ${lit(state.ctype)}`
-      : `CREATE DATABASE ${ident(staging)} TEMPLATE template0`;
-    await withClient(admin, (c) => c.query(createSql)).catch((err: unknown) => {
-      throw new DbkeepError("ENGINE_FAILED", `could not create the staging database for the restore (${where}): ${(err as Error).message}`, {
-        hint: "the restoring user needs CREATEDB (dbkeep restores beside the target and swaps it in)",
-        cause: err,
-      });
-    });
-    ropts.log.debug({ staging }, "restoring into staging database");
-    let scratch: string | undefined;
-    try {
-      const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
-      const jobs = ropts.jobs ?? opts.jobs ?? 1;
-      const ctx = `${where}, staging ${staging}`;
-      if (ropts.format === "plain") {
-        const psql = await pgTool("psql", binDir);
-        const args = ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", staging];
-        const t = spawnTool(psql, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
-        await feed(input, t.child.stdin, t.done);
-      } else {
-        const pgRestore = await pgTool("pg_restore", binDir);
-        const base = ["--no-password", "--exit-on-error", "-d", staging];
-        if (ropts.format === "custom" && jobs <= 1) {
-          const t = spawnTool(pgRestore, [...base, "--single-transaction"], { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
-          await feed(input, t.child.stdin, t.done);
-        } else {
-          // pg_restore -j needs a seekable file or a directory: materialise it first (verified by the clean end).
-          scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgrestore-"));
-          let source: string;
-          if (ropts.format === "custom") {
-            source = join(scratch, "dump");
-            await pipeline(input, createWriteStream(source, { mode: 0o600 }), { signal: ropts.signal });
-          } else {
-            source = join(scratch, "dir");
-            const tar = await resolveTool("tar");
-            await mkdir(source, { recursive: true, mode: 0o700 });
-            const t = spawnTool(tar, ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
-            // tar stops reading at the end-of-archive blocks; the padding after them must still pass the checksum.
-            await feedWhileReading(input, t);
-            await t.done;
-          }
-          const args = [...base, `--jobs=${jobs}`, ...(ropts.format === "directory" ? ["--format=directory"] : []), source];
-          const t = spawnTool(pgRestore, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["ignore", "ignore", "pipe"] });
-          await t.done;
-        }
-      }
-      await swapIn(admin, staging, target, suffix, ropts);
-    } catch (err) {
-      await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS ${ident(staging)} WITH (FORCE)`)).catch((e: unknown) =>
-        ropts.log.warn({ staging, err: (e as Error).message }, "could not drop the staging database; drop it by hand"),
-      );
-      throw err;
-    } finally {
-      if (scratch) await rm(scratch, { recursive: true, force: true });
-    }
-  }
-
-  async function swapIn(admin: string, staging: string, target: string, suffix: string, ropts: RestoreOptions): Promise<void> {
-    await withClient(admin, async (c) => {
-      const exists = ((await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [target])).rowCount ?? 0) > 0;
-      if (!exists) {
-        await c.query(`ALTER DATABASE ${ident(staging)} RENAME TO ${ident(target)}`);
-        return;
-      }
-      const old = `${target.slice(0, 40)}_dbkeep_old_${suffix}`;
-      // Privileges, settings, connection limit and comment of the database itself are not in the dump.
-      const props = await copyDatabaseProperties(c, target, staging);
-      if (props.copied.length) ropts.log.info({ database: target, copied: props.copied }, `kept the ${props.copied.join(", ")} of database ${target}`);
-      for (const f of props.failed) ropts.log.warn({ database: target }, `could not carry over to the restored database: ${f}`);
-      await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS false`).catch(() => undefined);
-      for (let attempt = 1; ; attempt++) {
-        await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [target]);
-        try {
-          await c.query(`ALTER DATABASE ${ident(target)} RENAME TO ${ident(old)}`);
-          break;
-        } catch (err) {
-          if (attempt >= 5) {
-            await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
-            throw new DbkeepError("ENGINE_FAILED", `could not replace database ${target}: ${(err as Error).message}`, {
-              hint: "stop the applications connected to it and run the restore again",
-            });
-          }
-          await new Promise((r) => setTimeout(r, 200 * attempt));
-        }
-      }
-      try {
-        await c.query(`ALTER DATABASE ${ident(staging)} RENAME TO ${ident(target)}`);
-      } catch (err) {
-        await c.query(`ALTER DATABASE ${ident(old)} RENAME TO ${ident(target)}`);
-        await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
-        throw err;
-      }
-      await c.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`).catch((err: unknown) =>
-        ropts.log.warn({ database: old, err: (err as Error).message }, "the replaced database could not be dropped; drop it by hand"),
-      );
-    });
+    return restoreDatabase(input, ropts, dbName, restoreContext);
   }
 
   /** Roles and tablespaces: pg_dumpall --globals-only, stored as a second object beside the dump. */
@@ -548,6 +469,14 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       } catch (err) {
         const e = err as DbkeepError;
         out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+      }
+    }
+    try {
+      out.push(...(await restoreLeftoverFindings(restoreContext)));
+    } catch (err) {
+      // An unreachable server is reported once, by the connection below.
+      if (!(err instanceof DbkeepError && err.code === "CONNECTION_FAILED")) {
+        out.push({ level: "warn", message: `could not look for leftovers of killed restores: ${(err as Error).message}` });
       }
     }
     let facts: { server: string; user: string; superuser: boolean; replication: boolean; readAll: boolean; unreadable: string[] };
@@ -633,24 +562,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   };
 }
 
-/** Writes `input` into a tool's stdin and waits for the tool; an input error kills the tool (nothing is kept). */
-async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited: Promise<unknown>): Promise<void> {
-  if (!stdin) throw new DbkeepError("INTERNAL", "tool has no stdin");
-  (stdin as NodeJS.WritableStream & { on(e: "error", f: () => void): void }).on("error", () => undefined);
-  const fed = pipeline(input, stdin);
-  const [feeding, tool] = await Promise.allSettled([fed, exited]);
-  // The input's own error (checksum mismatch, corrupt frame) explains more than the tool's reaction to it, and the
-  // tool's error explains more than the EPIPE we got when it stopped reading.
-  if (input.errored) throw input.errored;
-  if (tool.status === "rejected") throw tool.reason;
-  if (feeding.status === "rejected") throw feeding.reason;
-}
-
 function ident(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
-}
-function lit(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
 }
 
 function major(version: string): number {
