@@ -94,6 +94,11 @@ function cleanEtag(etag: string | undefined): string {
   return (etag ?? "").replace(/"/g, "").trim().toLowerCase();
 }
 
+/** An ETag of the form S3 gives objects: an MD5 in hex, or for a multipart object an MD5 and "-<parts>". */
+function md5Like(etag: string | undefined): boolean {
+  return /^[0-9a-f]{32}(-\d+)?$/.test(cleanEtag(etag));
+}
+
 /** Objects encrypted with KMS keys or customer keys have ETags that are not the MD5 of their data. */
 function encrypted(out: { ServerSideEncryption?: string | undefined; SSECustomerAlgorithm?: string | undefined }): boolean {
   return (out.ServerSideEncryption ?? "").startsWith("aws:kms") || Boolean(out.SSECustomerAlgorithm);
@@ -480,7 +485,9 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
             if (NOT_FOUND.has(errorCode(err)) || httpStatus(err) === 404) return { state: "contested" };
             throw err;
           }
-          if (h.ETag && etag && cleanEtag(h.ETag) !== cleanEtag(etag)) return { state: "contested" };
+          // Compared only as MD5-style ETags, which name content: some services' other ETags need not agree between
+          // the answer to a write and a later HeadObject.
+          if (md5Like(h.ETag) && md5Like(etag) && cleanEtag(h.ETag) !== cleanEtag(etag)) return { state: "contested" };
           return { state: h.ContentLength === bytes ? "ok" : "short", size: h.ContentLength };
         };
         // Another writer replaced or removed the object between our request and the check: with ifAbsent that
