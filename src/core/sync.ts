@@ -2,7 +2,7 @@ import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
 import { checksumLine, manifestKeyOf, MANIFEST_SUFFIX, putText, serializeManifest, type Manifest } from "./manifest.js";
 import { damageNoteKey, listBackups, type Listing } from "./listing.js";
-import { newMarker, putMarker } from "./reserve.js";
+import { newMarker, putMarker, sweepDeadRuns } from "./reserve.js";
 import { redact } from "./redact.js";
 import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
 import { HashStage } from "./streams.js";
@@ -137,6 +137,8 @@ export interface SyncOptions {
   timezone?: string;
   now?: Date;
   dryRun?: boolean;
+  /** The job whose backups these are: what its killed runs left in a target is removed before copying. */
+  job?: string;
   signal: AbortSignal;
   log: Logger;
 }
@@ -148,6 +150,8 @@ export interface SyncOptions {
  */
 export async function syncStores(sources: Store[], targets: Store[], prefix: string, o: SyncOptions): Promise<SyncResult> {
   const all = [...new Set([...sources, ...targets])];
+  // A copy that was killed left a group behind its marker; it would block the copy of that backup until prune.
+  if (!o.dryRun) for (const t of targets) await sweepDeadRuns(t, prefix, o.job).catch(() => undefined);
   const listings = await listEach(all, prefix);
   const out: SyncResult = { copied: [], failed: [], skipped: [], unreachable: [] };
   for (const l of listings) if (l.error) out.unreachable.push({ store: l.store.name, error: redact(l.error.message) });
