@@ -147,39 +147,63 @@ export function mariadbServerAvailable(): boolean {
 
 /**
  * A scratch mariadbd in a temp dir on a free 127.0.0.1 port with TLS from `cert` (and `clientCa` for client
- * certificates); root has no password over the socket, `sql` runs once it is up (users and grants).
+ * certificates); root has no password over the socket, `sql` runs once it is up (users and grants). `restart`
+ * starts it again on the same data, with or without TLS; `flushSsl` makes it read its certificate files again.
  */
-export async function startScratchMariadb(o: { cert: CertPair; clientCa: string; sql: string }): Promise<ScratchProcess & { socket: string }> {
+export async function startScratchMariadb(o: { cert: CertPair; clientCa: string; sql: string }): Promise<
+  ScratchProcess & { socket: string; restart(tls: boolean): Promise<void>; flushSsl(): void; sql(q: string): string }
+> {
   const dir = mkdtempSync(join(tmpdir(), "dbkeep-tlsmy-"));
   const data = join(dir, "data");
   mkdirSync(data);
   const root = process.getuid?.() === 0;
   const user = root ? ["--user=root"] : [];
-  const install = spawnSync("mariadb-install-db", [`--datadir=${data}`, "--auth-root-authentication-method=normal", "--skip-test-db", ...user, "--no-defaults"], { encoding: "utf8" });
+  const install = spawnSync("mariadb-install-db", ["--no-defaults", `--datadir=${data}`, "--auth-root-authentication-method=socket", "--skip-test-db", ...user], { encoding: "utf8" });
   if (install.status !== 0) throw new Error(`mariadb-install-db failed: ${install.stderr}${install.stdout}`);
   const port = await freePort();
   const socket = join(dir, "mysqld.sock");
-  const child = spawn(
-    existsSync("/usr/sbin/mariadbd") ? "/usr/sbin/mariadbd" : "mariadbd",
-    ["--no-defaults", `--datadir=${data}`, `--socket=${socket}`, `--port=${port}`, "--bind-address=127.0.0.1", `--pid-file=${join(dir, "mysqld.pid")}`,
-      `--ssl-cert=${o.cert.cert}`, `--ssl-key=${o.cert.key}`, `--ssl-ca=${o.clientCa}`, "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M",
-      "--skip-name-resolve", "--performance-schema=OFF", ...user],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const w = watch(child);
   const client = (sql: string) => spawnSync("mariadb", ["--no-defaults", `--socket=${socket}`, "-uroot", "-N", "-B", "-e", sql], { encoding: "utf8" });
-  await waitFor("mariadbd", child, w.output, async () => client("SELECT 1").status === 0);
+  let child: ChildProcess;
+  let w: { exited: Promise<void>; output: () => string };
+  const start = async (tls: boolean) => {
+    child = spawn(
+      existsSync("/usr/sbin/mariadbd") ? "/usr/sbin/mariadbd" : "mariadbd",
+      ["--no-defaults", `--datadir=${data}`, `--socket=${socket}`, `--port=${port}`, "--bind-address=127.0.0.1", `--pid-file=${join(dir, "mysqld.pid")}`,
+        ...(tls ? [`--ssl-cert=${o.cert.cert}`, `--ssl-key=${o.cert.key}`, `--ssl-ca=${o.clientCa}`] : []),
+        "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--skip-name-resolve", "--performance-schema=OFF", ...user],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    w = watch(child);
+    await waitFor("mariadbd", child, w.output, async () => client("SELECT 1").status === 0);
+  };
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await w.exited;
+    }
+  };
+  await start(true);
   const r = client(o.sql);
   if (r.status !== 0) throw new Error(`setup SQL failed: ${r.stderr}`);
   return {
     port,
     dir,
     socket,
+    async restart(tls) {
+      await stop();
+      await start(tls);
+    },
+    flushSsl() {
+      const f = client("FLUSH SSL");
+      if (f.status !== 0) throw new Error(`FLUSH SSL failed: ${f.stderr}`);
+    },
+    sql(q) {
+      const x = client(q);
+      if (x.status !== 0) throw new Error(`${q}: ${x.stderr}`);
+      return x.stdout;
+    },
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGKILL");
-        await w.exited;
-      }
+      await stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

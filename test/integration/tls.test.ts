@@ -10,10 +10,13 @@ import { connectPg } from "../../src/engines/postgres/connection.js";
 import { resolvePgTls, type PgTlsSettings, type SslMode } from "../../src/engines/postgres/tls.js";
 import { ENGINES } from "../../src/engines/registry.js";
 import { openPostgres } from "../../src/query/postgres.js";
+import { openMysql } from "../../src/query/mysql.js";
+import { quoteOption } from "../../src/engines/mysql/index.js";
+import { mysqlTlsOf, optionFileTls } from "../../src/engines/mysql/tls.js";
 import { dbkeep, IN_CI, tempDir } from "../helpers/env.js";
 import { runWatchingChildren } from "../helpers/proc.js";
 import { makeTestPki, type CertPair, type TestPki } from "../helpers/tls-certs.js";
-import { pgServerBin, startScratchPg, type ScratchPg } from "../helpers/tls-servers.js";
+import { mariadbServerAvailable, pgServerBin, startScratchMariadb, startScratchPg, type ScratchPg } from "../helpers/tls-servers.js";
 
 const run = promisify(execFile);
 
@@ -362,5 +365,195 @@ jobs:
     expect((raw.datasources as Record<string, unknown>).source).toMatchObject({ sslmode: "verify-full", sslrootcert: "/ca.pem", sslcert: "/c.pem", sslkey: "/k.pem" });
     const fromUrl = configFromEnv({ DBKEEP_SOURCE: "postgres://u@db/app?sslmode=require", PGSSLMODE: "verify-full", PGSSLROOTCERT: "/ca.pem", DBKEEP_STORE: "/backups" });
     expect((fromUrl.raw.datasources as Record<string, unknown>).source).toMatchObject({ sslmode: "require", sslrootcert: "/ca.pem" });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// MySQL / MariaDB
+
+const myBin = mariadbServerAvailable();
+if (!myBin && IN_CI) throw new Error("the MariaDB server (mariadbd, mariadb-install-db) is missing under CI");
+
+type MyMode = "disabled" | "preferred" | "required" | "verify_ca" | "verify_identity" | "(unset)";
+type Four = [Outcome, Outcome, Outcome, Outcome];
+
+/**
+ * MySQL's --ssl-mode, for [right certificate, certificate of another CA, certificate of the right CA for another host
+ * name, no TLS], with (`ca`) and without (`none`) ssl_ca naming the private CA; a given CA is checked in every mode
+ * that uses TLS. `own`: dbkeep's own connections (mysql2). `tool`: the MariaDB client with the option file dbkeep
+ * writes, which falls back to plain text where the engine then refuses the session (tested below).
+ */
+const MY: { mode: MyMode; trust: "none" | "ca"; own: Four; tool: Four }[] = [
+  { mode: "disabled", trust: "none", own: ["plain", "plain", "plain", "plain"], tool: ["plain", "plain", "plain", "plain"] },
+  { mode: "disabled", trust: "ca", own: ["plain", "plain", "plain", "plain"], tool: ["plain", "plain", "plain", "plain"] },
+  { mode: "preferred", trust: "none", own: ["tls", "tls", "tls", "plain"], tool: ["tls", "tls", "tls", "plain"] },
+  { mode: "preferred", trust: "ca", own: ["tls", "refused", "tls", "plain"], tool: ["tls", "refused", "tls", "plain"] },
+  // required: encrypted; checked only against a given CA. The tool would fall back to plain text: the engine
+  // checks the session and refuses.
+  { mode: "required", trust: "none", own: ["tls", "tls", "tls", "refused"], tool: ["tls", "tls", "tls", "plain"] },
+  { mode: "required", trust: "ca", own: ["tls", "refused", "tls", "refused"], tool: ["tls", "refused", "tls", "plain"] },
+  // verify_*: the private CA is not among the system's, so without ssl_ca nothing checks out.
+  { mode: "verify_ca", trust: "none", own: ["refused", "refused", "refused", "refused"], tool: ["refused", "refused", "refused", "refused"] },
+  { mode: "verify_ca", trust: "ca", own: ["tls", "refused", "tls", "refused"], tool: ["tls", "refused", "tls", "plain"] },
+  { mode: "verify_identity", trust: "none", own: ["refused", "refused", "refused", "refused"], tool: ["refused", "refused", "refused", "refused"] },
+  { mode: "verify_identity", trust: "ca", own: ["tls", "refused", "refused", "refused"], tool: ["tls", "refused", "refused", "refused"] },
+  // No ssl_mode: ssl_ca alone means verify_ca, as in MySQL's clients; neither means preferred.
+  { mode: "(unset)", trust: "ca", own: ["tls", "refused", "tls", "refused"], tool: ["tls", "refused", "tls", "plain"] },
+  { mode: "(unset)", trust: "none", own: ["tls", "tls", "tls", "plain"], tool: ["tls", "tls", "tls", "plain"] },
+];
+
+describe.skipIf(!myBin)("MySQL/MariaDB TLS: ssl_mode for dbkeep's own connections and for the client tools", () => {
+  const dir = tempDir("dbkeep-it-tls-my-");
+  let pki: TestPki;
+  let server: Awaited<ReturnType<typeof startScratchMariadb>>;
+  let certUser: CertPair;
+  const served = () => ({ cert: join(dir, "served.crt"), key: join(dir, "served.key") });
+
+  beforeAll(async () => {
+    pki = makeTestPki(dir);
+    certUser = pki.client("certuser");
+    copyFileSync(pki.server.cert, served().cert);
+    copyFileSync(pki.server.key, served().key);
+    server = await startScratchMariadb({
+      cert: served(),
+      clientCa: pki.ca,
+      sql: `CREATE DATABASE ${DB};
+        CREATE TABLE ${DB}.drill (id INT PRIMARY KEY, v TEXT); INSERT INTO ${DB}.drill VALUES (1, 'tls-drill-row-marker');
+        CREATE USER 'app'@'%' IDENTIFIED BY '${PASSWORD}'; GRANT ALL ON ${DB}.* TO 'app'@'%';
+        CREATE USER 'certuser'@'%' REQUIRE X509; GRANT ALL ON ${DB}.* TO 'certuser'@'%';`,
+    });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  let tlsOn = true;
+  async function serve(v: Variant): Promise<void> {
+    if (v === "noSsl") {
+      await server.restart(false);
+      tlsOn = false;
+      return;
+    }
+    const pair = v === "good" ? pki.server : v === "wrongCa" ? pki.wrongCa : pki.wrongHost;
+    copyFileSync(pair.cert, served().cert);
+    copyFileSync(pair.key, served().key);
+    if (tlsOn) server.flushSsl();
+    else await server.restart(true);
+    tlsOn = true;
+  }
+
+  const settings = (mode: MyMode, trust: "none" | "ca", extra: Record<string, string> = {}): Record<string, string> => ({
+    ...(mode === "(unset)" ? {} : { ssl_mode: mode }),
+    ...(trust === "ca" ? { ssl_ca: pki.ca } : {}),
+    ...extra,
+  });
+
+  async function own(user: string, s: Record<string, string>): Promise<Outcome> {
+    let q;
+    try {
+      q = await openMysql({ engine: "mariadb", host: "127.0.0.1", port: server.port, user, database: DB, ...s }, { secret: () => (user === "app" ? new Secret(PASSWORD) : undefined), oneOff: false });
+    } catch {
+      return "refused";
+    }
+    try {
+      const r = await q.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'", { write: false });
+      const row = r.kind === "rows" ? (await r.rows.next()).value : undefined;
+      if (r.kind === "rows") await r.rows.return();
+      return row?.[1] ? "tls" : "plain";
+    } finally {
+      await q.close();
+    }
+  }
+
+  /** The MariaDB client with the [client] option file the engine writes for these settings. */
+  async function tool(user: string, s: Record<string, string>): Promise<Outcome> {
+    const file = join(dir, `client-${Math.random().toString(36).slice(2)}.cnf`);
+    const lines = ["[client]", `user=${user}`, ...(user === "app" ? [`password=${PASSWORD}`] : []), "host=127.0.0.1", `port=${server.port}`,
+      ...optionFileTls(mysqlTlsOf(s), "mariadb", quoteOption)];
+    writeFileSync(file, lines.join("\n") + "\n", { mode: 0o600 });
+    try {
+      const { stdout } = await run("mariadb", [`--defaults-extra-file=${file}`, "-N", "-B", "--connect-timeout=10", "-e", "SHOW SESSION STATUS LIKE 'Ssl_cipher'", DB]);
+      return /Ssl_cipher\t\S/.test(stdout) ? "tls" : "plain";
+    } catch {
+      return "refused";
+    }
+  }
+
+  it("every ssl_mode, with and without ssl_ca, against the right CA, another CA, another host name and no TLS", async () => {
+    const seen: Record<string, { variant: Variant; own: Outcome; tool: Outcome }[]> = {};
+    const expected: Record<string, { variant: Variant; own: Outcome; tool: Outcome }[]> = {};
+    for (const [i, variant] of VARIANTS.entries()) {
+      await serve(variant);
+      for (const row of MY) {
+        const s = settings(row.mode, row.trust);
+        const key = `${row.mode}/${row.trust}`;
+        (seen[key] ??= []).push({ variant, own: await own("app", s), tool: await tool("app", s) });
+        (expected[key] ??= []).push({ variant, own: row.own[i]!, tool: row.tool[i]! });
+      }
+    }
+    await serve("good");
+    expect(seen).toEqual(expected);
+  });
+
+  it("client certificates with ssl_cert and ssl_key, for an account that REQUIREs X509", async () => {
+    const withCert = settings("verify_identity", "ca", { ssl_cert: certUser.cert, ssl_key: certUser.key });
+    expect([await own("certuser", withCert), await tool("certuser", withCert)]).toEqual(["tls", "tls"]);
+    const without = settings("verify_identity", "ca");
+    expect([await own("certuser", without), await tool("certuser", without)]).toEqual(["refused", "refused"]);
+  });
+
+  it("a backup gives the tools ssl_ca, ssl_cert and ssl_key through their option file, and fails on an impostor without retrying", async () => {
+    const cfg = join(dir, "dbkeep.yaml");
+    const store = join(dir, "backups");
+    writeFileSync(
+      cfg,
+      `datasources:
+  db: { engine: mariadb, host: 127.0.0.1, port: ${server.port}, user: certuser, database: ${DB}, ssl_mode: verify_identity, ssl_ca: ${pki.ca}, ssl_cert: ${certUser.cert}, ssl_key: ${certUser.key}, compression: none }
+stores:
+  local: { type: local, path: ${store} }
+jobs:
+  tls: { datasource: db, store: local, retry: { max_attempts: 3, delay: 1s } }
+`,
+    );
+    const ok = await runWatchingChildren(["-c", cfg, "backup", "tls"], {});
+    expect(ok.code, ok.output).toBe(0);
+    const dumps = ok.procs.filter((p) => /mariadb-dump|mysqldump/.test(p.cmdline.split(" ")[0] ?? "") && p.cmdline.includes("--defaults-extra-file"));
+    expect(dumps.length, ok.output).toBeGreaterThan(0);
+    for (const p of ok.procs) expect(p.cmdline).not.toMatch(/--ssl|\.crt|\.key/i);
+    const data = readdirSync(join(store, DB)).find((f) => f.endsWith(".sql"));
+    expect(readFileSync(join(store, DB, data!), "utf8")).toContain("tls-drill-row-marker");
+
+    await serve("wrongHost");
+    try {
+      const bad = dbkeep(["-c", cfg, "--log-format", "text", "backup", "tls"]);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain("hint: set ssl_ca");
+      expect(bad.stderr).not.toContain("retrying");
+      expect(readdirSync(join(store, DB)).filter((f) => f.endsWith(".manifest.json"))).toHaveLength(1);
+    } finally {
+      await serve("good");
+    }
+  });
+
+  it("the engine refuses a plain-text session under required, and an impostor under verify_identity", async () => {
+    const options = { engine: "mariadb", host: "127.0.0.1", port: server.port, user: "app", password: PASSWORD, database: DB };
+    const create = (extra: Record<string, string>) => ENGINES.mariadb!.create({ ...options, ...extra }, { secret: () => new Secret(PASSWORD) });
+    expect((await (await create({ ssl_mode: "verify_identity", ssl_ca: pki.ca })).check!()).server).toMatch(/MariaDB/);
+    await serve("noSsl");
+    try {
+      // The MariaDB client would fall back to plain text here; the engine looks at the session and refuses.
+      for (const extra of [{ ssl_mode: "required" }, { ssl_mode: "verify_ca", ssl_ca: pki.ca }, { ssl_ca: pki.ca }] as Record<string, string>[]) {
+        await expect((await create(extra)).check!(), JSON.stringify(extra)).rejects.toThrow(/is not encrypted/);
+      }
+      expect((await (await create({ ssl_mode: "preferred" })).check!()).server).toMatch(/MariaDB/);
+      await serve("wrongCa");
+      for (const extra of [{ ssl_mode: "verify_identity", ssl_ca: pki.ca }, { ssl_mode: "required", ssl_ca: pki.ca }]) {
+        const err = await (await create(extra)).check!().then(() => undefined, (e: unknown) => e as DbkeepError);
+        expect(err, JSON.stringify(extra)).toMatchObject({ code: "CONNECTION_FAILED", retryable: false });
+        expect(err?.hint).toContain("ssl_ca");
+      }
+    } finally {
+      await serve("good");
+    }
   });
 });
