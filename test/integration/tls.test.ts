@@ -16,7 +16,7 @@ import { mysqlTlsOf, optionFileTls } from "../../src/engines/mysql/tls.js";
 import { dbkeep, IN_CI, tempDir } from "../helpers/env.js";
 import { runWatchingChildren } from "../helpers/proc.js";
 import { makeTestPki, type CertPair, type TestPki } from "../helpers/tls-certs.js";
-import { mariadbServerAvailable, pgServerBin, startScratchMariadb, startScratchPg, type ScratchPg } from "../helpers/tls-servers.js";
+import { mariadbServerAvailable, pgServerBin, redisTlsAvailable, startScratchMariadb, startScratchPg, startScratchRedisTls, type ScratchPg } from "../helpers/tls-servers.js";
 
 const run = promisify(execFile);
 
@@ -554,6 +554,78 @@ jobs:
       }
     } finally {
       await serve("good");
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Redis
+
+const redisTls = redisTlsAvailable();
+if (!redisTls && IN_CI) throw new Error("redis-server with TLS (--tls-port) is missing under CI");
+
+describe.skipIf(!redisTls)("Redis TLS: the certificate and the host name are checked unless tls_insecure", () => {
+  const dir = tempDir("dbkeep-it-tls-redis-");
+  let pki: TestPki;
+  let server: Awaited<ReturnType<typeof startScratchRedisTls>>;
+
+  beforeAll(async () => {
+    pki = makeTestPki(dir);
+    server = await startScratchRedisTls({ cert: pki.server, ca: pki.ca });
+    server.cli(["SET", "tls-drill-key-marker", "v"]);
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const serve = (v: Exclude<Variant, "noSsl">) => server.useCert(v === "good" ? pki.server : v === "wrongCa" ? pki.wrongCa : pki.wrongHost);
+
+  async function own(extra: Record<string, unknown>): Promise<"connected" | "refused"> {
+    const engine = await ENGINES.redis!.create({ engine: "redis", host: "127.0.0.1", port: server.port, mode: "logical", ...extra }, { secret: () => undefined });
+    return engine.check!().then(() => "connected" as const, () => "refused" as const);
+  }
+
+  it("tls_ca checks the chain and the name, tls alone trusts the system's CAs only, tls_insecure checks nothing, plain text is refused", async () => {
+    const cases: Record<string, Record<string, unknown>> = {
+      plain: {},
+      "tls (system CAs)": { tls: true },
+      tls_ca: { tls_ca: pki.ca },
+      tls_insecure: { tls: true, tls_insecure: true },
+    };
+    const seen: Record<string, string[]> = {};
+    for (const v of ["good", "wrongCa", "wrongHost"] as const) {
+      serve(v);
+      for (const [name, extra] of Object.entries(cases)) (seen[name] ??= []).push(await own(extra));
+    }
+    serve("good");
+    expect(seen).toEqual({
+      plain: ["refused", "refused", "refused"],
+      "tls (system CAs)": ["refused", "refused", "refused"],
+      tls_ca: ["connected", "refused", "refused"],
+      tls_insecure: ["connected", "connected", "connected"],
+    });
+  });
+
+  it("an rdb backup checks the server's name itself before redis-cli runs, since redis-cli checks only the chain", async () => {
+    const store = join(dir, "backups");
+    const source = `rediss://127.0.0.1:${server.port}?tls_ca=${encodeURIComponent(pki.ca)}&compression=none`;
+    const ok = dbkeep(["backup", source, "--to", store]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const sub = readdirSync(store)[0]!;
+    const rdb = readdirSync(join(store, sub)).find((f) => f.endsWith(".rdb"));
+    expect(readFileSync(join(store, sub, rdb!)).includes("tls-drill-key-marker")).toBe(true);
+
+    serve("wrongHost");
+    try {
+      // redis-cli alone accepts a certificate of the right CA for any name.
+      const cli = await run("redis-cli", ["--tls", "--cacert", pki.ca, "--sni", "localhost", "-h", "127.0.0.1", "-p", String(server.port), "PING"]);
+      expect(cli.stdout.trim()).toBe("PONG");
+      const bad = await runWatchingChildren(["--log-format", "text", "backup", source, "--to", store], {});
+      expect(bad.code).toBe(1);
+      expect(bad.output).toMatch(/cannot connect to Redis .*(Hostname\/IP does not match|altnames)/);
+      expect(bad.procs.filter((p) => p.cmdline.includes("--rdb"))).toEqual([]);
+    } finally {
+      serve("good");
     }
   });
 });
