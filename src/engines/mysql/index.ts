@@ -96,6 +96,9 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     const pw = password();
     if (pw) lines.push(`password=${quoteOption(pw.reveal())}`);
     lines.push(`host=${quoteOption(opts.host)}`, `port=${opts.port}`);
+    // Without it the client waits forever for a server that accepts and never answers (no retry, no error).
+    // loose-: the dump tools do not know the option and ignore it; the client's queries run first.
+    lines.push("loose-connect-timeout=15");
     if (opts.socket) lines.push(`socket=${quoteOption(opts.socket)}`);
     lines.push(...optionFileTls(tls, await clientFamily(), quoteOption));
     return lines.join("\n") + "\n";
@@ -764,7 +767,7 @@ export function explainMysqlError(stderr: string): { hint?: string; retryable?: 
   if (/TLS\/SSL error|SSL connection error|certificate verify failed|self[- ]signed certificate|unable to get (local )?issuer certificate|hostname|ERROR 2026/i.test(stderr)) {
     return { code: "CONNECTION_FAILED", hint: "set ssl_ca to the CA that signed the server's certificate; verify_identity also needs the certificate to name the host" };
   }
-  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known/i.test(stderr)) {
+  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known|at 'handshake: reading initial communication packet'/i.test(stderr)) {
     return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port (or socket)?", retryable: true };
   }
   if (/Lost connection to|server has gone away/i.test(stderr)) {

@@ -28,7 +28,7 @@ const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNR
 /** The server was never reached: no other attempt could fare better. */
 function unreachable(err: unknown): boolean {
   const e = err as NodeJS.ErrnoException;
-  return UNREACHABLE.has(e.code ?? "") || /connection timeout/i.test(e.message ?? "");
+  return UNREACHABLE.has(e.code ?? "") || /timeout expired|connection timeout/i.test(e.message ?? "");
 }
 
 /** Node's TLS verification failures (codes of the X509_V_ERR family, and the host name mismatch). */
