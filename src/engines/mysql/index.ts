@@ -15,8 +15,8 @@ import type { MysqlDatasource } from "./schema.js";
 import { privateDir } from "../../core/private-dir.js";
 import { selectionOf } from "../../core/selection.js";
 import { createMysqlDifferential, resolveMysqlSelection } from "./partial.js";
-import { readFileSync } from "node:fs";
 import { countSql, mysqlObjects } from "./verify.js";
+import { effectiveSslMode, mysqlTlsOf, optionFileTls } from "./tls.js";
 
 export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
@@ -61,6 +61,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     (resolved ??= { value: opts.password?.() ?? (opts.oneOff && process.env.MYSQL_PWD ? new Secret(process.env.MYSQL_PWD) : undefined) }).value;
   const explain = (stderr: string) => explainMysqlError(stderr);
   const selection = selectionOf(opts as Record<string, unknown>);
+  const tls = mysqlTlsOf(opts as Record<string, unknown>);
+  const sslMode = effectiveSslMode(tls);
 
   async function firstTool(names: readonly string[]): Promise<string> {
     let last: unknown;
@@ -94,14 +96,11 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     const pw = password();
     if (pw) lines.push(`password=${quoteOption(pw.reveal())}`);
     lines.push(`host=${quoteOption(opts.host)}`, `port=${opts.port}`);
+    // Without it the client waits forever for a server that accepts and never answers (no retry, no error).
+    // loose-: the dump tools do not know the option and ignore it; the client's queries run first.
+    lines.push("loose-connect-timeout=15");
     if (opts.socket) lines.push(`socket=${quoteOption(opts.socket)}`);
-    if (opts.ssl_ca) lines.push(`ssl-ca=${quoteOption(opts.ssl_ca)}`);
-    if (opts.ssl_mode && opts.ssl_mode !== "preferred") {
-      if ((await clientFamily()) === "mysql") lines.push(`ssl-mode=${opts.ssl_mode.toUpperCase()}`);
-      else if (opts.ssl_mode === "disabled") lines.push("skip-ssl");
-      // MariaDB clients know no CA-only check: verify_ca gets the stricter host name check too.
-      else lines.push("ssl", ...(opts.ssl_mode.startsWith("verify") ? ["ssl-verify-server-cert"] : []));
-    }
+    lines.push(...optionFileTls(tls, await clientFamily(), quoteOption));
     return lines.join("\n") + "\n";
   }
 
@@ -141,13 +140,13 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
 
   /**
    * MariaDB's clients take `ssl` as "try TLS" and fall back to plain text when the server offers none; only a
-   * certificate check makes them insist. ssl_mode: required is therefore checked on the connection itself.
+   * certificate check makes them insist. ssl_mode: required (and stricter) is therefore checked on the connection itself.
    */
   async function requireTls(s: Session): Promise<void> {
-    if (opts.ssl_mode !== "required" || (await clientFamily()) !== "mariadb") return;
+    if (sslMode === "disabled" || sslMode === "preferred" || (await clientFamily()) !== "mariadb") return;
     const cipher = (await query(s, "SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0]?.[1] ?? "";
     if (!cipher) {
-      throw new DbkeepError("CONNECTION_FAILED", `ssl_mode is required, but the connection to the server (${server}) is not encrypted: the server offers no TLS`, {
+      throw new DbkeepError("CONNECTION_FAILED", `ssl_mode is ${sslMode}, but the connection to the server (${server}) is not encrypted: the server offers no TLS`, {
         hint: "enable TLS on the server, or set ssl_mode: preferred",
       });
     }
@@ -590,7 +589,10 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       const tools: Record<string, string> = {};
       const paths = useMydumper ? [await resolveTool("mydumper", binDir), await resolveTool("myloader", binDir)] : [await dumpTool()];
       for (const p of [...paths, await clientTool()]) tools[basename(p)] = await toolVersion(p);
-      const server = await withSession(async (s) => (await query(s, "SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')"))[0]?.[0]);
+      const server = await withSession(async (s) => {
+        await requireTls(s);
+        return (await query(s, "SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')"))[0]?.[0];
+      });
       return { tools, ...(server ? { server } : {}) };
     },
     dump,
@@ -611,9 +613,7 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
               user: opts.user ?? userInfo().username,
               ...(password() ? { password: password()!.reveal() } : {}),
               database: single,
-              ...(opts.ssl_mode && !["disabled", "preferred"].includes(opts.ssl_mode)
-                ? { ssl: { ...(opts.ssl_ca ? { ca: readFileSync(opts.ssl_ca, "utf8") } : {}), rejectUnauthorized: opts.ssl_mode !== "required" } }
-                : {}),
+              tls,
             }),
             applyScript: (input, ropts) =>
               withSession(async (s) => {
@@ -761,7 +761,13 @@ export function explainMysqlError(stderr: string): { hint?: string; retryable?: 
   if (/Access denied for user/i.test(stderr)) {
     return { code: "CONNECTION_FAILED", hint: "check the datasource's user and password (password_env / password_file)" };
   }
-  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known/i.test(stderr)) {
+  if (/SSL is required, but the server does not support it/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "the server offers no TLS: enable it on the server, or lower ssl_mode (preferred)" };
+  }
+  if (/TLS\/SSL error|SSL connection error|certificate verify failed|self[- ]signed certificate|unable to get (local )?issuer certificate|hostname|ERROR 2026/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "set ssl_ca to the CA that signed the server's certificate; verify_identity also needs the certificate to name the host" };
+  }
+  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known|at 'handshake: reading initial communication packet'/i.test(stderr)) {
     return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port (or socket)?", retryable: true };
   }
   if (/Lost connection to|server has gone away/i.test(stderr)) {

@@ -6,6 +6,7 @@ import { DbkeepError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { resolveSelection, type ResolvedSelection, type SelectionPatterns } from "../../core/selection.js";
 import { differentialRecord, startDump } from "../dump.js";
+import { mysql2Failure, withTlsAttempts, type MysqlTlsSettings } from "./tls.js";
 import type { DifferentialDumpSettings, DifferentialSupport, Dump, DumpOptions, RestoreOptions } from "../engine.js";
 
 /**
@@ -26,7 +27,8 @@ export interface MysqlConnectionOptions {
   user?: string;
   password?: string;
   database: string;
-  ssl?: { ca?: string; rejectUnauthorized: boolean };
+  /** TLS as the datasource says (see tls.ts). */
+  tls: MysqlTlsSettings;
 }
 
 type Conn = mysql.Connection;
@@ -121,31 +123,39 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
 
   async function connect(): Promise<Conn> {
     const o = deps.connection();
-    const conn = mysql.createConnection({
-      ...(o.socket ? { socketPath: o.socket } : { host: o.host, port: o.port }),
-      ...(o.user ? { user: o.user } : {}),
-      ...(o.password ? { password: o.password } : {}),
-      database: o.database,
-      charset: "UTF8MB4_GENERAL_CI",
-      dateStrings: true,
-      supportBigNumbers: true,
-      bigNumberStrings: true,
-      connectTimeout: 15000,
-      ...(o.ssl ? { ssl: o.ssl } : {}),
-    });
-    conn.on("error", () => undefined);
     try {
-      await conn.promise().connect();
+      return await withTlsAttempts(o.tls, async (ssl) => {
+        const conn = mysql.createConnection({
+          ...(o.socket ? { socketPath: o.socket } : { host: o.host, port: o.port }),
+          ...(o.user ? { user: o.user } : {}),
+          ...(o.password ? { password: o.password } : {}),
+          database: o.database,
+          charset: "UTF8MB4_GENERAL_CI",
+          dateStrings: true,
+          supportBigNumbers: true,
+          bigNumberStrings: true,
+          connectTimeout: 15000,
+          ...(ssl ? { ssl } : {}),
+        });
+        conn.on("error", () => undefined);
+        try {
+          await conn.promise().connect();
+        } catch (err) {
+          conn.destroy();
+          throw err;
+        }
+        return conn;
+      });
     } catch (err) {
-      conn.destroy();
+      if (err instanceof DbkeepError) throw err;
+      const f = mysql2Failure(err);
       throw new DbkeepError("CONNECTION_FAILED", `cannot connect to the MySQL/MariaDB server (${deps.where})`, {
         details: (err as Error).message,
-        hint: "check host, port, user and password of the datasource",
-        retryable: /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(String((err as { code?: string }).code)),
+        hint: f.hint ?? "check host, port, user and password of the datasource",
+        retryable: f.retryable,
         cause: err,
       });
     }
-    return conn;
   }
 
   async function q<T = Record<string, unknown>>(conn: Conn, sql: string, params: unknown[] = []): Promise<T[]> {

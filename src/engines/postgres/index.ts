@@ -17,13 +17,15 @@ import { pgTool } from "./tools.js";
 import { restoreDatabase, restoreLeftoverFindings, sweepBeforeRestore, type RestoreContext } from "./restore.js";
 import { makeScratchDir } from "./scratch.js";
 import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
+import { connectPg, explainPgError, pgConnectionError } from "./connection.js";
+import { mergePgTls, pgTlsFromEnv, pgTlsOf, resolvePgTls, type PgTls } from "./tls.js";
 import { selectionOf } from "../../core/selection.js";
 import type { Logger } from "../../core/log.js";
 
 export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "password_env" | "password_file" | "compression" | "compression_level" | "engine"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
   password?: () => Secret | undefined;
-  /** One-off mode: let libpq use PGPASSWORD / PGPASSFILE / ~/.pgpass from dbkeep's own environment. */
+  /** One-off mode: let libpq use PGPASSWORD / PGPASSFILE / ~/.pgpass and PGSSL* from dbkeep's own environment. */
   inheritAuthEnv?: boolean;
 };
 
@@ -39,6 +41,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   const where = `host ${opts.host}, database ${dumpAll ? "(all)" : dbName}`;
   let resolved: { value: Secret | undefined } | undefined;
   const password = (): Secret | undefined => (resolved ??= { value: opts.password?.() }).value;
+  // Read on first use, like the password: listing backups needs no certificate files.
+  let tlsSettings: PgTls | undefined;
+  const tls = (): PgTls =>
+    (tlsSettings ??= resolvePgTls(mergePgTls(opts.inheritAuthEnv ? pgTlsFromEnv(process.env) : {}, pgTlsOf(opts as Record<string, unknown>)), opts.host));
 
   function toolEnv(database: string): NodeJS.ProcessEnv {
     const inherited: Record<string, string | undefined> = opts.inheritAuthEnv
@@ -51,33 +57,31 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       PGUSER: opts.user,
       PGDATABASE: database,
       PGPASSWORD: password()?.reveal() ?? inherited.PGPASSWORD,
-      PGSSLMODE: opts.sslmode,
+      ...tls().env,
       PGCONNECT_TIMEOUT: "15",
       PGAPPNAME: "dbkeep",
     });
   }
 
-  function client(database: string): pg.Client {
-    return new pg.Client({
-      host: opts.host,
-      port: opts.port,
-      user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
-      password: password()?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
-      database,
-      ssl: opts.sslmode && !["disable", "allow", "prefer"].includes(opts.sslmode) ? { rejectUnauthorized: opts.sslmode === "verify-full" } : undefined,
-      connectionTimeoutMillis: 15000,
-      application_name: "dbkeep",
-    });
+  /** A connection of dbkeep's own, with the same TLS settings as the tools' (see tls.ts). */
+  async function open(database: string): Promise<pg.Client> {
+    try {
+      return await connectPg({
+        host: opts.host,
+        port: opts.port,
+        user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
+        password: password()?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
+        database,
+        connectionTimeoutMillis: 15000,
+        application_name: "dbkeep",
+      }, tls());
+    } catch (err) {
+      throw pgConnectionError(err, { host: opts.host, port: opts.port, database });
+    }
   }
 
   async function withClient<T>(database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-    const c = client(database);
-    c.on("error", () => undefined);
-    try {
-      await c.connect();
-    } catch (err) {
-      throw connectionError(err, opts.host, opts.port, database);
-    }
+    const c = await open(database);
     try {
       return await fn(c);
     } finally {
@@ -124,14 +128,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   }
 
   async function connect(): Promise<pg.Client> {
-    const c = client(dbName);
-    c.on("error", () => undefined);
-    try {
-      await c.connect();
-    } catch (err) {
-      throw connectionError(err, opts.host, opts.port, dbName);
-    }
-    return c;
+    return open(dbName);
   }
 
   function dump(dopts: DumpOptions): Dump {
@@ -141,8 +138,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       // is opened while pg_dump is located. pg_dump's version is asked at the same time and checked while pg_dump
       // starts, not before: nothing waits for it, and a pg_dump older than the server is stopped and reported as
       // such (it would refuse that server itself, with a less helpful message).
-      const opening = openDumpSnapshot(client(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
-        throw connectionError(err, opts.host, opts.port, dbName);
+      const opening = openDumpSnapshot(() => open(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
+        throw pgConnectionError(err, { host: opts.host, port: opts.port, database: dbName });
       });
       opening.catch(() => undefined); // awaited below; until then a failure must not count as unhandled
       const version = toolVersion("pg_dump");
@@ -576,30 +573,6 @@ function checkVersions(toolVersion: string, serverVersion: string, tool = "pg_du
       hint: `install postgresql-client-${major(serverVersion)} and set pg_version: ${major(serverVersion)} (or bin_dir)`,
     });
   }
-}
-
-export function explainPgError(stderr: string): { hint?: string; retryable?: boolean; code?: "CONNECTION_FAILED" } | undefined {
-  if (/password authentication failed|no password supplied|authentication failed/i.test(stderr)) {
-    return { code: "CONNECTION_FAILED", hint: "check the datasource's user and password (password_env / password_file)" };
-  }
-  if (/Connection refused|could not connect|timeout expired|Name or service not known|could not translate host name/i.test(stderr)) {
-    return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port?", retryable: true };
-  }
-  if (/database ".*" does not exist/i.test(stderr)) return { code: "CONNECTION_FAILED", hint: "check the datasource's database name" };
-  if (/server version mismatch/i.test(stderr)) return { hint: "set pg_version or bin_dir to a pg_dump at least as new as the server" };
-  if (/permission denied/i.test(stderr)) return { hint: "the user lacks privileges on some objects; dump as the owner or a superuser" };
-  return undefined;
-}
-
-function connectionError(err: unknown, host: string, port: number, database: string): DbkeepError {
-  const msg = (err as Error).message ?? String(err);
-  const explained = explainPgError(msg);
-  return new DbkeepError("CONNECTION_FAILED", `cannot connect to PostgreSQL (host ${host}, port ${port}, database ${database})`, {
-    details: msg,
-    hint: explained?.hint ?? "check host, port, user and password of the datasource",
-    retryable: explained?.retryable ?? false,
-    cause: err,
-  });
 }
 
 export default createPostgresEngine;
