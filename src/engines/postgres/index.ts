@@ -355,13 +355,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   /** What restore.ts borrows of this engine: connections, the tools' environment, settings. */
   const restoreContext: RestoreContext = {
     async open(database) {
-      const c = client(database);
+      const c = await open(database);
       c.on("error", () => undefined);
-      try {
-        await c.connect();
-      } catch (err) {
-        throw connectionError(err, opts.host, opts.port, database);
-      }
       return c;
     },
     maintenanceDb,
