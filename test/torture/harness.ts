@@ -17,24 +17,26 @@ export interface MatrixStores {
   stop(): Promise<void>;
 }
 
-export async function startStores(dir: string): Promise<MatrixStores> {
+/** Starts the remote stores' servers (sshd only with `ssh`); one that cannot start stops the others and throws. */
+export async function startStores(dir: string, o: { ssh: boolean }): Promise<MatrixStores> {
   const local = join(dir, "local-store");
   mkdirSync(local);
-  let s3: TestS3 | undefined;
-  let sshd: TestSshd | undefined;
-  try {
-    [s3, sshd] = await Promise.all([startS3({ bucket: "dbkeep-matrix" }), startSshd()]);
-  } catch (err) {
-    await s3?.stop();
-    await sshd?.stop();
-    throw err;
+  const [s3r, sshr] = await Promise.allSettled([startS3({ bucket: "dbkeep-matrix" }), o.ssh ? startSshd() : Promise.resolve(undefined)]);
+  if (s3r.status === "rejected" || sshr.status === "rejected") {
+    if (s3r.status === "fulfilled") await s3r.value.stop();
+    if (sshr.status === "fulfilled") await sshr.value?.stop();
+    throw s3r.status === "rejected" ? s3r.reason : (sshr as PromiseRejectedResult).reason;
   }
-  const remote = join(sshd.data, "matrix");
+  const s3: TestS3 = s3r.value;
+  const sshd: TestSshd | undefined = sshr.value;
+  const remote = sshd ? join(sshd.data, "matrix") : "";
   const client = new S3Client({ endpoint: s3.endpoint, region: "us-east-1", forcePathStyle: true, credentials: S3RVER_KEY, maxAttempts: 3 });
   const entries: Record<string, Record<string, unknown>> = {
     local: { type: "local", path: local },
     s3: { type: "s3", endpoint: s3.endpoint, bucket: s3.bucket, prefix: "matrix", access_key_env: "TEST_S3_ACCESS_KEY", secret_key_env: "TEST_S3_SECRET_KEY" },
-    ssh: { type: "ssh", host: sshd.host, port: sshd.port, user: sshd.user, path: remote, key_file: sshd.userKey.path, known_hosts: sshd.knownHosts, timeout: 20 },
+    ...(sshd
+      ? { ssh: { type: "ssh", host: sshd.host, port: sshd.port, user: sshd.user, path: remote, key_file: sshd.userKey.path, known_hosts: sshd.knownHosts, timeout: 20 } }
+      : {}),
   };
   const s3Bucket = s3.bucket;
   return {
@@ -52,7 +54,7 @@ export async function startStores(dir: string): Promise<MatrixStores> {
     },
     async stop() {
       client.destroy();
-      await Promise.all([s3?.stop(), sshd?.stop()]);
+      await Promise.all([s3.stop(), sshd?.stop()]);
     },
   };
 }

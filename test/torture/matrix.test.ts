@@ -36,6 +36,9 @@ import { cellName, MATRIX_AXES, roundtripMatrix, type Cell } from "./matrix-desi
  * before the cells: one CLI start instead of fifty keeps the matrix fast on two cores, and is how a config with many
  * jobs is run. Everything after that is per cell, in the cell's test: the changes and the differential of a chain
  * (in a process of its own, where defect 1 hangs or stores nothing), the restore, the comparison.
+ *
+ * A new mode, compression or store joins the matrix by its axis in MATRIX_AXES (matrix-design.ts) and, for a mode,
+ * a branch of its engine's plan below; the design and its unit test adapt the cells.
  */
 
 const cells = roundtripMatrix(MATRIX_AXES);
@@ -134,27 +137,36 @@ const title = `roundtrip matrix: ${cells.length} cells, each engine's mode x com
 describe.concurrent(title, () => {
   beforeAll(async () => {
     m.root = mkdtempSync(join(tmpdir(), "dbkeep-matrix-"));
-    m.stores = await startStores(m.root);
     m.identity = join(m.root, "key.txt");
-    const k = await runCli(["keygen", "-o", m.identity], {}, CLI_TIMEOUT);
-    if (k.code !== 0) throw new Error(describeRun(k));
-    m.recipient = k.stdout.trim();
-    await dropAll();
-    if (available.postgres) {
-      await pgQuery("postgres", `CREATE DATABASE ${m.pg.db}`);
-      await loadPgFixture(m.pg.db);
-      [m.pg.schema, m.pg.content] = await Promise.all([pgSchema(m.pg.db), pgContent(m.pg.db)]);
-    }
-    if (available.mariadb) {
-      await loadMyFixture(m.my.db);
-      [m.my.schema, m.my.content] = await Promise.all([mySchema(m.my.db), myContent(m.my.db)]);
-    }
     m.sqlite = join(m.root, "source.db");
     makeSqliteFixture(m.sqlite);
-    if (available.redis) {
-      m.redis = await startRedis();
-      await loadFixture(m.redis);
-    }
+    await dropAll();
+    // Independent of each other: started together, and all settled before a failure is reported (afterAll stops
+    // whatever did start).
+    const setup = await Promise.allSettled([
+      startStores(m.root, { ssh: sshUp }).then((s) => (m.stores = s)),
+      runCli(["keygen", "-o", m.identity], {}, CLI_TIMEOUT).then((k) => {
+        if (k.code !== 0) throw new Error(describeRun(k));
+        m.recipient = k.stdout.trim();
+      }),
+      available.postgres &&
+        (async () => {
+          await pgQuery("postgres", `CREATE DATABASE ${m.pg.db}`);
+          await loadPgFixture(m.pg.db);
+          [m.pg.schema, m.pg.content] = await Promise.all([pgSchema(m.pg.db), pgContent(m.pg.db)]);
+        })(),
+      available.mariadb &&
+        (async () => {
+          await loadMyFixture(m.my.db);
+          [m.my.schema, m.my.content] = await Promise.all([mySchema(m.my.db), myContent(m.my.db)]);
+        })(),
+      available.redis &&
+        (async () => {
+          m.redis = await startRedis();
+          await loadFixture(m.redis);
+        })(),
+    ]);
+    for (const r of setup) if (r.status === "rejected") throw r.reason;
     const mine = plans.filter((p) => runs(p.cell));
     for (const p of mine) mkdirSync(join(m.root, p.job));
     await Promise.all(mine.map((p) => p.prepare?.()));
