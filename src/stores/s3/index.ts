@@ -350,6 +350,8 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
       const Key = objectKey(key);
       const signal = putOpts.signal;
       const ifAbsent = putOpts.ifAbsent === true;
+      // The body may be destroyed (cancelled) before it is read: its error is this put's to report, never unhandled.
+      body.on("error", () => undefined);
       // Aborts the requests in flight when the put is cancelled or one of its parts fails.
       const requests = new AbortController();
       const onAbort = () => {
