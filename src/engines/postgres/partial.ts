@@ -73,24 +73,63 @@ interface TableMeta {
   oid: number;
   cols: Column[];
   pk: string[];
+  /** Sequences the table owns (serial, identity) or that its column defaults call, whether owned or not. */
   seqs: string[];
+  /**
+   * What else an applied differential depends on: NOT NULL, the labels of enum types and the definitions of domains
+   * used by the columns, constraints and unique indexes. A change makes the next run a full backup.
+   */
+  shape: unknown;
 }
 
 async function tableMeta(c: pg.Client, names: { schema: string; table: string }[]): Promise<TableMeta[]> {
   const r = await c.query<TableMeta>(
-    `SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS kind, c.oid::int AS oid,
+    `WITH RECURSIVE types AS (
+       -- The types a column's type is made of: an array's element, a domain's base, down to the last level.
+       SELECT a.attrelid AS rel, a.attnum, a.atttypid AS typ, 0 AS depth FROM pg_attribute a
+        WHERE a.attrelid IN (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                              WHERE (n.nspname, c.relname) IN (SELECT x->>0, x->>1 FROM json_array_elements($1::json) x))
+          AND a.attnum > 0 AND NOT a.attisdropped
+       UNION ALL
+       SELECT t.rel, t.attnum, CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.typelem END, t.depth + 1
+         FROM types t JOIN pg_type ty ON ty.oid = t.typ
+        WHERE t.depth < 8 AND (ty.typtype = 'd' OR (ty.typcategory = 'A' AND ty.typelem <> 0))
+     ), typedefs AS (
+       SELECT t.rel, t.attnum, string_agg(CASE ty.typtype
+                 WHEN 'e' THEN format_type(ty.oid, NULL) || ' enum ' || (SELECT string_agg(quote_literal(e.enumlabel), ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = ty.oid)
+                 WHEN 'd' THEN format_type(ty.oid, NULL) || ' domain ' || format_type(ty.typbasetype, ty.typtypmod) || CASE WHEN ty.typnotnull THEN ' not null' ELSE '' END
+                               || COALESCE(' ' || (SELECT string_agg(pg_get_constraintdef(k.oid), ' ' ORDER BY k.conname) FROM pg_constraint k WHERE k.contypid = ty.oid), '')
+               END, '; ' ORDER BY t.depth) AS def
+         FROM types t JOIN pg_type ty ON ty.oid = t.typ GROUP BY t.rel, t.attnum
+     )
+     SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS kind, c.oid::int AS oid,
             (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
                     'base', format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL), 'generated', a.attgenerated <> '')
                     ORDER BY a.attnum)
                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS cols,
+            json_build_array(
+              (SELECT json_agg(json_build_array(a.attname, a.attnotnull, d.def) ORDER BY a.attnum)
+                 FROM pg_attribute a LEFT JOIN typedefs d ON d.rel = a.attrelid AND d.attnum = a.attnum
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+              (SELECT json_agg(k.contype::text || ' ' || pg_get_constraintdef(k.oid) ORDER BY 1) FROM pg_constraint k WHERE k.conrelid = c.oid),
+              (SELECT json_agg(regexp_replace(pg_get_indexdef(i.indexrelid), '^.* USING ', '') ORDER BY 1) FROM pg_index i
+                WHERE i.indrelid = c.oid AND i.indisunique AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)),
+              -- A row for a partition the full backup lacks would find no partition to go to.
+              (SELECT json_agg(format('%s %s', pc.oid::regclass, pg_get_expr(pc.relpartbound, pc.oid)) ORDER BY 1)
+                 FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid WHERE pt.relid <> c.oid)
+            ) AS shape,
             COALESCE((SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i
                         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                        WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS pk,
-            COALESCE((SELECT array_agg(format('%I.%I', sn.nspname, s.relname) ORDER BY s.relname) FROM pg_depend d
-                        JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
-                       WHERE d.refobjid = c.oid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')), '{}') AS seqs
+            COALESCE((SELECT array_agg(DISTINCT format('%I.%I', sn.nspname, s.relname)) FROM pg_class s JOIN pg_namespace sn ON sn.oid = s.relnamespace
+                       WHERE s.relkind = 'S' AND (
+                             EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = s.oid AND d.classid = 'pg_class'::regclass
+                                        AND d.refobjid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+                          -- nextval() in a column default: the sequence need not be OWNED BY the column (hand-written schemas, pagila)
+                          OR EXISTS (SELECT 1 FROM pg_attrdef ad JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                                      WHERE ad.adrelid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.refobjid = s.oid))), '{}') AS seqs
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE (n.nspname, c.relname) IN (SELECT x->>0, x->>1 FROM json_array_elements($1::json) x)
       ORDER BY 1, 2`,
@@ -102,7 +141,11 @@ async function tableMeta(c: pg.Client, names: { schema: string; table: string }[
 /** Parents before children (foreign keys among the dumped tables), so that upserts never miss a referenced row. */
 async function fkOrder(c: pg.Client, tables: TableMeta[]): Promise<TableMeta[]> {
   const oids = new Set(tables.map((t) => t.oid));
-  const r = await c.query<{ child: number; parent: number }>("SELECT conrelid::int AS child, confrelid::int AS parent FROM pg_constraint WHERE contype = 'f'");
+  // A foreign key of (or to) a partition counts for its partitioned table, the one the differential writes through.
+  const r = await c.query<{ child: number; parent: number }>(
+    `SELECT COALESCE(pg_partition_root(conrelid), conrelid)::int AS child, COALESCE(pg_partition_root(confrelid), confrelid)::int AS parent
+       FROM pg_constraint WHERE contype = 'f'`,
+  );
   const deps = new Map<number, number[]>();
   for (const e of r.rows) if (oids.has(e.child) && oids.has(e.parent) && e.child !== e.parent) deps.set(e.child, [...(deps.get(e.child) ?? []), e.parent]);
   const out: TableMeta[] = [];
@@ -139,13 +182,70 @@ function digestSql(t: TableMeta): string {
 }
 
 function schemaDigestOf(tables: TableMeta[]): string {
-  const shape = tables.map((t) => [`${t.schema}.${t.table}`, t.kind, t.cols.map((c) => `${c.name}:${c.type}${c.generated ? ":generated" : ""}`), t.pk]);
+  const shape = tables.map((t) => [`${t.schema}.${t.table}`, t.kind, t.cols.map((c) => `${c.name}:${c.type}${c.generated ? ":generated" : ""}`), t.pk, t.shape]);
   return createHash("sha256").update(JSON.stringify(shape)).digest("hex");
 }
 
 async function write(out: PassThrough, text: string, signal: AbortSignal): Promise<void> {
   if (signal.aborted) throw new DbkeepError("ABORTED", "differential dump cancelled");
   if (!out.write(text)) await once(out, "drain", { signal });
+}
+
+/**
+ * The start of a differential's apply: nothing of the target's own acts on the rows being put back, as in pg_restore,
+ * which loads the data before it creates triggers and rules. The rows are the source's, with whatever its triggers
+ * and rules did to them already; firing the target's again would rewrite them (an updated_at trigger), add rows (an
+ * audit trigger), or send them elsewhere (a rule that routes inserts to a child table, which also makes PostgreSQL
+ * refuse INSERT ... ON CONFLICT).
+ *
+ * `session_replication_role = replica` (what logical replication applies rows under) switches off, for this
+ * transaction only, every ordinary trigger and rule of every table, the partitions and the triggers of foreign keys
+ * included. It needs a superuser (or, PostgreSQL 15+, GRANT SET ON PARAMETER). Otherwise the triggers and rules of
+ * the tables written to (and of their partitions) are disabled with ALTER TABLE, which needs their owner, and
+ * foreign keys stay checked: parents are applied before children and deferrable keys are deferred. Triggers and
+ * rules that fire even then (ENABLE ALWAYS, or ENABLE REPLICA in replica mode) are disabled with ALTER TABLE in
+ * either case. Each one switched off is recorded with its state and switched back to exactly that state at the end,
+ * in the same transaction, so a failed apply leaves them as they were.
+ */
+function switchOff(tables: TableMeta[]): string {
+  // pg_partition_tree() lists nothing for a table that is neither partitioned nor a partition: the tables themselves too.
+  const dumped = `unnest(ARRAY[${tables.map((t) => `${lit(qname(t))}::regclass`).join(", ")}]) AS dumped(rel)`;
+  const rels = `(SELECT dumped.rel FROM ${dumped} UNION SELECT p.relid FROM ${dumped}, pg_partition_tree(dumped.rel) AS p)`;
+  return (
+    `CREATE TEMP TABLE dbkeep_switched (rel regclass, kind text, name name, state "char") ON COMMIT DROP;\n` +
+    `DO $dbkeep$DECLARE replica boolean := true; fires "char"; r record;\nBEGIN\n` +
+    `  BEGIN SET LOCAL session_replication_role = replica; EXCEPTION WHEN insufficient_privilege THEN replica := false; END;\n` +
+    `  fires := CASE WHEN replica THEN 'R' ELSE 'O' END;\n` +
+    `  INSERT INTO dbkeep_switched SELECT t.tgrelid, 'TRIGGER', t.tgname, t.tgenabled FROM pg_trigger t\n` +
+    `   WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', fires) AND t.tgrelid IN ${rels};\n` +
+    `  INSERT INTO dbkeep_switched SELECT w.ev_class, 'RULE', w.rulename, w.ev_enabled FROM pg_rewrite w\n` +
+    `   WHERE w.ev_type <> '1' AND w.ev_enabled IN ('A', fires) AND w.ev_class IN ${rels};\n` +
+    `  FOR r IN SELECT * FROM dbkeep_switched LOOP EXECUTE format('ALTER TABLE ONLY %s DISABLE %s %I', r.rel, r.kind, r.name); END LOOP;\n` +
+    `END$dbkeep$;\n`
+  );
+}
+
+const switchOn =
+  "DO $dbkeep$DECLARE r record; BEGIN FOR r IN SELECT * FROM dbkeep_switched LOOP\n" +
+  "  EXECUTE format('ALTER TABLE ONLY %s ENABLE %s %s %I', r.rel, CASE r.state WHEN 'A' THEN 'ALWAYS' WHEN 'R' THEN 'REPLICA' ELSE '' END, r.kind, r.name);\n" +
+  "END LOOP; END$dbkeep$;\n";
+
+/** Materialized views that read the tables, directly or through views and other materialized views, in refresh order. */
+async function dependentMatviews(c: pg.Client, tables: TableMeta[]): Promise<string[]> {
+  const r = await c.query<{ mv: string }>(
+    `WITH RECURSIVE uses(rel, depth) AS (
+       SELECT unnest($1::oid[]), 0
+       UNION
+       SELECT w.ev_class, u.depth + 1 FROM uses u
+         JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = u.rel AND d.classid = 'pg_rewrite'::regclass
+         JOIN pg_rewrite w ON w.oid = d.objid
+        WHERE w.ev_class <> u.rel AND u.depth < 32
+     )
+     SELECT format('%I.%I', n.nspname, c.relname) AS mv FROM uses u JOIN pg_class c ON c.oid = u.rel JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'm' GROUP BY 1 ORDER BY max(u.depth), 1`,
+    [tables.map((t) => t.oid)],
+  );
+  return r.rows.map((x) => x.mv);
 }
 
 export interface PgDifferentialDeps {
@@ -225,11 +325,7 @@ export function createPgDifferential(deps: PgDifferentialDeps): DifferentialSupp
         await w(
           `-- dbkeep differential of database ${database.replace(/\n/g, " ")}\n-- base ${d.base.id}, rows changed at or after ${cutoff}, snapshot ${snapshotAt}\n` +
             `${SESSION};\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET check_function_bodies = false;\nSET CONSTRAINTS ALL DEFERRED;\n` +
-            // The target's own triggers (e.g. one that sets updated_at) must not rewrite the rows being put back:
-            // those enabled now are switched off for this transaction and exactly those switched on again at its end.
-            `CREATE TEMP TABLE dbkeep_triggers ON COMMIT DROP AS SELECT tgrelid, tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled <> 'D' AND tgparentid = 0\n` +
-            `  AND tgrelid IN (${tables.map((t) => `${lit(qname(t))}::regclass`).join(", ")});\n` +
-            `DO $$DECLARE r record; BEGIN FOR r IN SELECT * FROM dbkeep_triggers LOOP EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', r.tgrelid::regclass, r.tgname); END LOOP; END$$;\n`,
+            switchOff(tables),
         );
         let cursor = 0;
         /** Streams `SELECT <rendered row>` through a cursor, calling `emit` with batches of rendered rows. */
@@ -276,11 +372,17 @@ export function createPgDifferential(deps: PgDifferentialDeps): DifferentialSupp
           await eachBatch(`SELECT ${rowExpr(t.pk)} AS v FROM ${only(t)}${qname(t)}`, (rows) => w(`INSERT INTO ${keys} VALUES\n${rows.join(",\n")};\n`));
           await w(`DELETE FROM ${only(t)}${qname(t)} x WHERE NOT EXISTS (SELECT 1 FROM ${keys} k WHERE ${t.pk.map((p) => `k.${ident(p)} = x.${ident(p)}`).join(" AND ")});\n`);
         }
-        for (const seq of [...new Set(tables.flatMap((t) => t.seqs))]) {
+        for (const seq of [...new Set(tables.flatMap((t) => t.seqs))].sort()) {
           const s = (await c.query<{ v: string }>(`SELECT format('SELECT pg_catalog.setval(%L, %s, %s);', ${lit(seq)}, last_value, CASE WHEN is_called THEN 'true' ELSE 'false' END) AS v FROM ${seq}`)).rows[0];
           if (s) await w(`${s.v}\n`);
         }
-        await w("DO $$DECLARE r record; BEGIN FOR r IN SELECT * FROM dbkeep_triggers LOOP EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', r.tgrelid::regclass, r.tgname); END LOOP; END$$;\n");
+        // pg_restore fills materialized views from the restored tables; so does a differential, from the applied rows.
+        const mvs = await dependentMatviews(c, tables);
+        if (mvs.length) await w(`\n-- materialized views over these tables, refreshed from the applied rows as pg_restore fills them\n`);
+        for (const mv of mvs) {
+          await w(`DO $dbkeep$BEGIN IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass(${lit(mv)}) AND relkind = 'm' AND relispopulated) THEN EXECUTE ${lit(`REFRESH MATERIALIZED VIEW ${mv}`)}; END IF; END$dbkeep$;\n`);
+        }
+        await w(switchOn);
         await w("\n-- dbkeep differential complete\n");
         await c.query("COMMIT");
         out.end();
