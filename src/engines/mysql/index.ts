@@ -275,6 +275,9 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
             opts.events && !sel ? "--events" : "--skip-events",
             "--hex-blob",
             "--quick",
+            // LOCK TABLES around each table's rows is only a load-speed hint, and with it MariaDB refuses the rows of
+            // a table whose default draws from a sequence (DEFAULT NEXTVAL(seq)): "was not locked with LOCK TABLES".
+            "--skip-add-locks",
             "--default-character-set=utf8mb4",
             "--no-tablespaces",
             ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? sel.args : [single ?? ""]),
