@@ -467,3 +467,295 @@ function basisFor(name: string, table: string, d: Pick<DifferentialDumpSettings,
   if (table in d.basisColumns) return d.basisColumns[table] ?? null;
   return d.basisColumn;
 }
+
+/**
+ * What the tables of a partial backup need beyond themselves. pg_dump --table dumps the tables, their indexes,
+ * constraints, triggers and owned sequences, nothing they depend on: a sequence their defaults call that no selected
+ * table owns, the types, domains and functions their columns, defaults, constraints, indexes and triggers use, the
+ * extensions those come from, their schemas, and the tables their foreign keys reference. Restored into a database
+ * that lacks them, such a backup fails.
+ */
+export interface PartialDependencies {
+  /** Sequences outside the selection that the defaults call: dumped with the tables (more --table arguments). */
+  sequences: { schema: string; name: string }[];
+  /**
+   * Statements that create each other dependency where the target lacks it, in dependency order, written before
+   * pg_dump's output in a plain dump (other formats cannot carry them: they go to `requires` instead).
+   */
+  ddl: { what: string; sql: string }[];
+  /**
+   * What the target must already have, as `kind name` ("type public.mood", "table public.language"): recorded in
+   * the manifest (selection.requires) and checked before a restore changes anything.
+   */
+  requires: string[];
+}
+
+interface TypeRow {
+  oid: number;
+  schema: string;
+  name: string;
+  /** Qualified and quoted as format('%I.%I') does. */
+  q: string;
+  typtype: string;
+  /** An array type: it comes with its element type. */
+  array: boolean;
+  ext: string | null;
+  extschema: string | null;
+  /** Types this one is made of (element, base, attributes, subtype, the range of a multirange). */
+  deps: number[];
+  /** Functions its definition calls (domain CHECKs, a range's canonical and subtype_diff). */
+  funcs: number[];
+  def: string | null;
+  relkind: string | null;
+}
+
+interface FuncRow {
+  oid: number;
+  schema: string;
+  sig: string;
+  prokind: string;
+  ext: string | null;
+  extschema: string | null;
+  types: number[];
+  def: string | null;
+}
+
+const BUILTIN_SCHEMAS = ["pg_catalog", "information_schema"];
+
+/**
+ * The dependencies of `sel` that pg_dump does not carry for it. `carry`: the dump is plain SQL and can carry the
+ * statements that create them.
+ */
+export async function partialDependencies(c: pg.Client, sel: PgSelection, patterns: SelectionPatterns, o: { carry: boolean }): Promise<PartialDependencies> {
+  const tableMode = Boolean(patterns.tables?.length);
+  const rels = (
+    await c.query<{ oid: number }>(
+      `WITH sel AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE (n.nspname, c.relname) IN (SELECT x->>0, x->>1 FROM json_array_elements($1::json) x))
+       SELECT oid::int FROM sel UNION SELECT p.relid::oid::int FROM sel, pg_partition_tree(sel.oid) p`,
+      [JSON.stringify(sel.tables.map((t) => [t.schema, t.table]))],
+    )
+  ).rows.map((r) => r.oid);
+  // What pg_dump dumps besides the tables: in schema mode every object of the dumped schemas, with only exclusions
+  // every object but those of the excluded schemas; with tables: nothing else.
+  const dumpedSchema = (schema: string) =>
+    !tableMode && (sel.schemas.length ? sel.schemas.includes(schema) : true) && !sel.excludedSchemas.includes(schema);
+  const excluded = new Set(sel.excludedTables.map((t) => `${t.schema}.${t.table}`));
+
+  const requires: string[] = [];
+  const ddl: { what: string; sql: string }[] = [];
+  const schemas = new Set<string>(sel.tables.map((t) => t.schema));
+
+  // Tables referenced by foreign keys, and inheritance parents, that the backup does not hold.
+  const referenced = await c.query<{ schema: string; name: string; q: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name, format('%I.%I', n.nspname, c.relname) AS q FROM pg_constraint k
+       JOIN pg_class c ON c.oid = COALESCE(pg_partition_root(k.confrelid), k.confrelid) JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE k.contype = 'f' AND k.conrelid = ANY($1::oid[]) AND NOT k.confrelid = ANY($1::oid[])
+     UNION
+     SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE i.inhrelid = ANY($1::oid[]) AND NOT i.inhparent = ANY($1::oid[]) AND c.relkind <> 'p'
+     ORDER BY 1, 2`,
+    [rels],
+  );
+  for (const t of referenced.rows) {
+    if (dumpedSchema(t.schema) && !excluded.has(`${t.schema}.${t.name}`)) continue;
+    requires.push(`table ${t.q}`);
+  }
+
+  // Sequences the defaults call that no dumped table owns.
+  const seqRows = await c.query<{ schema: string; name: string; q: string; owner: number | null; ownerName: string | null }>(
+    `SELECT DISTINCT sn.nspname AS schema, s.relname AS name, format('%I.%I', sn.nspname, s.relname) AS q, o.refobjid::int AS owner, format('%s.%s', on_.nspname, oc.relname) AS "ownerName"
+       FROM pg_attrdef ad
+       JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+       JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+       LEFT JOIN pg_depend o ON o.classid = 'pg_class'::regclass AND o.objid = s.oid AND o.refclassid = 'pg_class'::regclass AND o.deptype IN ('a', 'i')
+       LEFT JOIN pg_class oc ON oc.oid = o.refobjid LEFT JOIN pg_namespace on_ ON on_.oid = oc.relnamespace
+      WHERE ad.adrelid = ANY($1::oid[]) ORDER BY 1, 2`,
+    [rels],
+  );
+  const sequences: { schema: string; name: string }[] = [];
+  for (const s of seqRows.rows) {
+    if (s.owner !== null && rels.includes(s.owner)) continue;
+    if (dumpedSchema(s.schema) && !(s.ownerName && excluded.has(s.ownerName))) continue;
+    // pg_dump --table takes a sequence too, but not beside --schema: only a table selection can add it.
+    if (tableMode) sequences.push({ schema: s.schema, name: s.name });
+    else requires.push(`sequence ${s.q}`);
+    schemas.add(s.schema);
+  }
+
+  // Functions called by defaults and generated columns, constraints, indexes, triggers and rules.
+  const funcOids = new Set(
+    (
+      await c.query<{ oid: number }>(
+        `SELECT DISTINCT d.refobjid::int AS oid FROM pg_depend d
+          WHERE d.refclassid = 'pg_proc'::regclass AND (
+                (d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT oid FROM pg_attrdef WHERE adrelid = ANY($1::oid[])))
+             OR (d.classid = 'pg_constraint'::regclass AND d.objid IN (SELECT oid FROM pg_constraint WHERE conrelid = ANY($1::oid[])))
+             OR (d.classid = 'pg_trigger'::regclass AND d.objid IN (SELECT oid FROM pg_trigger WHERE tgrelid = ANY($1::oid[]) AND NOT tgisinternal))
+             OR (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT indexrelid FROM pg_index WHERE indrelid = ANY($1::oid[])))
+             OR (d.classid = 'pg_rewrite'::regclass AND d.objid IN (SELECT oid FROM pg_rewrite WHERE ev_class = ANY($1::oid[]))))`,
+        [rels],
+      )
+    ).rows.map((r) => r.oid),
+  );
+  const typeOids = new Set(
+    (await c.query<{ oid: number }>("SELECT DISTINCT atttypid::int AS oid FROM pg_attribute WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped", [rels])).rows.map(
+      (r) => r.oid,
+    ),
+  );
+
+  // The closure of types and functions: a function's argument and result types, a type's parts and the functions
+  // of its constraints.
+  const types = new Map<number, TypeRow>();
+  const funcs = new Map<number, FuncRow>();
+  for (;;) {
+    const newTypes = [...typeOids].filter((t) => !types.has(t));
+    const newFuncs = [...funcOids].filter((f) => !funcs.has(f));
+    if (newTypes.length === 0 && newFuncs.length === 0) break;
+    for (const t of await typeRows(c, newTypes)) {
+      types.set(t.oid, t);
+      if (BUILTIN_SCHEMAS.includes(t.schema) || t.ext) continue;
+      for (const d of t.deps) typeOids.add(d);
+      for (const f of t.funcs) funcOids.add(f);
+    }
+    for (const f of await funcRows(c, newFuncs)) {
+      funcs.set(f.oid, f);
+      if (BUILTIN_SCHEMAS.includes(f.schema) || f.ext) continue;
+      for (const t of f.types) typeOids.add(t);
+    }
+  }
+
+  const extensions = new Map<string, string>();
+  const need = (what: string, schema: string, sql: string | null) => {
+    if (dumpedSchema(schema)) return;
+    schemas.add(schema);
+    if (o.carry && sql) ddl.push({ what, sql });
+    else requires.push(what);
+  };
+  // Types in dependency order: parts before the types made of them.
+  const done = new Set<number>();
+  const visit = (oid: number) => {
+    const t = types.get(oid);
+    if (!t || done.has(oid)) return;
+    done.add(oid);
+    if (BUILTIN_SCHEMAS.includes(t.schema)) return;
+    if (t.ext) {
+      extensions.set(t.ext, t.extschema ?? "public");
+      return;
+    }
+    for (const d of t.deps) visit(d);
+    const name = t.q;
+    // An array type comes with its element type, a multirange with its range, a table's row type with the table.
+    if (t.array || t.typtype === "m") return;
+    if (t.typtype === "c" && t.relkind !== "c") {
+      if (!dumpedSchema(t.schema)) requires.push(`table ${name}`);
+      return;
+    }
+    need(`type ${name}`, t.schema, t.def ? `DO $dbkeep$BEGIN IF to_regtype(${lit(name)}) IS NULL THEN ${t.def}; END IF; END$dbkeep$;` : null);
+  };
+  for (const oid of [...types.keys()].sort((a, b) => a - b)) visit(oid);
+  for (const f of [...funcs.values()].sort((a, b) => a.sig.localeCompare(b.sig))) {
+    if (BUILTIN_SCHEMAS.includes(f.schema)) continue;
+    if (f.ext) {
+      extensions.set(f.ext, f.extschema ?? "public");
+      continue;
+    }
+    const tag = dollarTag(f.def ?? "");
+    need(`function ${f.sig}`, f.schema, f.def ? `DO $dbkeep$BEGIN IF to_regprocedure(${lit(f.sig)}) IS NULL THEN EXECUTE ${tag}${f.def}${tag}; END IF; END$dbkeep$;` : null);
+  }
+  const head: { what: string; sql: string }[] = [];
+  const extRequires: string[] = [];
+  const quoted = new Map(
+    (await c.query<{ raw: string; q: string }>("SELECT x AS raw, quote_ident(x) AS q FROM unnest($1::text[]) x", [[...new Set([...schemas, ...extensions.keys(), ...extensions.values()])]])).rows.map((r) => [r.raw, r.q]),
+  );
+  const qi = (x: string) => quoted.get(x) ?? ident(x);
+  // pg_dump dumps extensions only when it selects neither tables nor schemas.
+  const extensionsDumped = !tableMode && sel.schemas.length === 0;
+  for (const [ext, schema] of [...extensions].sort()) {
+    if (extensionsDumped && !sel.excludedSchemas.includes(schema)) continue;
+    schemas.add(schema);
+    if (o.carry) head.push({ what: `extension ${qi(ext)}`, sql: `CREATE EXTENSION IF NOT EXISTS ${qi(ext)} WITH SCHEMA ${qi(schema)};` });
+    else extRequires.push(`extension ${qi(ext)}`);
+  }
+  // pg_dump --table creates no schema; with schemas: it creates the dumped ones itself.
+  const schemaStatements = [...schemas].filter((s) => !dumpedSchema(s)).sort();
+  // Every new database has public (from its template): requiring it would only refuse restores into a new one.
+  const schemaRequires = o.carry ? [] : schemaStatements.filter((s) => s !== "public").map((s) => `schema ${qi(s)}`);
+  return {
+    sequences,
+    ddl: o.carry ? [...schemaStatements.map((s) => ({ what: `schema ${qi(s)}`, sql: `CREATE SCHEMA IF NOT EXISTS ${qi(s)};` })), ...head, ...ddl] : [],
+    requires: [...new Set([...schemaRequires, ...extRequires, ...requires])],
+  };
+}
+
+/** A dollar-quote tag that does not occur in `text`. */
+function dollarTag(text: string): string {
+  for (let i = 0; ; i++) {
+    const tag = `$dbkeep_${i}$`;
+    if (!text.includes(tag)) return tag;
+  }
+}
+
+async function typeRows(c: pg.Client, oids: number[]): Promise<TypeRow[]> {
+  if (oids.length === 0) return [];
+  const r = await c.query<TypeRow>(
+    `SELECT t.oid::int, n.nspname AS schema, t.typname AS name, format('%I.%I', n.nspname, t.typname) AS q, t.typtype::text AS typtype, t.typcategory = 'A' AND t.typelem <> 0 AS array,
+            e.extname AS ext, en.nspname AS extschema, rc.relkind::text AS relkind,
+            ARRAY(SELECT x::int FROM unnest(ARRAY[NULLIF(t.typelem, 0), NULLIF(t.typbasetype, 0), rg.rngsubtype,
+                    (SELECT r2.rngtypid FROM pg_range r2 WHERE r2.rngmultitypid = t.oid)]
+                    || ARRAY(SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = t.typrelid AND rc.relkind = 'c' AND a.attnum > 0 AND NOT a.attisdropped)) x
+                  WHERE x IS NOT NULL) AS deps,
+            ARRAY(SELECT d.refobjid::int FROM pg_constraint k JOIN pg_depend d ON d.classid = 'pg_constraint'::regclass AND d.objid = k.oid AND d.refclassid = 'pg_proc'::regclass
+                   WHERE k.contypid = t.oid
+                  UNION SELECT x::int FROM unnest(ARRAY[NULLIF(rg.rngcanonical, 0), NULLIF(rg.rngsubdiff, 0)]::oid[]) x WHERE x IS NOT NULL) AS funcs,
+            CASE
+              WHEN t.typtype = 'e' THEN format('CREATE TYPE %I.%I AS ENUM (%s)', n.nspname, t.typname,
+                     (SELECT string_agg(quote_literal(l.enumlabel), ', ' ORDER BY l.enumsortorder) FROM pg_enum l WHERE l.enumtypid = t.oid))
+              WHEN t.typtype = 'd' THEN format('CREATE DOMAIN %I.%I AS %s', n.nspname, t.typname, format_type(t.typbasetype, t.typtypmod))
+                     || CASE WHEN t.typcollation <> 0 AND t.typcollation <> (SELECT bt.typcollation FROM pg_type bt WHERE bt.oid = t.typbasetype)
+                             THEN ' COLLATE ' || t.typcollation::regcollation::text ELSE '' END
+                     || COALESCE(' DEFAULT ' || t.typdefault, '')
+                     || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END
+                     || COALESCE((SELECT string_agg(format(' CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), '' ORDER BY k.conname)
+                                    FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'), '')
+              WHEN t.typtype = 'c' AND rc.relkind = 'c' THEN format('CREATE TYPE %I.%I AS (%s)', n.nspname, t.typname,
+                     (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod))
+                               || CASE WHEN a.attcollation <> 0 AND a.attcollation <> (SELECT at.typcollation FROM pg_type at WHERE at.oid = a.atttypid)
+                                       THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END, ', ' ORDER BY a.attnum)
+                        FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped))
+              WHEN t.typtype = 'r' THEN format('CREATE TYPE %I.%I AS RANGE (SUBTYPE = %s', n.nspname, t.typname, format_type(rg.rngsubtype, NULL))
+                     || CASE WHEN NOT oc.opcdefault THEN ', SUBTYPE_OPCLASS = ' || format('%I.%I', ocn.nspname, oc.opcname) ELSE '' END
+                     || CASE WHEN rg.rngcollation <> 0 AND rg.rngcollation <> (SELECT st.typcollation FROM pg_type st WHERE st.oid = rg.rngsubtype)
+                             THEN ', COLLATION = ' || rg.rngcollation::regcollation::text ELSE '' END
+                     || CASE WHEN rg.rngcanonical <> 0 THEN ', CANONICAL = ' || rg.rngcanonical::regproc::text ELSE '' END
+                     || CASE WHEN rg.rngsubdiff <> 0 THEN ', SUBTYPE_DIFF = ' || rg.rngsubdiff::regproc::text ELSE '' END
+                     || COALESCE((SELECT format(', MULTIRANGE_TYPE_NAME = %I.%I', mn.nspname, mt.typname) FROM pg_type mt JOIN pg_namespace mn ON mn.oid = mt.typnamespace
+                                   WHERE mt.oid = rg.rngmultitypid), '') || ')'
+            END AS def
+       FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+       LEFT JOIN pg_depend ed ON ed.classid = 'pg_type'::regclass AND ed.objid = t.oid AND ed.refclassid = 'pg_extension'::regclass AND ed.deptype = 'e'
+       LEFT JOIN pg_extension e ON e.oid = ed.refobjid LEFT JOIN pg_namespace en ON en.oid = e.extnamespace
+       LEFT JOIN pg_class rc ON rc.oid = t.typrelid
+       LEFT JOIN pg_range rg ON rg.rngtypid = t.oid
+       LEFT JOIN pg_opclass oc ON oc.oid = rg.rngsubopc LEFT JOIN pg_namespace ocn ON ocn.oid = oc.opcnamespace
+      WHERE t.oid = ANY($1::oid[])`,
+    [oids],
+  );
+  return r.rows;
+}
+
+async function funcRows(c: pg.Client, oids: number[]): Promise<FuncRow[]> {
+  if (oids.length === 0) return [];
+  const r = await c.query<FuncRow>(
+    `SELECT p.oid::int, n.nspname AS schema, format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS sig,
+            p.prokind::text AS prokind, e.extname AS ext, en.nspname AS extschema,
+            ARRAY(SELECT DISTINCT x::int FROM unnest(array_append(COALESCE(p.proallargtypes, p.proargtypes::oid[]), p.prorettype)) x) AS types,
+            CASE WHEN p.prokind IN ('f', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND e.oid IS NULL THEN pg_get_functiondef(p.oid) END AS def
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+       LEFT JOIN pg_depend ed ON ed.classid = 'pg_proc'::regclass AND ed.objid = p.oid AND ed.refclassid = 'pg_extension'::regclass AND ed.deptype = 'e'
+       LEFT JOIN pg_extension e ON e.oid = ed.refobjid LEFT JOIN pg_namespace en ON en.oid = e.extnamespace
+      WHERE p.oid = ANY($1::oid[])`,
+    [oids],
+  );
+  return r.rows;
+}
