@@ -19,6 +19,21 @@ export function resolveMysqlSelection(sel: SelectionPatterns, database: string, 
   return { ...r, args, names };
 }
 
+/**
+ * MariaDB sequences that the selected tables' defaults draw from (DEFAULT NEXTVAL(seq)) and that are not selected
+ * themselves: a partial dump holds them too (mysqldump takes a sequence by name), or it would not restore into a
+ * database without them.
+ */
+export async function mysqlSequenceDependencies(run: (sql: string) => Promise<string[][]>, database: string, tables: string[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const rows = await run(
+    `SELECT DISTINCT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ${lit(database)} AND TABLE_NAME IN (${tables.map(lit).join(", ")})
+        AND COLUMN_DEFAULT LIKE 'nextval(%'`,
+  );
+  const seqs = rows.map((r) => sequenceOf(r[0] ?? null, database)).filter((x): x is string => x !== undefined && !tables.includes(x));
+  return [...new Set(seqs)].sort();
+}
+
 export interface MysqlConnectionOptions {
   host: string;
   port: number;
