@@ -27,6 +27,11 @@ export const selectionSchema = z.object({
   }),
   /** `schema.table` (PostgreSQL) or `table` (MySQL/MariaDB, in the datasource's database). */
   tables: z.array(z.string()),
+  /**
+   * What the tables need in the target and the backup does not carry, as `kind name` ("table public.language",
+   * "type public.mood"): a restore into a target without them is refused before anything changes.
+   */
+  requires: z.array(z.string()).optional(),
 });
 export type ManifestSelection = z.infer<typeof selectionSchema>;
 

@@ -69,7 +69,7 @@ async function restoreOne(spec: RestoreSpec): Promise<RestoreResult> {
   const decryptWith = m.encryption ? await unlock(spec, m.key) : undefined;
   const target = `${engine.name} database ${engine.database}`;
   // A partial backup replaces only its own tables: only those are asked about.
-  const state = await engine.inspectTarget(m.selection ? { tables: m.selection.tables } : undefined);
+  const state = await engine.inspectTarget(m.selection ? { tables: m.selection.tables, ...(m.selection.requires ? { requires: m.selection.requires } : {}) } : undefined);
   if (state.objects.length > 0) {
     const ok = await spec.confirm(state.objects, target);
     if (!ok) {

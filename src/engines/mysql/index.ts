@@ -14,7 +14,7 @@ import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptio
 import type { MysqlDatasource } from "./schema.js";
 import { privateDir } from "../../core/private-dir.js";
 import { selectionOf } from "../../core/selection.js";
-import { createMysqlDifferential, resolveMysqlSelection } from "./partial.js";
+import { createMysqlDifferential, mysqlSequenceDependencies, resolveMysqlSelection } from "./partial.js";
 import { countSql, mysqlObjects } from "./verify.js";
 import { effectiveSslMode, mysqlTlsOf, optionFileTls } from "./tls.js";
 
@@ -248,6 +248,9 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
         const result: DumpResult = { tool: { name: basename(tool), version: toolVer }, serverVersion, tables, ...(sel && selection ? { selection: { patterns: selection, tables: sel.names } } : {}) };
         // What verify compares: schema objects, and exact counts taken in a consistent snapshot started with the dump.
         const run = (sql: string) => query(s, sql, dopts.signal);
+        // Sequences the selected tables draw from go into a partial dump beside them (only exclusions: they are in).
+        const sequences = sel && single && selection?.tables?.length ? await mysqlSequenceDependencies(run, single, sel.names) : [];
+        if (sequences.length) dopts.log.info({ sequences }, `the backup also carries the sequence(s) its tables draw from: ${sequences.join(", ")}`);
         if (single) result.objects = await mysqlObjects(run, single);
         const counting = single && opts.row_counts !== "estimate" ? run(countSql(single, tables.map((t) => t.name))) : undefined;
         counting?.catch(() => undefined);
@@ -274,9 +277,12 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
             opts.events && !sel ? "--events" : "--skip-events",
             "--hex-blob",
             "--quick",
+            // LOCK TABLES around each table's rows is only a load-speed hint, and with it MariaDB refuses the rows of
+            // a table whose default draws from a sequence (DEFAULT NEXTVAL(seq)): "was not locked with LOCK TABLES".
+            "--skip-add-locks",
             "--default-character-set=utf8mb4",
             "--no-tablespaces",
-            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? sel.args : [single ?? ""]),
+            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? [...sel.args, ...sequences] : [single ?? ""]),
           ];
           const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "pipe", "pipe"] });
           const gated = endAfter(child.stdout as Readable, exited);
@@ -386,6 +392,15 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     return single;
   }
 
+  function partialFailed(target: string, err: unknown): DbkeepError {
+    const e = err instanceof DbkeepError ? err : undefined;
+    return new DbkeepError("ENGINE_FAILED", `applying the verified partial backup to ${target} failed (${server}): ${e?.message ?? (err as Error).message}`, {
+      details: e?.details,
+      hint: "it restored cleanly into an empty staging database just before: what differs is the target (its other tables, locks, privileges)",
+      cause: err,
+    });
+  }
+
   function failedOnTarget(target: string, err: unknown): DbkeepError {
     const e = err instanceof DbkeepError ? err : undefined;
     return new DbkeepError("ENGINE_FAILED", `applying the verified backup to ${target} failed after it was emptied (${server}): ${e?.message ?? (err as Error).message}`, {
@@ -420,13 +435,21 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     } finally {
       await dropQuietly(s, staging, ropts.log);
     }
-    // A partial backup replaces only its own tables (its DROP TABLE IF EXISTS / CREATE TABLE); the rest of the target stays.
-    if (ropts.tables) ropts.log.info({ tables: ropts.tables.length }, `restoring ${ropts.tables.length} table(s) into ${target}; its other tables stay as they are`);
+    // A partial backup replaces only its own tables (its DROP TABLE IF EXISTS / CREATE TABLE); the rest of the target
+    // stays. A missing target is created for it, and dropped again if the backup does not apply to it.
+    const created = Boolean(ropts.tables) && !cs;
+    if (created) await query(s, createSql(target, undefined));
+    if (ropts.tables) ropts.log.info({ tables: ropts.tables.length }, created ? `restoring ${ropts.tables.length} table(s) into the new database ${target}` : `restoring ${ropts.tables.length} table(s) into ${target}; its other tables stay as they are`);
     else await recreateTarget(s, target, cs);
     try {
       await applyFile(copy, client, clientArgs(s, target), `${server}, database ${target}`, ropts.signal);
     } catch (err) {
-      throw failedOnTarget(target, err);
+      if (created) {
+        await query(s, `DROP DATABASE IF EXISTS ${ident(target)}`).catch((e: unknown) =>
+          ropts.log.warn({ database: target, err: (e as Error).message }, "could not drop the database created for the failed restore; drop it by hand"),
+        );
+      }
+      throw ropts.tables ? partialFailed(target, err) : failedOnTarget(target, err);
     }
   }
 

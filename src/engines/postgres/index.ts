@@ -1,6 +1,6 @@
-import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { createWriteStream, write as fsWrite } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { makeTempDir } from "../../core/tempdir.js";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -10,13 +10,14 @@ import type { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
 import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TargetState } from "../engine.js";
+import { pgExactPattern } from "../../core/selection.js";
 import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
 import { openDumpSnapshot } from "./verify.js";
 import { pgTool } from "./tools.js";
 import { restoreDatabase, restoreLeftoverFindings, sweepBeforeRestore, type RestoreContext } from "./restore.js";
 import { makeScratchDir } from "./scratch.js";
-import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
+import { createPgDifferential, partialDependencies, resolvePgSelection, type PartialDependencies, type PgSelection } from "./partial.js";
 import { connectPg, explainPgError, pgConnectionError } from "./connection.js";
 import { mergePgTls, pgTlsFromEnv, pgTlsOf, resolvePgTls, type PgTls } from "./tls.js";
 import { selectionOf } from "../../core/selection.js";
@@ -112,19 +113,47 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
   const selection = dumpAll ? undefined : selectionOf(opts as Record<string, unknown>);
 
-  /** A partial backup's pg_dump arguments: the globs resolved against the catalog, passed as exact names. */
-  async function selectionArgs(log: Logger): Promise<PgSelection | undefined> {
+  /**
+   * A partial backup's pg_dump arguments: the globs resolved against the catalog, passed as exact names, and what
+   * the tables need beyond themselves (see partialDependencies): sequences go to pg_dump as more --table arguments,
+   * a plain dump starts with the statements that create the rest where the target lacks it, and what the dump
+   * cannot carry is named in the manifest for the restore to check.
+   */
+  async function selectionArgs(log: Logger): Promise<(PgSelection & { deps: PartialDependencies }) | undefined> {
     if (!selection) return undefined;
-    const sel = await withClient(dbName, (c) => resolvePgSelection(c, selection, dbName));
+    const sel = await withClient(dbName, async (c) => {
+      const resolved = await resolvePgSelection(c, selection, dbName);
+      return { ...resolved, deps: await partialDependencies(c, resolved, selection, { carry: format === "plain" }) };
+    });
     for (const w of sel.warnings) log.warn(w);
     log.info({ tables: sel.names.length }, `partial backup of ${sel.names.length} table(s): ${sel.names.slice(0, 10).join(", ")}${sel.names.length > 10 ? ", ..." : ""}`);
-    return sel;
+    const carried = [...sel.deps.sequences.map((x) => `sequence ${x.schema}.${x.name}`), ...sel.deps.ddl.map((x) => x.what)];
+    if (carried.length) log.info({ objects: carried.length }, `the backup also carries what its tables need: ${carried.join(", ")}`);
+    if (sel.deps.requires.length) {
+      log.info({ requires: sel.deps.requires }, `a restore needs the target to have ${sel.deps.requires.join(", ")} (not in this ${format} dump)`);
+    }
+    return { ...sel, args: [...sel.args, ...sel.deps.sequences.map((x) => `--table=${pgExactPattern(x.schema, x.name)}`)] };
   }
 
-  function withSelection(r: DumpResult, sel: PgSelection | undefined): DumpResult {
+  function withSelection(r: DumpResult, sel: (PgSelection & { deps: PartialDependencies }) | undefined): DumpResult {
     if (!sel || !selection) return r;
     const keep = new Set(sel.names);
-    return { ...r, ...(r.tables ? { tables: r.tables.filter((t) => keep.has(t.name)) } : {}), selection: { patterns: selection, tables: sel.names } };
+    return {
+      ...r,
+      ...(r.tables ? { tables: r.tables.filter((t) => keep.has(t.name)) } : {}),
+      selection: { patterns: selection, tables: sel.names, ...(sel.deps.requires.length ? { requires: sel.deps.requires } : {}) },
+    };
+  }
+
+  /** The start of a partial plain dump: the statements that create what its tables need (each only if missing). */
+  function dependencyPreamble(deps: PartialDependencies): string {
+    if (deps.ddl.length === 0) return "";
+    return (
+      "--\n-- dbkeep: what the tables of this partial backup need, each created only where the database lacks it\n--\n\n" +
+      "SET client_min_messages = warning;\nSET check_function_bodies = false;\n" +
+      deps.ddl.map((d) => `-- ${d.what.replace(/\n/g, " ")}\n${d.sql}\n`).join("") +
+      "\n"
+    );
   }
 
   async function connect(): Promise<pg.Client> {
@@ -176,6 +205,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         if (format !== "directory") {
           const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
           const output = await dopts.output;
+          const preamble = sel && format === "plain" ? dependencyPreamble(sel.deps) : "";
+          // Written before pg_dump starts, into the pipe or the stream pg_dump's output follows in.
+          if (preamble && output) await writeFd(output.fd, Buffer.from(preamble));
+          else if (preamble) out.write(preamble);
           const { child, done: exited } = spawnTool(pgDump, args, {
             env: toolEnv(dbName), signal: stop.signal, timeoutMs, context: where, explain,
             stdio: ["ignore", output ? output.fd : "pipe", "pipe"],
@@ -190,7 +223,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
         // Directory format: pg_dump -j needs a directory, so it is written to a private temp dir and then
         // carried through the pipe as a tar stream; the temp dir is removed as soon as tar has read it.
-        const dir = await mkdtemp(join(tmpdir(), "dbkeep-pgdir-"));
+        const dir = await makeTempDir("pgdir");
         try {
           const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
           const { done: exited } = spawnTool(pgDump, args, {
@@ -274,13 +307,14 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     }
   }
 
-  async function inspectTarget(o?: { tables?: string[] }): Promise<TargetState> {
+  async function inspectTarget(o?: { tables?: string[]; requires?: string[] }): Promise<TargetState> {
     if (dumpAll) return inspectServer();
     const admin = await maintenanceDb();
     const exists = await withClient(admin, async (c) => {
       const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [dbName]);
       return (r.rowCount ?? 0) > 0;
     });
+    if (o?.requires?.length) await checkRequired(o.requires, exists);
     if (!exists) return { exists: false, objects: [] };
     const objects = await withClient(dbName, async (c) => {
       const r = await c.query<{ name: string }>(
@@ -315,6 +349,38 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   }
 
   /**
+   * A partial backup that does not carry everything its tables need (a custom or directory dump, which holds only
+   * tables and sequences; a foreign key to a table it does not hold) is refused before anything is created, naming
+   * all that the target lacks.
+   */
+  async function checkRequired(requires: string[], exists: boolean): Promise<void> {
+    const missing = exists
+      ? await withClient(dbName, async (c) => {
+          const r = await c.query<{ what: string }>(
+            `SELECT what FROM unnest($1::text[]) AS what WHERE NOT CASE split_part(what, ' ', 1)
+               WHEN 'schema' THEN to_regnamespace(substr(what, 8)) IS NOT NULL
+               WHEN 'table' THEN to_regclass(substr(what, 7)) IS NOT NULL
+               WHEN 'sequence' THEN to_regclass(substr(what, 10)) IS NOT NULL
+               WHEN 'type' THEN to_regtype(substr(what, 6)) IS NOT NULL
+               WHEN 'function' THEN to_regprocedure(substr(what, 10)) IS NOT NULL
+               WHEN 'extension' THEN EXISTS (SELECT 1 FROM pg_extension WHERE quote_ident(extname) = substr(what, 11))
+               ELSE false END`,
+            [requires],
+          );
+          return r.rows.map((x) => x.what);
+        })
+      : requires;
+    if (missing.length === 0) return;
+    throw new DbkeepError(
+      "RESTORE_REFUSED",
+      `the partial backup's tables need ${missing.join(", ")}, which ${exists ? `database ${dbName} lacks` : `a new database ${dbName} would lack`}; nothing was changed`,
+      {
+        hint: `create ${missing.length > 1 ? "them" : "it"} in ${dbName} first, or restore into a database that has ${missing.length > 1 ? "them" : "it"}; a partial backup in format plain carries the types, domains, functions and sequences its tables use`,
+      },
+    );
+  }
+
+  /**
    * A partial backup goes into the existing target: the plain dump's own DROP ... IF EXISTS (it is made with
    * --clean) or pg_restore --clean replace exactly its tables, in one transaction that an input error (checksum
    * mismatch) or a failing statement rolls back. The target's other tables are not touched, so there is no staging
@@ -322,18 +388,39 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    */
   async function restorePartial(input: Readable, ropts: RestoreOptions): Promise<void> {
     const admin = await maintenanceDb();
-    await withClient(admin, async (c) => {
+    const created = await withClient(admin, async (c) => {
       const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [dbName]);
-      if (!r.rowCount) await c.query(`CREATE DATABASE ${ident(dbName)}`);
+      if (r.rowCount) return false;
+      await c.query(`CREATE DATABASE ${ident(dbName)}`);
+      return true;
     });
-    ropts.log.info({ tables: ropts.tables?.length }, `restoring ${ropts.tables?.length} table(s) into the existing database ${dbName}; its other tables stay as they are`);
+    // A database created for this restore goes again if the restore fails: never a half-made target.
+    try {
+      await applyPartial(input, ropts, created);
+    } catch (err) {
+      if (created) {
+        await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS ${ident(dbName)} WITH (FORCE)`)).catch((e: unknown) =>
+          ropts.log.warn({ database: dbName, err: (e as Error).message }, "could not drop the database created for the failed restore; drop it by hand"),
+        );
+      }
+      throw err;
+    }
+  }
+
+  async function applyPartial(input: Readable, ropts: RestoreOptions, created: boolean): Promise<void> {
+    ropts.log.info(
+      { tables: ropts.tables?.length },
+      created
+        ? `restoring ${ropts.tables?.length} table(s) into the new database ${dbName}`
+        : `restoring ${ropts.tables?.length} table(s) into the existing database ${dbName}; its other tables stay as they are`,
+    );
     if (ropts.format === "plain") return applyScript(input, ropts);
     const pgRestore = await pgTool("pg_restore", binDir);
     const args = ["--no-password", "--exit-on-error", "--single-transaction", "--clean", "--if-exists", "-d", dbName];
     const run = { env: toolEnv(dbName), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain };
     // pg_restore may commit before it reads the archive's last byte, i.e. before the checksum is known: the archive
     // is kept in a private temp file (or directory) first, and pg_restore runs only once it ended cleanly.
-    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgrestore-"));
+    const scratch = await makeScratchDir();
     try {
       if (ropts.format === "custom") {
         const file = join(scratch, "dump");
@@ -552,6 +639,13 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     checkDump,
     ...(dumpAll ? {} : { differential: createPgDifferential({ database: dbName, connect, ...(selection ? { selection } : {}), applyScript }) }),
   };
+}
+
+/** Writes all of `buf` to a descriptor (a pipe: through the thread pool, so a full pipe does not stop the event loop). */
+async function writeFd(fd: number, buf: Buffer): Promise<void> {
+  for (let at = 0; at < buf.length; ) {
+    at += await new Promise<number>((resolve, reject) => fsWrite(fd, buf, at, buf.length - at, null, (err, n) => (err ? reject(err) : resolve(n))));
+  }
 }
 
 function ident(name: string): string {
