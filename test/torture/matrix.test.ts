@@ -47,12 +47,9 @@ const cells = roundtripMatrix(MATRIX_AXES);
  * Cells that fail today because of a defect of issue 17 being fixed elsewhere: `it.fails` keeps the suite green and
  * turns red the moment the cell passes, so that the fix flips it back to `it`.
  */
-function knownDefect(c: Cell): string | undefined {
-  // Defect 1: a PostgreSQL differential with zstd or lz4 stores nothing (or hangs); gzip and none work.
-  if (c.engine === "postgres" && c.mode === "differential" && (c.compression === "zstd" || c.compression === "lz4")) return "defect 1";
-  // Defect 8: a partial backup of a table that needs an enum type and a sequence it does not own does not restore
-  // into a database that lacks them.
-  if (c.engine === "postgres" && c.mode === "partial-deps") return "defect 8";
+function knownDefect(_c: Cell): string | undefined {
+  // None today. (Defect 1, PostgreSQL differentials with zstd or lz4, and defect 8, partial restores of tables that
+  // need an enum and a sequence they do not own, were cells here until they were fixed.)
   return undefined;
 }
 
@@ -428,11 +425,6 @@ function mariadbPlan(cell: Cell, index: number): Omit<Plan, "cell" | "index" | "
     ...plan,
     check: async (c) => {
       const b = await c.first();
-      if (mode === "partial") {
-        // A partial restore into a database that does not exist fails today (matrix-findings.test.ts): the target is
-        // made empty beforehand, which is as fresh as a target gets.
-        await myQuery(`CREATE DATABASE \`${dst}\` CHARACTER SET utf8mb4`);
-      }
       await c.restore();
       if (mode === "partial") {
         expect(b.manifest.selection?.tables).toEqual(PARTIAL_TABLES);
