@@ -100,10 +100,34 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   }
 }
 
-main(process.argv).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`internal error: ${redact(String(err))}\n`);
-    process.exit(1);
-  },
-);
+/**
+ * Ends the process once everything written to stdout and stderr has been taken by the reader. Writes to a pipe are
+ * asynchronous: process.exit() right away would drop whatever the pipe (64 KiB on Linux) could not take yet, and
+ * `dbkeep list --json | jq` would get cut JSON. Exiting explicitly, not by letting the event loop run dry, also ends
+ * the commands that leave a handle open (a pool's idle timer, a keep-alive socket of an SDK).
+ */
+function finish(code: number): void {
+  process.exitCode = code;
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  for (const stream of [process.stdout, process.stderr]) {
+    // A reader that went away (`| head`) cannot be waited for: its EPIPE ends the wait, and the exit code stays.
+    if (stream.destroyed || stream.writableEnded) done();
+    else stream.write("", () => done());
+  }
+}
+
+// A reader that closes the pipe early (`dbkeep list --json | head -1`) is not an error of dbkeep's.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    stream.destroy();
+  });
+}
+
+main(process.argv).then(finish, (err: unknown) => {
+  process.stderr.write(`internal error: ${redact(String(err))}\n`);
+  finish(1);
+});
