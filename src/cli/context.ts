@@ -2,7 +2,9 @@ import { existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { configFromEnv, isSidecarEnv } from "../config/env.js";
 import { configPath, loadConfigFile, validateConfig, type Config } from "../config/load.js";
+import { describeIssues, keysAt } from "../config/problems.js";
 import { isLocation, sourceFromUrl, storeFromUrl } from "../config/urls.js";
+import { ENGINES } from "../engines/registry.js";
 import { checkLevel, type Compression } from "../core/compression.js";
 import { DbkeepError } from "../core/errors.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
@@ -63,9 +65,15 @@ export class Context {
   /**
    * Whether a command's target names a store (URL or directory) rather than a job: URLs and paths that start with
    * ./ or / always do; a bare name does when it is an existing directory and no config defines a job of that name.
+   * The commands that ask read backups from the store, so a local path that is not a directory is a usage error
+   * (not "no backups": a typo in the path must not look like an empty store).
    */
   isStoreLocation(target: string): boolean {
-    if (isLocation(target)) return true;
+    if (isLocation(target)) {
+      const section = storeFromUrl(target);
+      if (section.type === "local") mustBeDirectory(String(section.options.path), target);
+      return true;
+    }
     if (!existsSync(target) || !statSync(target).isDirectory()) return false;
     const { path, explicit } = configPath(this.opts.config);
     if (!explicit && !existsSync(path)) return true;
@@ -98,6 +106,18 @@ export class Context {
   }
 }
 
+function mustBeDirectory(path: string, given: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "ENOTDIR") throw new DbkeepError("USAGE", `store directory ${given} cannot be read: ${code ?? (err as Error).message}`);
+    throw new DbkeepError("USAGE", `no such store directory: ${given}`, { hint: "check the path; a store is the directory given to --to when backing up (or a job name of the config)" });
+  }
+  if (!st.isDirectory()) throw new DbkeepError("USAGE", `${given} is a file, not a store directory`, { hint: "give the directory that holds the backups (e.g. ./backups), not a backup file in it" });
+}
+
 export interface DumpFlags {
   format?: string;
   compression?: string;
@@ -106,13 +126,30 @@ export interface DumpFlags {
   keepLast?: string;
 }
 
+/** `--format` as the engine's own schema allows it, checked before anything runs (not as a failed job). */
+function checkFormat(engine: string, options: Record<string, unknown>): void {
+  const plugin = ENGINES[engine];
+  if (!plugin) return;
+  if (!keysAt(plugin.schema, []).includes("format")) {
+    throw new DbkeepError("USAGE", `--format: a ${engine} backup has no format to choose`, { hint: "leave --format out" });
+  }
+  const parsed = plugin.schema.safeParse(options);
+  const issue = parsed.success ? undefined : parsed.error.issues.find((i) => i.path[0] === "format");
+  if (!issue) return;
+  const [problem] = describeIssues([issue], { schema: plugin.schema, raw: options, prefix: [] });
+  throw new DbkeepError("USAGE", `--format: ${problem?.message ?? "not a format of this engine"}`);
+}
+
 /** A plan for one-off mode: a source URL and a store URL, no config file. */
 export function oneOffPlan(sourceUrl: string | undefined, storeUrls: string | string[], flags: DumpFlags, log: Logger): JobPlan {
   const stores = (Array.isArray(storeUrls) ? storeUrls : [storeUrls]).map((url) => ({ name: url, section: storeFromUrl(url) }));
   const source = sourceUrl ? sourceFromUrl(sourceUrl) : undefined;
   for (const w of source?.warnings ?? []) log.warn(w);
   const options = { ...(source?.options ?? {}) };
-  if (flags.format) options.format = flags.format;
+  if (flags.format) {
+    options.format = flags.format;
+    checkFormat(source?.engine ?? "sqlite", options);
+  }
   const compression = (flags.compression ?? options.compression ?? "gzip") as Compression;
   if (!["gzip", "zstd", "lz4", "none"].includes(compression)) {
     throw new DbkeepError("USAGE", `unknown compression "${compression}"`, { hint: "use gzip, zstd, lz4 or none" });

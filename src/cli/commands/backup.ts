@@ -1,12 +1,15 @@
 import type { Command } from "commander";
-import { DbkeepError, formatError } from "../../core/errors.js";
+import { DbkeepError, formatError, toDbkeepError } from "../../core/errors.js";
 import { redact } from "../../core/redact.js";
 import { pruneJob, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
 import { History, historyPath } from "../../core/history.js";
 import { isLocation } from "../../config/urls.js";
-import { encryptionFromFlags } from "../../crypto/settings.js";
+import { encryptionFromFlags, recipientsFor } from "../../crypto/settings.js";
+import { unreadableSecrets } from "../../config/load.js";
 import { oneOffPlan, type Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
+import { BACKUP_TYPES, integer, oneOf, wholeNumber } from "../options.js";
+import { COMPRESSIONS } from "../../core/compression.js";
 
 interface BackupFlags {
   all?: boolean;
@@ -35,12 +38,12 @@ export function registerBackup(program: Command, ctx: () => Context): void {
     .option("--all", "run every job of the config")
     .option("--to <store>", "one-off mode: store URL or directory to back up into (repeatable: one dump, several stores)", collect)
     .option("--prune", "apply the job's retention after a successful backup")
-    .option("--parallel <n>", "run up to N jobs at once", "1")
+    .option("--parallel <n>", "run up to N jobs at once", wholeNumber(1), "1")
     .option("--format <format>", "one-off mode: dump format (plain, custom, directory)")
-    .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none")
-    .option("--level <n>", "one-off mode: compression level")
+    .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none", oneOf(COMPRESSIONS))
+    .option("--level <n>", "one-off mode: compression level", integer)
     .option("--verify", "read the backup back and check it after upload")
-    .option("--type <kind>", "label the backup (e.g. daily, weekly); manual backups are never pruned")
+    .option("--type <kind>", `label the backup: ${BACKUP_TYPES.join(", ")}; manual backups are never pruned`, oneOf(BACKUP_TYPES))
     .option("--json", "print the results as one JSON document")
     .option("-r, --recipient <age1...>", "one-off mode: encrypt to this age public key (repeatable)", collect)
     .option("-R, --recipients-file <file>", "one-off mode: encrypt to the age public keys in this file")
@@ -63,7 +66,8 @@ Examples:
     .action(async (targets: string[], flags: BackupFlags) => {
       const c = ctx();
       const plans = withTables(planBackups(c, targets, flags), flags.table);
-      const parallel = Math.max(1, Number.parseInt(flags.parallel ?? "1", 10) || 1);
+      checkSecrets(plans);
+      const parallel = Number(flags.parallel ?? "1");
       // Runs of configured jobs go into the same history as the daemon's (`dbkeep history`).
       const history = plans.some((p) => !p.oneOff) ? openHistory(c) : undefined;
       const results = await runPool(plans, parallel, async (plan) => {
@@ -125,11 +129,42 @@ function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan
     throw new DbkeepError("USAGE", "--recipient, --recipients-file and --passphrase-env go with a source URL", { hint: "jobs of the config are encrypted by their encryption block" });
   }
   const config = c.config();
-  const names = flags.all ? Object.keys(config.jobs) : targets;
+  // Sidecar mode builds exactly one job from the environment: `dbkeep backup` alone runs it (a CronJob's command).
+  const names = flags.all || (targets.length === 0 && c.sidecar) ? Object.keys(config.jobs) : targets;
   if (names.length === 0) {
     throw new DbkeepError("USAGE", "name the jobs to run, or --all", { hint: `jobs: ${Object.keys(config.jobs).join(", ") || "none defined"}` });
   }
   return names.map((n) => c.plan(n));
+}
+
+/**
+ * Every secret the backups need (the datasource's, the stores', the encryption's passphrase and recipients), read
+ * before any of them starts: an unset password_env is a config error (exit 2), not a failed backup after
+ * "backing up ...". Notifiers are not checked: an unreadable notifier secret fails only its notifications.
+ */
+function checkSecrets(plans: JobPlan[]): void {
+  const errors = new Map<string, DbkeepError>();
+  const add = (e: DbkeepError) => errors.set(e.message, e);
+  for (const plan of plans) {
+    unreadableSecrets(plan.datasource.section, plan.datasource.path).forEach(add);
+    for (const s of plan.stores) unreadableSecrets(s.section, `stores.${s.name}`).forEach(add);
+    if (plan.encryption && !plan.unencrypted) {
+      try {
+        recipientsFor(plan.encryption);
+      } catch (err) {
+        const e = toDbkeepError(err);
+        if (e.exitCode !== 2) throw e;
+        add(e);
+      }
+    }
+  }
+  if (errors.size === 0) return;
+  const all = [...errors.values()];
+  if (all.length === 1) throw new DbkeepError("SECRET_MISSING", all[0]!.message, { hint: all[0]!.hint ?? "set it before running dbkeep" });
+  throw new DbkeepError("SECRET_MISSING", `${all.length} secrets cannot be read; nothing was backed up`, {
+    details: all.map((e) => `  ${e.message}`).join("\n"),
+    hint: "set the variables (or create the files) named above before running dbkeep",
+  });
 }
 
 async function runPool<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {

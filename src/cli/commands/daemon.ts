@@ -3,12 +3,13 @@ import { configPath, loadConfigFile, type Config } from "../../config/load.js";
 import { historyPath } from "../../core/history.js";
 import { runDaemon } from "../../daemon/daemon.js";
 import type { Context } from "../context.js";
+import { hostPort } from "../options.js";
 
 export function registerDaemon(program: Command, ctx: () => Context): void {
   program
     .command("daemon")
     .description("run every job on its schedule, serve /healthz, /readyz and /metrics, keep a run history")
-    .option("--listen <host:port>", "address for /healthz, /readyz and /metrics (default: daemon.listen, else 127.0.0.1:9187)")
+    .option("--listen <host:port>", "address for /healthz, /readyz and /metrics (default: daemon.listen, else 127.0.0.1:9187)", hostPort)
     .option("--once", "run every scheduled job once, then exit")
     .addHelpText(
       "after",
