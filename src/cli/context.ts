@@ -1,15 +1,22 @@
 import { existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { configFromEnv, isSidecarEnv } from "../config/env.js";
-import { configPath, loadConfigFile, validateConfig, type Config } from "../config/load.js";
+import { configPath, loadConfigFile, unreadableSecrets, validateConfig, type Config } from "../config/load.js";
 import { describeIssues, keysAt } from "../config/problems.js";
 import { isLocation, sourceFromUrl, storeFromUrl } from "../config/urls.js";
 import { ENGINES } from "../engines/registry.js";
 import { checkLevel, type Compression } from "../core/compression.js";
-import { DbkeepError } from "../core/errors.js";
+import { DbkeepError, toDbkeepError } from "../core/errors.js";
+import { recipientsFor } from "../crypto/settings.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
 import { planJob, type JobPlan } from "../core/jobs.js";
 import { aroundProgress, createProgressLine } from "./progress.js";
+
+/**
+ * How long a command has, after SIGTERM, to stop what it does and clean up (a dump process, a staging database, a
+ * partial upload) before it is ended: less than the 30 s a container runtime waits before it sends SIGKILL.
+ */
+export const DEFAULT_SHUTDOWN_SECONDS = 25;
 
 export interface GlobalOptions {
   config?: string;
@@ -27,6 +34,8 @@ export class Context {
   readonly logFormat: LogFormat;
   /** Set by commands that handle SIGTERM themselves (the daemon exits 0 after a graceful stop). */
   handlesSignals = false;
+  /** After SIGTERM or SIGINT, the command is ended this many seconds later if it has not stopped by itself. */
+  shutdownSeconds = DEFAULT_SHUTDOWN_SECONDS;
   /** The config came from environment variables (sidecar mode). */
   sidecar = false;
   /** Sidecar mode with BACKUP_INTERVAL_SECONDS=0: run once and exit. */
@@ -116,6 +125,37 @@ function mustBeDirectory(path: string, given: string): void {
     throw new DbkeepError("USAGE", `no such store directory: ${given}`, { hint: "check the path; a store is the directory given to --to when backing up (or a job name of the config)" });
   }
   if (!st.isDirectory()) throw new DbkeepError("USAGE", `${given} is a file, not a store directory`, { hint: "give the directory that holds the backups (e.g. ./backups), not a backup file in it" });
+}
+
+/**
+ * Every secret the backups of these jobs need (the datasource's, the stores', the encryption's passphrase and
+ * recipients), read before any of them starts: an unset password_env is a config error (exit 2), not a failed
+ * backup after "backing up ...". Notifiers are not checked: an unreadable notifier secret fails only its
+ * notifications.
+ */
+export function checkSecrets(plans: JobPlan[]): void {
+  const errors = new Map<string, DbkeepError>();
+  const add = (e: DbkeepError) => errors.set(e.message, e);
+  for (const plan of plans) {
+    unreadableSecrets(plan.datasource.section, plan.datasource.path).forEach(add);
+    for (const s of plan.stores) unreadableSecrets(s.section, `stores.${s.name}`).forEach(add);
+    if (plan.encryption && !plan.unencrypted) {
+      try {
+        recipientsFor(plan.encryption);
+      } catch (err) {
+        const e = toDbkeepError(err);
+        if (e.exitCode !== 2) throw e;
+        add(e);
+      }
+    }
+  }
+  if (errors.size === 0) return;
+  const all = [...errors.values()];
+  if (all.length === 1) throw new DbkeepError("SECRET_MISSING", all[0]!.message, { hint: all[0]!.hint ?? "set it before running dbkeep" });
+  throw new DbkeepError("SECRET_MISSING", `${all.length} secrets cannot be read; nothing was backed up`, {
+    details: all.map((e) => `  ${e.message}`).join("\n"),
+    hint: "set the variables (or create the files) named above before running dbkeep",
+  });
 }
 
 export interface DumpFlags {

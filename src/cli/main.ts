@@ -20,17 +20,25 @@ import { registerDownload } from "./commands/download.js";
 import { registerStatus } from "./commands/status.js";
 import { registerStores } from "./commands/stores.js";
 import { registerSync } from "./commands/sync.js";
-import { Context, type GlobalOptions } from "./context.js";
+import { Context, DEFAULT_SHUTDOWN_SECONDS, type GlobalOptions } from "./context.js";
 
 /** The only place that decides exit codes: 0 ok, 1 a job or operation failed, 2 usage or config error. */
 async function main(argv: string[]): Promise<number> {
   const abort = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) process.exit(sig === "SIGINT" ? 130 : 143); // second signal: stop now
+    const code = sig === "SIGINT" ? 130 : 143;
+    if (interrupted) process.exit(code); // second signal: stop now
     interrupted = sig;
     if (!context?.handlesSignals) process.stderr.write(`\n${sig}: stopping, cleaning up...\n`);
     abort.abort(new DbkeepError("ABORTED", `interrupted by ${sig}`));
+    // The grace period: a command that has not stopped by then (a tool that ignores its cancellation, a cleanup that
+    // hangs on a dead server) is ended, so that a supervisor's SIGTERM always ends dbkeep.
+    const seconds = context?.shutdownSeconds ?? DEFAULT_SHUTDOWN_SECONDS;
+    setTimeout(() => {
+      process.stderr.write(`${sig}: not stopped ${seconds}s after the signal; exiting now\n`);
+      process.exit(code);
+    }, seconds * 1000).unref();
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);

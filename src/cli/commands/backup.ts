@@ -1,12 +1,11 @@
 import type { Command } from "commander";
-import { DbkeepError, formatError, toDbkeepError } from "../../core/errors.js";
+import { DbkeepError, formatError } from "../../core/errors.js";
 import { redact } from "../../core/redact.js";
 import { pruneJob, runJob, type JobPlan, type JobResult } from "../../core/jobs.js";
 import { History, historyPath } from "../../core/history.js";
 import { isLocation } from "../../config/urls.js";
-import { encryptionFromFlags, recipientsFor } from "../../crypto/settings.js";
-import { unreadableSecrets } from "../../config/load.js";
-import { oneOffPlan, type Context } from "../context.js";
+import { encryptionFromFlags } from "../../crypto/settings.js";
+import { checkSecrets, oneOffPlan, type Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
 import { BACKUP_TYPES, integer, oneOf, wholeNumber } from "../options.js";
 import { COMPRESSIONS } from "../../core/compression.js";
@@ -135,36 +134,6 @@ function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan
     throw new DbkeepError("USAGE", "name the jobs to run, or --all", { hint: `jobs: ${Object.keys(config.jobs).join(", ") || "none defined"}` });
   }
   return names.map((n) => c.plan(n));
-}
-
-/**
- * Every secret the backups need (the datasource's, the stores', the encryption's passphrase and recipients), read
- * before any of them starts: an unset password_env is a config error (exit 2), not a failed backup after
- * "backing up ...". Notifiers are not checked: an unreadable notifier secret fails only its notifications.
- */
-function checkSecrets(plans: JobPlan[]): void {
-  const errors = new Map<string, DbkeepError>();
-  const add = (e: DbkeepError) => errors.set(e.message, e);
-  for (const plan of plans) {
-    unreadableSecrets(plan.datasource.section, plan.datasource.path).forEach(add);
-    for (const s of plan.stores) unreadableSecrets(s.section, `stores.${s.name}`).forEach(add);
-    if (plan.encryption && !plan.unencrypted) {
-      try {
-        recipientsFor(plan.encryption);
-      } catch (err) {
-        const e = toDbkeepError(err);
-        if (e.exitCode !== 2) throw e;
-        add(e);
-      }
-    }
-  }
-  if (errors.size === 0) return;
-  const all = [...errors.values()];
-  if (all.length === 1) throw new DbkeepError("SECRET_MISSING", all[0]!.message, { hint: all[0]!.hint ?? "set it before running dbkeep" });
-  throw new DbkeepError("SECRET_MISSING", `${all.length} secrets cannot be read; nothing was backed up`, {
-    details: all.map((e) => `  ${e.message}`).join("\n"),
-    hint: "set the variables (or create the files) named above before running dbkeep",
-  });
 }
 
 async function runPool<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
