@@ -122,6 +122,28 @@ describe("CLI: config mode", () => {
   });
 });
 
+describe("CLI: sidecar mode (configuration from the environment alone)", () => {
+  it("dbkeep backup without a job name runs the one job, as a CronJob's command; a config file still needs names", () => {
+    const cwd = tempDir();
+    copyFileSync(join(ROOT, "examples/app.db"), join(cwd, "app.db"));
+    const env = { DBKEEP_SOURCE: `sqlite:${join(cwd, "app.db")}`, DBKEEP_STORE: join(cwd, "backups"), DBKEEP_JOB: "app-sidecar" };
+    const r = dbkeep(["backup"], { cwd, env });
+    expect(r.stderr).not.toContain("error:");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^app-\d{8}-\d{6}\s.*local:store\s+app\/app-\d{8}-\d{6}\.db\.gz\n$/);
+    const listed = JSON.parse(dbkeep(["list", "./backups", "--json"], { cwd }).stdout) as { backups: { job: string }[] };
+    expect(listed.backups.map((b) => b.job)).toEqual(["app-sidecar"]);
+    const restored = dbkeep(["restore", "./backups", "latest", "--to", "sqlite:./restored.db"], { cwd });
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(sqliteContent(join(cwd, "restored.db"))).toEqual(sqliteContent(join(cwd, "app.db")));
+    // With a config file, naming the jobs (or --all) stays required.
+    const cfg = sqliteConfig(cwd);
+    const named = dbkeep(["-c", cfg, "backup"], { cwd, env });
+    expect(named.stderr).toContain("error: name the jobs to run, or --all");
+    expect(named.code).toBe(2);
+  });
+});
+
 describe("CLI: errors and help", () => {
   it("every command has --help with examples", () => {
     for (const cmd of [[], ["backup"], ["list"], ["restore"], ["prune"], ["config", "check"]]) {
