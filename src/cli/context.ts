@@ -7,7 +7,7 @@ import { isLocation, sourceFromUrl, storeFromUrl } from "../config/urls.js";
 import { ENGINES } from "../engines/registry.js";
 import { checkLevel, type Compression } from "../core/compression.js";
 import { DbkeepError, toDbkeepError } from "../core/errors.js";
-import { recipientsFor } from "../crypto/settings.js";
+import { identitiesFor, recipientsFor } from "../crypto/settings.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
 import { planJob, type JobPlan } from "../core/jobs.js";
 import { aroundProgress, createProgressLine } from "./progress.js";
@@ -139,14 +139,21 @@ export function checkSecrets(plans: JobPlan[]): void {
   for (const plan of plans) {
     unreadableSecrets(plan.datasource.section, plan.datasource.path).forEach(add);
     for (const s of plan.stores) unreadableSecrets(s.section, `stores.${s.name}`).forEach(add);
-    if (plan.encryption && !plan.unencrypted) {
-      try {
-        recipientsFor(plan.encryption);
-      } catch (err) {
-        const e = toDbkeepError(err);
-        if (e.exitCode !== 2) throw e;
-        add(e);
-      }
+    const encryption = plan.encryption;
+    if (encryption) {
+      const check = (fn: () => unknown) => {
+        try {
+          fn();
+        } catch (err) {
+          const e = toDbkeepError(err);
+          if (e.exitCode !== 2) throw e;
+          add(e);
+        }
+      };
+      if (!plan.unencrypted) check(() => recipientsFor(encryption));
+      // verify: restore decrypts the new backup right after writing it.
+      const c = encryption.config;
+      if (plan.verifyRestore && (c.identity !== undefined || c.identity_env !== undefined || c.identity_file !== undefined)) check(() => identitiesFor(encryption));
     }
   }
   if (errors.size === 0) return;

@@ -138,7 +138,7 @@ describe("stores, config files and secrets that are not there", () => {
     const file = join(dir, "secrets.yaml");
     writeFileSync(
       file,
-      `datasources:\n  pg: { engine: postgres, host: 127.0.0.1, user: postgres, database: dbkeep_e2e_input_none, password_env: DBKEEP_E2E_INPUT_UNSET_PW }\n  app: { engine: sqlite, path: ${join(dir, "app.db")} }\nstores:\n  s: { type: local, path: ${join(dir, "secret-store")} }\njobs:\n  pg: { datasource: pg, store: s }\n  sealed: { datasource: app, store: s, encryption: { passphrase_env: DBKEEP_E2E_INPUT_UNSET_PASS } }\n  plain: { datasource: app, store: s }\n`,
+      `datasources:\n  pg: { engine: postgres, host: 127.0.0.1, user: postgres, database: dbkeep_e2e_input_none, password_env: DBKEEP_E2E_INPUT_UNSET_PW }\n  app: { engine: sqlite, path: ${join(dir, "app.db")} }\nstores:\n  s: { type: local, path: ${join(dir, "secret-store")} }\njobs:\n  pg: { datasource: pg, store: s }\n  sealed: { datasource: app, store: s, encryption: { passphrase_env: DBKEEP_E2E_INPUT_UNSET_PASS } }\n  checked: { datasource: app, store: s, verify: restore, encryption: { recipients: [age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p], identity_env: DBKEEP_E2E_INPUT_UNSET_ID } }\n  plain: { datasource: app, store: s }\n`,
       { mode: 0o600 },
     );
     const one = dbkeep(["-c", file, "backup", "pg"]);
@@ -146,9 +146,11 @@ describe("stores, config files and secrets that are not there", () => {
     expect(one.code).toBe(2);
     // With several jobs, every missing secret is named and none of the jobs runs, not even the one that could.
     const all = dbkeep(["-c", file, "backup", "--all"]);
-    expect(all.stderr).toContain("error: 2 secrets cannot be read; nothing was backed up\n");
+    expect(all.stderr).toContain("error: 3 secrets cannot be read; nothing was backed up\n");
     expect(all.stderr).toContain("  datasources.pg.password_env: environment variable DBKEEP_E2E_INPUT_UNSET_PW is not set\n");
     expect(all.stderr).toContain("  jobs.sealed.encryption.passphrase_env: environment variable DBKEEP_E2E_INPUT_UNSET_PASS is not set\n");
+    // verify: restore decrypts right after the backup: its identity is needed too.
+    expect(all.stderr).toContain("  jobs.checked.encryption.identity_env: environment variable DBKEEP_E2E_INPUT_UNSET_ID is not set\n");
     expect(all.stderr).not.toContain("backing up");
     expect(all.code).toBe(2);
     expect(filesUnder(join(dir, "secret-store"))).toEqual([]);
