@@ -115,7 +115,7 @@ export function parseConfig(text: string, file?: string): Config {
   }
   const raw: unknown = doc.toJS();
   if (raw === null || raw === undefined) {
-    throw new DbkeepError("CONFIG_INVALID", `config ${file ?? ""} is empty`.replace("  ", " "), { hint: "define datasources, stores and jobs in it (docs/configuration.md), or use URLs: dbkeep backup sqlite:./app.db --to ./backups" });
+    throw new DbkeepError("CONFIG_INVALID", file ? `config ${file} is empty` : "the config is empty", { hint: "define datasources, stores and jobs in it (docs/configuration.md), or use URLs: dbkeep backup sqlite:./app.db --to ./backups" });
   }
   const config = validateConfig(raw, file);
   if (Object.keys(config.datasources).length + Object.keys(config.stores).length + Object.keys(config.jobs).length === 0) {
@@ -168,7 +168,7 @@ export function databaseNameProblem(engine: string, name: unknown): string | und
   return undefined;
 }
 
-/** The compression and level a datasource's backups get, alone or with a job's overrides. */
+/** Whether a compression level fits its compression: the check planJob makes, made when the config is read. */
 function levelProblem(compression: unknown, level: unknown): string | undefined {
   if (typeof compression !== "string" || typeof level !== "number") return undefined;
   return checkLevel(compression as Compression, level);
