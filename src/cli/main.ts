@@ -14,6 +14,7 @@ import { registerCrypt } from "./commands/crypt.js";
 import { registerList } from "./commands/list.js";
 import { registerNotify } from "./commands/notify.js";
 import { registerPrune } from "./commands/prune.js";
+import { registerRepair } from "./commands/repair.js";
 import { registerRestore } from "./commands/restore.js";
 import { registerVerify } from "./commands/verify.js";
 import { registerDownload } from "./commands/download.js";
@@ -73,6 +74,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerRestore(program, ctx);
   registerVerify(program, ctx);
   registerPrune(program, ctx);
+  registerRepair(program, ctx);
   registerStatus(program, ctx);
   registerSync(program, ctx);
   registerDownload(program, ctx);

@@ -99,7 +99,8 @@ function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
       });
     }
     const passwordVar = { postgres: "PGPASSWORD", mysql: "MYSQL_PASSWORD", mariadb: "MYSQL_PASSWORD", redis: "REDIS_PASSWORD" }[String(options.engine)];
-    return passwordVar && env[passwordVar] ? { ...options, password_env: passwordVar } : options;
+    const tls = options.engine === "postgres" ? { ...pgSslEnv(env), ...options } : options;
+    return passwordVar && env[passwordVar] ? { ...tls, password_env: passwordVar } : tls;
   }
   const type = (env.DB_TYPE ?? "").toLowerCase();
   if (type === "postgres" || type === "postgresql") {
@@ -109,6 +110,7 @@ function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
       ...(env.PGPORT ? { port: Number(env.PGPORT) } : {}),
       ...(env.PGUSER ? { user: env.PGUSER } : {}),
       ...(env.PGPASSWORD ? { password_env: "PGPASSWORD" } : env.PGPASSWORD_FILE ? { password_file: env.PGPASSWORD_FILE } : {}),
+      ...pgSslEnv(env),
       ...(/^(true|1|yes)$/i.test(env.PG_DUMP_ALL ?? "")
         ? { all_databases: true, ...(env.PGDATABASE ? { database: env.PGDATABASE } : {}) }
         : { database: env.PGDATABASE ?? env.PGUSER ?? "postgres" }),
@@ -126,6 +128,15 @@ function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
   }
   if (type === "mongo" || type === "mongodb") return { engine: "mongodb", uri_env: "MONGO_URI" };
   throw new DbkeepError("CONFIG_INVALID", `DB_TYPE "${env.DB_TYPE}" is not one of postgres, mysql, mariadb, mongo`, { hint: "or set DBKEEP_SOURCE to a URL such as postgres://user@host/db" });
+}
+
+/** libpq's TLS variables as datasource keys (the URL's own ?sslmode= wins). */
+function pgSslEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [v, key] of [["PGSSLMODE", "sslmode"], ["PGSSLROOTCERT", "sslrootcert"], ["PGSSLCERT", "sslcert"], ["PGSSLKEY", "sslkey"]] as const) {
+    if (env[v]) out[key] = env[v];
+  }
+  return out;
 }
 
 function sidecarStore(env: NodeJS.ProcessEnv): Record<string, unknown> {

@@ -1,11 +1,12 @@
 import { COMPRESSION_EXT, compressesNatively, type Compression } from "./compression.js";
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { backupKeys, checksumLine, ENCRYPTED_EXT, putText, serializeManifest, MANIFEST_VERSION, MANIFEST_VERSION_SELECTIVE, type Manifest, type BackupKeys } from "./manifest.js";
+import { checksumLine, ENCRYPTED_EXT, putText, serializeManifest, MANIFEST_VERSION, MANIFEST_VERSION_SELECTIVE, type Manifest } from "./manifest.js";
 import { streamFromStore, streamToStore, type Progress, type ToStoreOptions } from "./pipeline.js";
 import { redact } from "./redact.js";
 import { VERSION } from "./version.js";
 import { openPipe } from "./os-pipe.js";
+import { reserveBackupId } from "./reserve.js";
 import { createAgeDecryptStream, createAgeEncryptStream, type Identity, type Recipient } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
 import type { Store } from "../stores/store.js";
@@ -44,24 +45,36 @@ export interface BackupOutcome {
 }
 
 /**
- * One backup of one datasource to one or several stores: data, then the .sha256 sidecar, then the manifest, last,
- * in each store. If anything fails before a store's manifest is written, what was written there is removed again;
- * what a killed run leaves behind has no manifest, so it is never listed as a backup, and prune removes it. With
- * several stores the dump is read once and streamed to all of them; a store that fails is dropped and reported, the
- * others complete. Rejects only when no store holds the complete backup.
+ * One backup of one datasource to one or several stores: a pending marker that reserves the backup's id
+ * (core/reserve.ts), data, the .sha256 sidecar, then the manifest, last, in each store, written only where no
+ * manifest of that id exists; then the marker goes. If anything fails before a store's manifest is written, what was
+ * written there is removed again; what a killed run leaves behind has a marker and no manifest, so it is never
+ * listed as a backup, and prune removes it. With several stores the dump is read once and streamed to all of them; a
+ * store that fails is dropped and reported, the others complete. Rejects only when no store holds the complete
+ * backup.
  */
 export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
   const now = spec.now ?? (() => new Date());
   const started = now();
   const { engine, log } = spec;
-  const { keys, unreachable } = await freeKeys(spec, started);
+  const { keys, markers, unreachable } = await reserveBackupId(spec.stores, {
+    ...(spec.prefix ? { prefix: spec.prefix } : {}),
+    database: engine.database,
+    at: started,
+    extension: engine.extension,
+    compression: spec.compression,
+    suffix: spec.encryption ? ENCRYPTED_EXT : "",
+    ...(spec.job ? { job: spec.job } : {}),
+    signal: spec.signal,
+  });
   const names = spec.stores.map((s) => s.name).join(", ");
   log.info({ store: names, key: keys.data }, `backing up ${engine.name} database ${engine.database}`);
   const results: StoreResult[] = spec.stores.map((store) => ({ store, ok: true }));
-  const written = new Map<Store, string[]>(spec.stores.map((s) => [s, []]));
+  // What this run wrote in each store, the marker first: removed again, newest first, if the store fails.
+  const written = new Map<Store, string[]>(spec.stores.map((s) => [s, markers.has(s) ? [markers.get(s)!] : []]));
   const live = () => results.filter((r) => r.ok).map((r) => r.store);
   const cleanup = async (store: Store) => {
-    // The manifest goes first so that nothing half-deleted looks like a backup.
+    // Newest first and the marker last, so that nothing half-deleted looks like anything but a leftover.
     await store.delete([...written.get(store)!].reverse()).catch((e: unknown) =>
       log.warn({ store: store.name, err: (e as Error).message }, "could not remove the partial backup; the next prune removes it"),
     );
@@ -91,10 +104,26 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
     // With a process compressor, an engine whose dump is one tool's stdout writes it into a pipe that the
     // compressor reads (the dump's bytes never pass through node). The pipe is made while the engine connects.
     const piping = engine.dumpsToPipe && compressesNatively(spec.compression) ? openPipe() : undefined;
+    // Whether the engine took the pipe it was offered: a dump that ignored it wrote nowhere the compressor reads.
+    let pipeTaken = false;
     const dump = engine.dump({
       signal: spec.signal,
       log,
-      ...(piping ? { output: piping.then((p) => (p ? { fd: p.write, started: () => p.closeWrite() } : undefined)) } : {}),
+      ...(piping
+        ? {
+            output: piping.then((p) =>
+              p
+                ? {
+                    fd: p.write,
+                    started: () => {
+                      pipeTaken = true;
+                      p.closeWrite();
+                    },
+                  }
+                : undefined,
+            ),
+          }
+        : {}),
     });
     // If the dump fails before its tool starts, the compressor must still see the end of its input.
     if (piping) void dump.done.finally(() => piping.then((p) => p?.closeWrite())).catch(() => undefined);
@@ -110,6 +139,17 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
       onProgress: spec.onProgress,
     });
     const info = await dump.done;
+    if (piping && (await piping) && !pipeTaken) {
+      throw new DbkeepError("INTERNAL", `the ${engine.name} dump did not write into the pipe it was given: nothing of it reached the backup`, {
+        hint: "this is a bug in dbkeep; use compression: gzip for this datasource until it is fixed",
+      });
+    }
+    // Every engine's dump has at least a header: an empty one means the dump's bytes went somewhere else.
+    if (result.rawBytes === 0) {
+      throw new DbkeepError("ENGINE_FAILED", `the ${engine.name} dump of ${engine.database} produced no data, so no backup was made`, {
+        hint: "check the datasource's settings (database, tables, format); an empty database still dumps a header",
+      });
+    }
     const extras: NonNullable<Manifest["extras"]> = [];
     for (const extra of engine.extras?.() ?? []) {
       const key = keys.data.slice(0, keys.data.lastIndexOf("/") + 1) + `${keys.id}.${extra.name}${extra.extension}${COMPRESSION_EXT[spec.compression]}${spec.encryption ? ENCRYPTED_EXT : ""}`;
@@ -159,31 +199,17 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
       dbkeep_version: VERSION,
     };
     await each(async (store) => {
+      // Written only where no manifest of this id exists: a commit never replaces another backup.
+      await putText(store, keys.manifest, serializeManifest(manifest), spec.signal, { ifAbsent: true });
       written.get(store)!.push(keys.manifest);
-      await putText(store, keys.manifest, serializeManifest(manifest), spec.signal);
     });
+    // Committed: the markers go. One left behind by a failure here is a harmless leftover that prune removes.
+    await Promise.all(live().map((store) => (markers.has(store) ? store.delete([markers.get(store)!]).catch(() => undefined) : undefined)));
     return { manifest, stores: results };
   } catch (err) {
     await Promise.all(live().map(cleanup));
     throw toDbkeepError(err, "ENGINE_FAILED");
   }
-}
-
-/**
- * The keys for a backup at `at`, with a -2, -3 ... suffix if another backup of the same second exists. A store that
- * cannot even be asked is reported in `unreachable` (the backup goes on in the others); if none can, it throws.
- */
-async function freeKeys(spec: BackupSpec, at: Date): Promise<{ keys: BackupKeys; unreachable: Map<Store, unknown> }> {
-  const unreachable = new Map<Store, unknown>();
-  for (let n = 1; n < 100; n++) {
-    const keys = backupKeys(spec.prefix, spec.engine.database, at, spec.engine.extension, spec.compression, n, spec.encryption ? ENCRYPTED_EXT : "");
-    const asked = spec.stores.filter((s) => !unreachable.has(s));
-    const taken = await Promise.allSettled(asked.map(async (s) => Boolean((await s.stat(keys.manifest)) ?? (await s.stat(keys.data)))));
-    taken.forEach((t, i) => t.status === "rejected" && unreachable.set(asked[i]!, t.reason));
-    if (unreachable.size === spec.stores.length) throw unreachable.values().next().value;
-    if (taken.every((t) => t.status === "rejected" || !t.value)) return { keys, unreachable };
-  }
-  throw new DbkeepError("STORE_FAILED", "too many backups in the same second");
 }
 
 async function drain(stream: NodeJS.ReadableStream): Promise<void> {

@@ -2,7 +2,8 @@ import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { joinKey, listBackups, readManifest, type Manifest } from "./manifest.js";
+import { joinKey, readManifest, type Manifest } from "./manifest.js";
+import { listBackups } from "./listing.js";
 import { streamFromStore } from "./pipeline.js";
 import { createAgeDecryptStream } from "../crypto/age.js";
 import { startDump } from "../engines/dump.js";
@@ -75,6 +76,8 @@ export async function prepareDifferential(
   const next = await nextRunKind({ job: plan.name, ...(plan.prefix ? { prefix: plan.prefix } : {}), engine, store, settings, schemaDigest, now });
   log.info({ kind: next.kind }, `${next.kind} backup: ${next.reason}`);
   if (next.kind === "full") {
+    // The wrapped engine's own dump gets `opts` unchanged, DumpOptions.output included: it honours the pipe exactly
+    // when the engine does, so dumpsToPipe stays the engine's.
     return {
       ...engine,
       dump(opts) {
@@ -91,9 +94,12 @@ export async function prepareDifferential(
     };
   }
   const base = next.base!;
-  const { extras: _extras, ...rest } = engine;
+  // dbkeep writes a differential itself, into the Dump's stream: it never honours DumpOptions.output, so this
+  // engine must not claim dumpsToPipe (the compressor would read an empty pipe while nobody reads the stream).
+  const { extras: _extras, dumpsToPipe: _pipe, ...rest } = engine;
   return {
     ...rest,
+    dumpsToPipe: false,
     format: DIFFERENTIAL_FORMAT,
     extension: ".diff.sql",
     dump: (opts) =>

@@ -6,7 +6,10 @@ import { DbkeepError, isDbkeepError, toDbkeepError } from "./errors.js";
 import { runHook, type HookContext } from "./hooks.js";
 import { acquireJobLock } from "./lock.js";
 import type { Logger } from "./log.js";
-import { joinKey, LAST_RUN, listBackups, objectKeysOf, putText, type Manifest } from "./manifest.js";
+import { joinKey, LAST_RUN, manifestKeyOf, objectKeysOf, putText, verifyKeyOf, type Manifest } from "./manifest.js";
+import { listBackups, markerProcessGone, type DamagedBackup, type Leftover } from "./listing.js";
+import { deleteGroup, sweepDeadRuns } from "./reserve.js";
+import { sweepTempDirs } from "./tempdir.js";
 import { redact } from "./redact.js";
 import { readAll } from "./streams.js";
 import type { Progress } from "./pipeline.js";
@@ -235,6 +238,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   let result: JobResult;
   try {
     if (plan.lock) release = acquireJobLock(plan.name, log);
+    // Temporary directories of runs that were killed on this machine (a SQLite snapshot, a staging copy) go first.
+    await sweepTempDirs();
     engine = await openEngine(plan, warn);
     stores = await openStores(plan, warn);
     if (opts.wrapStore) stores = stores.map(opts.wrapStore);
@@ -244,8 +249,13 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     const { manifest } = outcome;
     await retryFailedStores(plan, outcome, { ...opts, signal }, log);
     const prefix = backupPrefix(plan, engine);
+    // What killed runs of this job on this machine left behind goes now, not only once prune's grace is over.
+    for (const r of outcome.stores.filter((x) => x.ok)) {
+      const swept = await sweepDeadRuns(r.store, prefix, plan.oneOff ? undefined : plan.name).catch(() => []);
+      if (swept.length) log.info({ store: r.store.name, objects: swept.length }, "removed what killed runs of this job left behind");
+    }
     for (const r of outcome.stores) {
-      await writeLastRun(r.store, prefix, r.ok ? { ok: true, at: manifest.finished_at, backup: manifest.id } : { ok: false, at: new Date().toISOString(), error: redact(r.error?.message ?? "") }, log);
+      await writeLastRun(r.store, prefix, plan.oneOff ? undefined : plan.name, r.ok ? { ok: true, at: manifest.finished_at, backup: manifest.id } : { ok: false, at: new Date().toISOString(), error: redact(r.error?.message ?? "") }, log);
     }
     const failed = outcome.stores.filter((r) => !r.ok);
     const perStore = outcome.stores.map((r) => ({ name: r.store.name, ok: r.ok, ...(r.error ? { error: redact(r.error.message) } : {}) }));
@@ -271,7 +281,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     // Recorded in the stores so that prune can refuse to eat the history of a broken job.
     if (engine && error.code !== "ABORTED" && error.code !== "LOCKED") {
       for (const store of stores) {
-        await writeLastRun(store, backupPrefix(plan, engine), { ok: false, at: (opts.now?.() ?? new Date()).toISOString(), error: redact(error.message) }, log);
+        await writeLastRun(store, backupPrefix(plan, engine), plan.oneOff ? undefined : plan.name, { ok: false, at: (opts.now?.() ?? new Date()).toISOString(), error: redact(error.message) }, log);
       }
     }
   } finally {
@@ -439,20 +449,29 @@ export interface LastRun {
   error?: string;
 }
 
-async function writeLastRun(store: Store, prefix: string, run: LastRun, log: Logger): Promise<void> {
+/** Each job has its own record: two jobs that share a directory must not block each other's prune. */
+export function lastRunKey(prefix: string, job: string | undefined): string {
+  return job === undefined ? prefix + LAST_RUN : `${prefix}${LAST_RUN.replace(/\.json$/, "")}.${encodeURIComponent(job)}.json`;
+}
+
+async function writeLastRun(store: Store, prefix: string, job: string | undefined, run: LastRun, log: Logger): Promise<void> {
   try {
-    await putText(store, prefix + LAST_RUN, JSON.stringify(run) + "\n");
+    await putText(store, lastRunKey(prefix, job), JSON.stringify(run) + "\n");
   } catch (err) {
     log.warn({ err: (err as Error).message }, "could not record the run's outcome in the store");
   }
 }
 
-async function readLastRun(store: Store, prefix: string): Promise<LastRun | undefined> {
-  try {
-    return JSON.parse((await readAll(await store.get(prefix + LAST_RUN), 65536)).toString("utf8")) as LastRun;
-  } catch {
-    return undefined;
+async function readLastRun(store: Store, prefix: string, job: string | undefined): Promise<LastRun | undefined> {
+  // A job's own record, else the one all jobs of the directory shared before each had its own.
+  for (const key of job === undefined ? [lastRunKey(prefix, undefined)] : [lastRunKey(prefix, job), lastRunKey(prefix, undefined)]) {
+    try {
+      return JSON.parse((await readAll(await store.get(key), 65536)).toString("utf8")) as LastRun;
+    } catch {
+      // none, or unreadable: the next one
+    }
   }
+  return undefined;
 }
 
 function abortableSleep(seconds: number, signal: AbortSignal): Promise<void> {
@@ -476,10 +495,26 @@ export interface PruneEntry {
   action: "keep" | "delete";
   reasons: string[];
   keys: string[];
+  /** The job whose backup it is (from its manifest). */
+  job?: string;
+}
+
+/** A damaged backup as prune sees it: kept, unless --force. */
+export interface PruneDamaged {
+  id: string;
+  at: string;
+  action: "keep" | "delete";
+  problems: string[];
+  repairable: boolean;
+  keys: string[];
 }
 
 export interface PruneResult {
   entries: PruneEntry[];
+  damaged: PruneDamaged[];
+  /** Leftovers of killed or failed runs that are removed (or would be, in a dry run). */
+  leftovers: Leftover[];
+  /** Every object of `leftovers`, flat. */
   orphans: StoreObject[];
   deleted: string[];
   dryRun: boolean;
@@ -492,11 +527,16 @@ export interface PruneOptions {
   timezone?: string;
   now?: Date;
   orphanGraceSeconds?: number;
-  /** Prune even when the job's last run failed. */
+  /** Prune even when the job's last run failed, and delete damaged backups too. */
   force?: boolean;
+  /**
+   * The job whose backups these are: only backups whose manifest names it are counted and deleted, and only its own
+   * leftovers removed. Undefined (a store given by URL): every backup, with the policy applied to each job and
+   * database on its own.
+   */
+  job?: string;
   log: Logger;
 }
-
 /** The policy for one store of a job: the store's own if the job gives one, else the job's. */
 export function policyFor(plan: Pick<JobPlan, "retention" | "store">): RetentionPolicy {
   const r = plan.retention;
@@ -513,29 +553,57 @@ export function storePolicy(plan: Pick<JobPlan, "retention" | "stores">, index: 
 }
 
 /**
- * Applies a retention policy to the backups under a prefix. Only manifested backups count; the newest is never
- * deleted; no rules means nothing is deleted; when the job's last run failed nothing is deleted (a broken job must
- * not eat its history) unless forced. A backup's manifest is deleted first, then its other objects, so an
- * interrupted prune leaves orphans (removed next time), never a manifest without data. Orphans older than the grace
- * period (leftovers of killed runs) are removed too; younger ones may belong to a backup being written.
+ * Applies a retention policy to the backups under a prefix. Only complete backups count, and only the job's own
+ * (see PruneOptions.job); the newest is never deleted; no rules means nothing is deleted; when the job's last run
+ * failed nothing is deleted (a broken job must not eat its history) unless forced. A backup is deleted behind a
+ * pending marker, manifest first (core/reserve.ts), so an interrupted prune leaves a leftover, never a manifest
+ * without data nor data that looks damaged. Damaged backups are never deleted without `force`. Leftovers (groups
+ * that provably never committed) are removed once older than the grace period, or at once when their marker names
+ * a process of this host that is gone; younger ones may belong to a backup being written.
  */
 export async function prune(store: Store, prefix: string, policy: RetentionPolicy, o: PruneOptions): Promise<PruneResult> {
   const listing = await listBackups(store, prefix);
-  const verified = policy.keep_verified ? await verifiedIds(store, listing.backups) : new Set<string>();
-  const items = listing.backups.map((m) => ({ id: m.id, at: new Date(m.started_at), pinned: m.type === "manual", verified: verified.has(m.id), m }));
+  const mine = listing.backups.filter((m) => o.job === undefined || m.job === o.job);
+  const verified = policy.keep_verified ? await verifiedIds(store, mine) : new Set<string>();
   const now = o.now ?? new Date();
-  const result = applyRetention(items, policy, { timeZone: o.timezone ?? "UTC", now });
-  keepBasesOfDifferentials(result);
+  // Without a job (a store given by URL), each job and database is its own series.
+  const series = new Map<string, Manifest[]>();
+  for (const m of mine) {
+    const k = `${m.job ?? ""}\u0000${m.database}`;
+    if (!series.has(k)) series.set(k, []);
+    series.get(k)!.push(m);
+  }
+  const keep: { item: { id: string; m: Manifest }; reasons: string[] }[] = [];
+  const remove: { id: string; m: Manifest }[] = [];
+  for (const group of series.values()) {
+    const items = group.map((m) => ({ id: m.id, at: new Date(m.started_at), pinned: m.type === "manual", verified: verified.has(m.id), m }));
+    const result = applyRetention(items, policy, { timeZone: o.timezone ?? "UTC", now });
+    keepBasesOfDifferentials(result);
+    keep.push(...result.keep);
+    remove.push(...result.remove);
+  }
+  const withJob = (m: Manifest) => (m.job ? { job: m.job } : {});
   const entries: PruneEntry[] = [
-    ...result.keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: objectKeysOf(d.item.m) })),
-    ...result.remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: objectKeysOf(b.m) })),
+    ...keep.map((d) => ({ id: d.item.id, at: d.item.m.started_at, action: "keep" as const, reasons: d.reasons, keys: objectKeysOf(d.item.m), ...withJob(d.item.m) })),
+    ...remove.map((b) => ({ id: b.id, at: b.m.started_at, action: "delete" as const, reasons: [], keys: objectKeysOf(b.m), ...withJob(b.m) })),
   ].sort((a, b) => (a.at < b.at ? 1 : -1));
+  // Damaged backups of the job, and those whose job cannot be read any more, are reported; --force deletes only
+  // those known to be the job's own (on a store given by URL: all of them).
+  const damagedOfJob = listing.damaged.filter((d) => o.job === undefined || d.job === o.job || d.job === undefined);
+  const deletable = (d: DamagedBackup) => Boolean(o.force) && (o.job === undefined || d.job === o.job);
+  const damaged: PruneDamaged[] = damagedOfJob.map((d) => ({ id: d.id, at: d.at, action: deletable(d) ? "delete" : "keep", problems: d.problems, repairable: d.repairable, keys: d.objects.map((x) => x.key) }));
   const grace = (o.orphanGraceSeconds ?? 3600) * 1000;
-  const orphans = listing.orphans.filter((x) => now.getTime() - x.modified.getTime() >= grace);
-  const out: PruneResult = { entries, orphans, deleted: [], dryRun: o.dryRun };
+  const leftovers = listing.leftovers.filter(
+    (l) => (o.job === undefined || l.marker?.job === undefined || l.marker.job === o.job) && (now.getTime() - l.newest.getTime() >= grace || markerProcessGone(l.marker)),
+  );
+  const out: PruneResult = { entries, damaged, leftovers, orphans: leftovers.flatMap((l) => l.objects), deleted: [], dryRun: o.dryRun };
+  const kept = damaged.filter((d) => d.action === "keep");
+  if (kept.length) {
+    o.log.warn({ damaged: kept.map((d) => d.id) }, `${kept.length} damaged backup(s) kept: ${kept.map((d) => `${d.id} (${d.problems[0]})`).join("; ")}; see dbkeep repair${o.force ? "" : ", or prune --force to delete them"}`);
+  }
 
-  const last = await readLastRun(store, prefix);
-  const newest = listing.backups[0];
+  const last = await readLastRun(store, prefix, o.job);
+  const newest = mine[0];
   if (last && !last.ok && (!newest || last.at > newest.finished_at) && !o.force) {
     out.blocked = `the last backup of this job failed (${last.at}${last.error ? `: ${last.error}` : ""}); prune deletes nothing until a backup succeeds (--force to prune anyway)`;
     o.log.warn(out.blocked);
@@ -543,17 +611,30 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
   }
   if (!hasRules(policy)) o.log.info("no retention rules: nothing is deleted");
   if (o.dryRun) return out;
-  for (const b of result.remove) {
-    const keys = objectKeysOf(b.m);
-    await store.delete(keys);
+  const dirOf = (key: string) => (key.includes("/") ? key.slice(0, key.lastIndexOf("/")) : "");
+  for (const b of remove) {
+    const keys = [...objectKeysOf(b.m), verifyKeyOf(b.m)].filter((k) => listing.keys.has(k));
+    await deleteGroup(store, dirOf(b.m.key), b.id, manifestKeyOf(b.m), keys, { purpose: "delete", ...withJob(b.m) });
     out.deleted.push(...keys);
     o.log.info({ backup: b.id }, "deleted");
   }
-  if (orphans.length > 0) {
-    await store.delete(orphans.map((x) => x.key));
-    out.deleted.push(...orphans.map((x) => x.key));
-    o.log.info({ count: orphans.length }, "removed leftovers of failed or killed runs");
+  if (o.force) {
+    for (const d of damagedOfJob.filter(deletable)) {
+      const keys = d.objects.map((x) => x.key);
+      await deleteGroup(store, d.dir, d.id, d.manifest ? d.manifestKey : keys.find((k) => k === d.manifestKey), keys, { purpose: "delete", ...(d.job ? { job: d.job } : {}) });
+      out.deleted.push(...keys);
+      o.log.warn({ backup: d.id }, `deleted damaged backup ${d.id} (--force)`);
+    }
   }
+  for (const l of leftovers) {
+    // Markers last: a removal cut short still shows the group as never committed.
+    const keys = l.objects.map((x) => x.key);
+    const isMarker = (k: string) => /\.pending-[0-9a-f]+\.json$/.test(k);
+    await store.delete(keys.filter((k) => !isMarker(k)));
+    await store.delete(keys.filter(isMarker));
+    out.deleted.push(...keys);
+  }
+  if (leftovers.length > 0) o.log.info({ count: out.orphans.length }, "removed leftovers of failed or killed runs");
   return out;
 }
 
@@ -570,7 +651,7 @@ export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: strin
     try {
       const store = await openStoreRef(ref, o.warn);
       try {
-        await prune(store, backupPrefix(plan, engine), policyFor({ ...plan, store: ref }), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), log });
+        await prune(store, backupPrefix(plan, engine), policyFor({ ...plan, store: ref }), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), ...(plan.oneOff ? {} : { job: plan.name }), log });
       } finally {
         await store.close();
       }

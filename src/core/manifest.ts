@@ -1,9 +1,10 @@
+import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import * as z from "zod";
 import { COMPRESSIONS, COMPRESSION_EXT, type Compression } from "./compression.js";
 import { DbkeepError } from "./errors.js";
 import { readAll } from "./streams.js";
-import type { Store, StoreObject } from "../stores/store.js";
+import type { Store } from "../stores/store.js";
 
 export const MANIFEST_VERSION = 1;
 /**
@@ -26,6 +27,11 @@ export const selectionSchema = z.object({
   }),
   /** `schema.table` (PostgreSQL) or `table` (MySQL/MariaDB, in the datasource's database). */
   tables: z.array(z.string()),
+  /**
+   * What the tables need in the target and the backup does not carry, as `kind name` ("table public.language",
+   * "type public.mood"): a restore into a target without them is refused before anything changes.
+   */
+  requires: z.array(z.string()).optional(),
 });
 export type ManifestSelection = z.infer<typeof selectionSchema>;
 
@@ -61,7 +67,13 @@ export const ENCRYPTED_EXT = ".age";
 export const manifestEncryptionSchema = z.object({
   format: z.literal("age"),
   recipients: z
-    .array(z.discriminatedUnion("type", [z.object({ type: z.literal("X25519"), recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/) }), z.object({ type: z.literal("scrypt") })]))
+    .array(
+      z.discriminatedUnion("type", [
+        // A manifest made again by `dbkeep repair` knows that a recipient was an X25519 key, not which one.
+        z.object({ type: z.literal("X25519"), recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/).optional() }),
+        z.object({ type: z.literal("scrypt") }),
+      ]),
+    )
     .min(1),
 });
 export type ManifestEncryption = z.infer<typeof manifestEncryptionSchema>;
@@ -99,7 +111,14 @@ export const manifestSchema = z.object({
   selection: selectionSchema.optional(),
   /** A full backup a differential can build on, or a differential (see docs/partial-and-differential.md). */
   differential: differentialSchema.optional(),
+  /** Set by `dbkeep repair` on a manifest it made again from the data object and its sidecar. */
+  repaired: z.object({ at: z.string(), reason: z.string() }).optional(),
   dbkeep_version: z.string(),
+  /**
+   * SHA-256 of the manifest's other fields (see manifestChecksum): a changed byte anywhere in them makes the
+   * manifest unreadable instead of quietly wrong. Manifests written before it existed have none.
+   */
+  checksum: z.string().optional(),
 });
 export type Manifest = z.infer<typeof manifestSchema>;
 
@@ -137,8 +156,19 @@ export function checksumLine(sha256: string, dataKey: string): string {
   return `${sha256}  ${dataKey.split("/").pop()}\n`;
 }
 
+/**
+ * `sha256:<hex>` of the manifest without its `checksum` field, as compact JSON in the order its keys were written.
+ * JSON.parse keeps that order, so a reader computes the same text from what it parsed; unknown fields (of a newer
+ * dbkeep) are part of it too.
+ */
+export function manifestChecksum(fields: Record<string, unknown>): string {
+  const { checksum: _c, ...rest } = fields;
+  return "sha256:" + createHash("sha256").update(JSON.stringify(rest)).digest("hex");
+}
+
 export function serializeManifest(m: Manifest): string {
-  return JSON.stringify(m, null, 2) + "\n";
+  const { checksum: _c, ...rest } = m;
+  return JSON.stringify({ ...rest, checksum: manifestChecksum(rest) }, null, 2) + "\n";
 }
 
 export function parseManifest(text: string, key: string): Manifest {
@@ -148,6 +178,12 @@ export function parseManifest(text: string, key: string): Manifest {
   } catch (err) {
     throw new DbkeepError("CORRUPT_BACKUP", `manifest ${key} is not valid JSON`, { cause: err });
   }
+  if (raw && typeof raw === "object" && !Array.isArray(raw) && "checksum" in raw) {
+    const fields = raw as Record<string, unknown>;
+    if (fields.checksum !== manifestChecksum(fields)) {
+      throw new DbkeepError("CORRUPT_BACKUP", `manifest ${key} does not match its own checksum: it was changed or damaged after it was written`);
+    }
+  }
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
     throw new DbkeepError("CORRUPT_BACKUP", `manifest ${key} is not a dbkeep manifest: ${parsed.error.issues[0]?.message ?? "invalid"}`);
@@ -155,56 +191,14 @@ export function parseManifest(text: string, key: string): Manifest {
   return parsed.data;
 }
 
-export async function putText(store: Store, key: string, text: string, signal?: AbortSignal): Promise<void> {
-  await store.put(key, Readable.from([Buffer.from(text, "utf8")]), { signal, size: Buffer.byteLength(text) });
+/** Writes a small text object; with `ifAbsent`, only where none exists (rejects with ALREADY_EXISTS otherwise). */
+export async function putText(store: Store, key: string, text: string, signal?: AbortSignal, o: { ifAbsent?: boolean } = {}): Promise<void> {
+  await store.put(key, Readable.from([Buffer.from(text, "utf8")]), { ...(signal ? { signal } : {}), size: Buffer.byteLength(text), ...(o.ifAbsent ? { ifAbsent: true } : {}) });
 }
 
 export async function readManifest(store: Store, key: string): Promise<Manifest> {
   const body = await readAll(await store.get(key), 4 * 1024 * 1024);
   return parseManifest(body.toString("utf8"), key);
-}
-
-export interface Listing {
-  /** Complete backups (with a manifest), newest first. */
-  backups: Manifest[];
-  /** Objects no manifest accounts for: leftovers of failed or killed runs. */
-  orphans: StoreObject[];
-  /** Manifests that could not be read. */
-  broken: { key: string; error: string }[];
-}
-
-/** Lists the backups under `prefix`: only those with a manifest count. */
-export async function listBackups(store: Store, prefix: string): Promise<Listing> {
-  const objects: StoreObject[] = [];
-  for await (const o of store.list(prefix)) objects.push(o);
-  const backups: Manifest[] = [];
-  const broken: Listing["broken"] = [];
-  const owned = new Set<string>();
-  const sizes = new Map(objects.filter((o) => !o.partial).map((o) => [o.key, o.size]));
-  for (const o of objects) {
-    if (o.partial || !o.key.endsWith(MANIFEST_SUFFIX)) continue;
-    try {
-      const m = await readManifest(store, o.key);
-      for (const k of objectKeysOf(m)) owned.add(k);
-      owned.add(verifyKeyOf(m));
-      // A manifest whose data is gone or cut short is not a backup: reported (list --all), never restored from,
-      // and filled again by sync from a store that holds it intact.
-      const damage = [{ key: m.key, bytes: m.stored_bytes }, ...(m.extras ?? []).map((x) => ({ key: x.key, bytes: x.stored_bytes }))]
-        .map((x) => {
-          const size = sizes.get(x.key);
-          return size === undefined ? `${x.key} is missing` : size !== x.bytes ? `${x.key} is ${size} bytes, the manifest says ${x.bytes}` : undefined;
-        })
-        .find(Boolean);
-      if (damage) broken.push({ key: o.key, error: `backup ${m.id}: ${damage}` });
-      else backups.push(m);
-    } catch (err) {
-      broken.push({ key: o.key, error: (err as Error).message });
-      owned.add(o.key);
-    }
-  }
-  const orphans = objects.filter((o) => !owned.has(o.key) && !o.key.endsWith("/" + LAST_RUN) && o.key !== LAST_RUN);
-  backups.sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : a.id < b.id ? 1 : -1));
-  return { backups, orphans, broken };
 }
 
 /** Every object that belongs to a backup: what prune deletes with it. The manifest comes first. */
@@ -224,10 +218,4 @@ export function verifyKeyOf(m: Manifest): string {
 export function manifestKeyOf(m: Manifest): string {
   const dir = m.key.includes("/") ? m.key.slice(0, m.key.lastIndexOf("/")) : "";
   return joinKey(dir, `${m.id}${MANIFEST_SUFFIX}`);
-}
-
-/** Finds a backup by id, data file name, or "latest". */
-export function findBackup(backups: Manifest[], ref: string | undefined): Manifest | undefined {
-  if (!ref || ref === "latest") return backups[0];
-  return backups.find((b) => b.id === ref || b.key === ref || b.key.split("/").pop() === ref || manifestKeyOf(b).split("/").pop() === ref);
 }

@@ -229,21 +229,38 @@ export interface FromStoreOptions {
  * store -> hash check -> [decrypt] -> decompress, as one readable. It ends only if the stored bytes match the
  * manifest's size and SHA-256; otherwise it errors, and a consumer that honours the Engine restore contract has
  * changed nothing.
+ *
+ * Cancelled (`signal`), the readable errors with ABORTED at once. The same signal kills a process decompressor
+ * (zstd, lz4) and the store's download; left to themselves they would end the stream with what their ending looks
+ * like from here, ERR_STREAM_PREMATURE_CLOSE or an AbortError, and the consumer would report that instead of the
+ * cancel.
  */
 export async function streamFromStore(opts: FromStoreOptions): Promise<{ stream: Readable; done: Promise<void> }> {
+  const cancelled = () => new DbkeepError("ABORTED", `reading ${opts.key} was cancelled`, { cause: opts.signal.reason });
+  if (opts.signal.aborted) throw cancelled();
   const body = await opts.store.get(opts.key, { signal: opts.signal });
   const hash = new HashStage(opts.expected);
   const out = new ByteCounter();
   const decompressor = await createDecompressor(opts.compression, opts.signal);
   const timer = opts.onProgress ? setInterval(() => opts.onProgress?.({ read: hash.bytes, written: out.bytes }), 250) : undefined;
   let stream!: Readable;
+  // Registered after the store's and the decompressor's own listeners, but it runs in the same dispatch, before
+  // any of their streams has reported its end: `out` errors with ABORTED first and keeps that error.
+  const onAbort = () => {
+    if (!out.destroyed) out.destroy(cancelled());
+  };
+  opts.signal.addEventListener("abort", onAbort, { once: true });
+  if (opts.signal.aborted) onAbort();
   const done = new Promise<void>((resolve, reject) => {
     stream = pipeline([body, hash, ...(opts.stages ?? []), decompressor, out] as unknown as [Readable, Duplex], (err) => {
       if (timer) clearInterval(timer);
+      opts.signal.removeEventListener("abort", onAbort);
       opts.onProgress?.({ read: hash.bytes, written: out.bytes });
       // A checksum mismatch explains every later symptom (a corrupt frame, a tool's syntax error).
       const mismatch = hash.errored;
-      if (mismatch) reject(mismatch);
+      if (mismatch instanceof DbkeepError && mismatch.code === "CHECKSUM_MISMATCH") reject(mismatch);
+      else if (opts.signal.aborted) reject(out.errored instanceof DbkeepError && out.errored.code === "ABORTED" ? out.errored : cancelled());
+      else if (mismatch) reject(mismatch);
       else if (err) reject(err);
       else resolve();
     }) as unknown as Readable;

@@ -1,6 +1,6 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { makeTempDir } from "./tempdir.js";
 
 export interface PrivateDir {
   dir: string;
@@ -13,7 +13,7 @@ export interface PrivateDir {
  * take credentials from a file instead of their argument list.
  */
 export async function privateDir(prefix: string, files: Record<string, string> = {}): Promise<PrivateDir> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const dir = await makeTempDir(prefix.replace(/^dbkeep-/, "").replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "private");
   const close = () => rm(dir, { recursive: true, force: true });
   try {
     for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content, { mode: 0o600, flag: "wx" });

@@ -42,6 +42,19 @@ const ALIASES: Record<string, string> = { postgresql: "postgres" };
  * cleanly, so a damaged backup never changes the target.
  */
 export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
+  try {
+    return await restoreOne(spec);
+  } catch (err) {
+    // Cancelled, every stage reports its own way of being stopped (a killed tool's EPIPE, a stream closed early);
+    // the cause is the cancel, and the CLI needs ABORTED to say so and exit 130/143.
+    if (spec.signal.aborted && !(err instanceof DbkeepError && err.code === "ABORTED")) {
+      throw new DbkeepError("ABORTED", `restore of ${spec.manifest.id} was cancelled`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+async function restoreOne(spec: RestoreSpec): Promise<RestoreResult> {
   const { manifest: m, engine, store, log } = spec;
   // A differential applies on its full backup: that one first, then the differential, in one call.
   if (m.differential?.kind === "differential") return restoreDifferential(spec, runRestore);
@@ -56,7 +69,7 @@ export async function runRestore(spec: RestoreSpec): Promise<RestoreResult> {
   const decryptWith = m.encryption ? await unlock(spec, m.key) : undefined;
   const target = `${engine.name} database ${engine.database}`;
   // A partial backup replaces only its own tables: only those are asked about.
-  const state = await engine.inspectTarget(m.selection ? { tables: m.selection.tables } : undefined);
+  const state = await engine.inspectTarget(m.selection ? { tables: m.selection.tables, ...(m.selection.requires ? { requires: m.selection.requires } : {}) } : undefined);
   if (state.objects.length > 0) {
     const ok = await spec.confirm(state.objects, target);
     if (!ok) {

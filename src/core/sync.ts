@@ -1,6 +1,8 @@
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { checksumLine, listBackups, manifestKeyOf, putText, serializeManifest, type Listing, type Manifest } from "./manifest.js";
+import { checksumLine, manifestKeyOf, MANIFEST_SUFFIX, putText, serializeManifest, type Manifest } from "./manifest.js";
+import { damageNoteKey, listBackups, type Listing } from "./listing.js";
+import { newMarker, putMarker, sweepDeadRuns } from "./reserve.js";
 import { redact } from "./redact.js";
 import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
 import { HashStage } from "./streams.js";
@@ -13,30 +15,43 @@ function objectsOf(m: Manifest): { key: string; sha256: string; bytes: number }[
 
 /**
  * Copies one backup from a store to another, streaming each object through a checksum check against the manifest
- * (a damaged source object fails the copy, it is never spread), then the sidecar, then the manifest last: the
- * copy exists in `to` only when all of it arrived intact. A failed copy removes what it wrote.
+ * (a damaged source object fails the copy, it is never spread), then the sidecar, then the manifest last, written
+ * only where none exists, behind a pending marker (core/reserve.ts): the copy exists in `to` only when all of it
+ * arrived intact, and a copy cut short is a leftover. A failed copy removes what it wrote.
  */
-export async function copyBackup(m: Manifest, from: Store, to: Store, o: { signal: AbortSignal; log: Logger }): Promise<{ bytes: number }> {
+export async function copyBackup(m: Manifest, from: Store, to: Store, o: { signal: AbortSignal; log: Logger; replaceDamaged?: boolean }): Promise<{ bytes: number }> {
   const written: string[] = [];
   let bytes = 0;
+  const dir = m.key.includes("/") ? m.key.slice(0, m.key.lastIndexOf("/")) : "";
   try {
+    const marker = await putMarker(to, dir, newMarker(m.id, { purpose: "copy", ...(m.job ? { job: m.job } : {}) }), o.signal);
+    written.push(marker);
+    if (!o.replaceDamaged) {
+      // Another run writing this backup there (a second sync) has it: this copy steps back and removes only its marker.
+      for await (const x of to.list(`${manifestKeyOf(m).slice(0, -MANIFEST_SUFFIX.length)}.`)) {
+        if (x.key !== marker) throw new DbkeepError("ALREADY_EXISTS", `${to.name} already holds ${x.key} of backup ${m.id}: another run is writing it`, { hint: "run dbkeep status again once it is done" });
+      }
+    }
     for (const obj of objectsOf(m)) {
       const body = await from.get(obj.key, { signal: o.signal });
       const check = new HashStage({ sha256: obj.sha256, bytes: obj.bytes, what: `${obj.key} in ${from.name}` });
       body.on("error", (err) => check.destroy(err));
-      written.push(obj.key);
+      // Only what this copy created is removed on failure: a damaged copy's objects stay for repair to look at.
+      if (!o.replaceDamaged || !(await to.stat(obj.key))) written.push(obj.key);
       // The store reads `check` to its end; a mismatch makes it error there, so the put fails and nothing shows.
       await to.put(obj.key, body.pipe(check), { signal: o.signal, size: obj.bytes });
       if (check.errored) throw check.errored;
       bytes += obj.bytes;
     }
-    written.push(m.checksum_key);
+    if (!o.replaceDamaged || !(await to.stat(m.checksum_key))) written.push(m.checksum_key);
     await putText(to, m.checksum_key, checksumLine(m.sha256, m.key), o.signal);
-    written.push(manifestKeyOf(m));
-    await putText(to, manifestKeyOf(m), serializeManifest(m), o.signal);
+    // Over a damaged copy (`replaceDamaged`, known from a listing), its manifest is replaced; else never.
+    await putText(to, manifestKeyOf(m), serializeManifest(m), o.signal, { ifAbsent: !o.replaceDamaged });
+    await to.delete([written[0]!, ...(o.replaceDamaged ? [damageNoteKey(m)] : [])]).catch(() => undefined);
     o.log.info({ backup: m.id, from: from.name, to: to.name, bytes }, `copied ${m.id} to ${to.name}`);
     return { bytes };
   } catch (err) {
+    // Newest first, the marker last.
     await to.delete(written.reverse()).catch(() => undefined);
     throw toDbkeepError(err, "STORE_FAILED");
   }
@@ -49,6 +64,8 @@ export interface BackupPresence {
   manifest: Manifest;
   /** Store name -> present (with a manifest) or missing. */
   in: Record<string, boolean>;
+  /** Store name -> what is wrong, for the stores that hold the backup damaged (their `in` is false). */
+  damaged: Record<string, string>;
 }
 
 export interface StoreListing {
@@ -74,9 +91,15 @@ export function presence(listings: StoreListing[]): BackupPresence[] {
   const byId = new Map<string, BackupPresence>();
   for (const { store, listing } of listings) {
     for (const m of listing?.backups ?? []) {
-      const p = byId.get(m.id) ?? { id: m.id, started_at: m.started_at, manifest: m, in: Object.fromEntries(listings.map((l) => [l.store.name, false])) };
+      const p = byId.get(m.id) ?? { id: m.id, started_at: m.started_at, manifest: m, in: Object.fromEntries(listings.map((l) => [l.store.name, false])), damaged: {} };
       p.in[store.name] = true;
       byId.set(m.id, p);
+    }
+  }
+  for (const { store, listing } of listings) {
+    for (const d of listing?.damaged ?? []) {
+      const p = byId.get(d.id);
+      if (p) p.damaged[store.name] = d.problems.join("; ");
     }
   }
   return [...byId.values()].sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : a.id < b.id ? 1 : -1));
@@ -114,6 +137,8 @@ export interface SyncOptions {
   timezone?: string;
   now?: Date;
   dryRun?: boolean;
+  /** The job whose backups these are: what its killed runs left in a target is removed before copying. */
+  job?: string;
   signal: AbortSignal;
   log: Logger;
 }
@@ -125,6 +150,8 @@ export interface SyncOptions {
  */
 export async function syncStores(sources: Store[], targets: Store[], prefix: string, o: SyncOptions): Promise<SyncResult> {
   const all = [...new Set([...sources, ...targets])];
+  // A copy that was killed left a group behind its marker; it would block the copy of that backup until prune.
+  if (!o.dryRun) for (const t of targets) await sweepDeadRuns(t, prefix, o.job).catch(() => undefined);
   const listings = await listEach(all, prefix);
   const out: SyncResult = { copied: [], failed: [], skipped: [], unreachable: [] };
   for (const l of listings) if (l.error) out.unreachable.push({ store: l.store.name, error: redact(l.error.message) });
@@ -149,7 +176,7 @@ export async function syncStores(sources: Store[], targets: Store[], prefix: str
         continue;
       }
       try {
-        await copyBackup(p.manifest, from, target, o);
+        await copyBackup(p.manifest, from, target, { ...o, ...(p.damaged[target.name] ? { replaceDamaged: true } : {}) });
         out.copied.push(entry);
       } catch (err) {
         if (o.signal.aborted) throw err;

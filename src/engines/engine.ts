@@ -145,8 +145,12 @@ export interface Engine {
   source(): SourceInfo;
   check(): Promise<{ tools: Record<string, string>; server?: string }>;
   dump(opts: DumpOptions): Dump;
-  /** With `tables` (a partial backup): only those of them that exist in the target. */
-  inspectTarget(o?: { tables?: string[] }): Promise<TargetState>;
+  /**
+   * With `tables` (a partial backup): only those of them that exist in the target. With `requires` (the objects a
+   * partial backup needs and does not carry, from its manifest): rejects with RESTORE_REFUSED, naming them, when
+   * the target lacks any, before anything is created or changed.
+   */
+  inspectTarget(o?: { tables?: string[]; requires?: string[] }): Promise<TargetState>;
   restore(input: Readable, opts: RestoreOptions): Promise<void>;
   /** Whether this engine can restore a backup made in `format`. */
   canRestore(format: string): boolean;

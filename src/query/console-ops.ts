@@ -2,7 +2,7 @@ import { DbkeepError } from "../core/errors.js";
 import { formatBytes, formatDuration } from "../core/format.js";
 import { backupPrefix, openEngine, openStore, runJob, type JobPlan } from "../core/jobs.js";
 import type { Logger } from "../core/log.js";
-import { findBackup, listBackups } from "../core/manifest.js";
+import { listFor, resolveBackup } from "../core/listing.js";
 import { runRestore } from "../core/restore.js";
 import type { DifferentialPlan } from "../core/differential.js";
 import { identitiesFor } from "../crypto/settings.js";
@@ -61,7 +61,7 @@ export function createConsoleBackupOps(plan: JobPlan, describe: string, log: Log
       const engine = await openEngine(plan, warn);
       const store = await openStore(plan, warn);
       try {
-        const { backups } = await listBackups(store, backupPrefix(plan, engine));
+        const { backups } = await listFor(store, backupPrefix(plan, engine), plan.oneOff ? undefined : plan.name);
         if (backups.length === 0) say(`no backups in ${store.name}`);
         for (const b of backups) {
           const kind = b.differential?.kind === "differential" ? "differential" : b.selection ? "partial" : "full";
@@ -76,9 +76,7 @@ export function createConsoleBackupOps(plan: JobPlan, describe: string, log: Log
       const engine = await openEngine(plan, warn);
       const store = await openStore(plan, warn);
       try {
-        const { backups } = await listBackups(store, backupPrefix(plan, engine));
-        const m = findBackup(backups, ref);
-        if (!m) throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}` : `backup "${ref}" not found in ${store.name}`, { hint: "list shows the backups" });
+        const { manifest: m } = resolveBackup(await listFor(store, backupPrefix(plan, engine), plan.oneOff ? undefined : plan.name), ref, store.name);
         say(`restoring ${m.id} into ${engine.name} database ${engine.database} ...`);
         const r = await runRestore({
           manifest: m,

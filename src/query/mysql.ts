@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import type { Connection, ConnectionOptions, FieldPacket, QueryError, ResultSetHeader, TypeCast } from "mysql2";
 import { DbkeepError } from "../core/errors.js";
+import { mysql2Failure, mysqlTlsOf, withTlsAttempts } from "../engines/mysql/tls.js";
 import { Num, RawJson, type Cell } from "./cells.js";
 import { DEFAULT_BATCH_ROWS, onAbort, queryFailed, type CatalogTable, type OpenOptions, type QueryConnection, type StatementResult } from "./connection.js";
 
@@ -45,8 +45,6 @@ export async function openMysql(options: Record<string, unknown>, o: OpenOptions
   const user = (options.user as string | undefined) ?? userInfo().username;
   const database = options.database as string | undefined;
   const schemas = database ? [database] : ((options.databases as string[] | undefined) ?? []);
-  const sslMode = options.ssl_mode as string | undefined;
-  const sslCa = options.ssl_ca as string | undefined;
   const where = `${options.engine === "mariadb" ? "mariadb" : "mysql"} ${user}@${socket ?? `${host}:${port}`}${database ? `/${database}` : ""}`;
   const config: ConnectionOptions = {
     ...(socket ? { socketPath: socket } : { host, port }),
@@ -59,21 +57,26 @@ export async function openMysql(options: Record<string, unknown>, o: OpenOptions
     bigNumberStrings: true,
     dateStrings: true,
     multipleStatements: false,
-    ...(sslMode && sslMode !== "disabled" && sslMode !== "preferred"
-      ? { ssl: { ...(sslCa ? { ca: readFileSync(sslCa) } : {}), rejectUnauthorized: sslMode.startsWith("verify") } }
-      : {}),
   };
   let conn: Connection;
   try {
-    conn = await new Promise<Connection>((resolve, reject) => {
-      const c = mysql.createConnection(config);
-      c.connect((err) => (err ? reject(err) : resolve(c)));
-    });
+    conn = await withTlsAttempts(mysqlTlsOf(options), (ssl) =>
+      new Promise<Connection>((resolve, reject) => {
+        const c = mysql.createConnection({ ...config, ...(ssl ? { ssl } : {}) });
+        c.on("error", () => undefined);
+        c.connect((err) => {
+          if (!err) return resolve(c);
+          c.destroy();
+          reject(err);
+        });
+      }));
   } catch (err) {
+    if (err instanceof DbkeepError) throw err;
+    const f = mysql2Failure(err);
     throw new DbkeepError("CONNECTION_FAILED", `cannot connect to ${where}: ${(err as Error).message}`, {
       cause: err,
-      retryable: true,
-      hint: "check host, port, user and database; the password comes from the datasource (password_env, password_file) or MYSQL_PWD",
+      retryable: f.retryable,
+      hint: f.hint ?? "check host, port, user and database; the password comes from the datasource (password_env, password_file) or MYSQL_PWD",
     });
   }
   let broken: Error | undefined;

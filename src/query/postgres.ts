@@ -1,5 +1,7 @@
 import pg from "pg";
 import { DbkeepError } from "../core/errors.js";
+import { connectPg, pgConnectionError } from "../engines/postgres/connection.js";
+import { mergePgTls, pgTlsFromEnv, pgTlsOf, resolvePgTls } from "../engines/postgres/tls.js";
 import { Num, RawJson, type Cell } from "./cells.js";
 import { DEFAULT_BATCH_ROWS, onAbort, queryFailed, type CatalogTable, type OpenOptions, type QueryConnection, type StatementResult } from "./connection.js";
 
@@ -23,30 +25,28 @@ export async function openPostgres(options: Record<string, unknown>, o: OpenOpti
   const host = (options.host as string | undefined) ?? "localhost";
   const port = (options.port as number | undefined) ?? 5432;
   const database = (options.database as string | undefined) ?? "postgres";
-  const sslmode = options.sslmode as string | undefined;
   const user = (options.user as string | undefined) ?? (o.oneOff ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres";
   const where = `postgres ${user}@${host}:${port}/${database}`;
-  const client = new pg.Client({
-    host,
-    port,
-    user,
-    password: o.secret("password")?.reveal() ?? (o.oneOff ? process.env.PGPASSWORD : undefined),
-    database,
-    ssl: sslmode && !["disable", "allow", "prefer"].includes(sslmode) ? { rejectUnauthorized: sslmode === "verify-full" } : undefined,
-    connectionTimeoutMillis: 15000,
-    application_name: "dbkeep query",
-  });
+  let client: pg.Client;
+  try {
+    // URL mode takes libpq's PGSSL* variables too, as psql would.
+    const tls = resolvePgTls(mergePgTls(o.oneOff ? pgTlsFromEnv(process.env) : {}, pgTlsOf(options)), host);
+    client = await connectPg({
+      host,
+      port,
+      user,
+      password: o.secret("password")?.reveal() ?? (o.oneOff ? process.env.PGPASSWORD : undefined),
+      database,
+      connectionTimeoutMillis: 15000,
+      application_name: "dbkeep query",
+    }, tls);
+  } catch (err) {
+    const e = pgConnectionError(err, { host, port, database }, "check host, port, user and database; the password comes from the datasource, PGPASSWORD or ~/.pgpass");
+    if (e.code !== "CONNECTION_FAILED") throw e;
+    throw new DbkeepError("CONNECTION_FAILED", `cannot connect to ${where}: ${e.details ?? e.message}`, { cause: err, retryable: e.retryable, ...(e.hint ? { hint: e.hint } : {}) });
+  }
   let broken: Error | undefined;
   client.on("error", (err) => (broken = err));
-  try {
-    await client.connect();
-  } catch (err) {
-    throw new DbkeepError("CONNECTION_FAILED", `cannot connect to ${where}: ${(err as Error).message}`, {
-      cause: err,
-      retryable: true,
-      hint: "check host, port, user and database; the password comes from the datasource, PGPASSWORD or ~/.pgpass",
-    });
-  }
   let busy = false;
 
   // The extended protocol runs exactly one statement: `SELECT 1; COMMIT; DELETE ...` cannot slip through.

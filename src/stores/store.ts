@@ -31,7 +31,8 @@ export interface PutOptions {
 export interface StagedFile {
   fd: number;
   path: string;
-  commit(): Promise<void>;
+  /** With `ifAbsent`, as put(): an existing object under the key stays, commit() rejects with ALREADY_EXISTS and removes the file. */
+  commit(opts?: { ifAbsent?: boolean }): Promise<void>;
   abort(): Promise<void>;
 }
 
@@ -53,7 +54,10 @@ export interface StagedFile {
 export interface Store {
   /** "local:backups", used in logs and errors. */
   readonly name: string;
-  /** put() with `ifAbsent` is decided atomically by the service (see PutOptions.ifAbsent). */
+  /**
+   * put() with `ifAbsent` is decided atomically by the service (see PutOptions.ifAbsent). A store that finds this out
+   * from the service (s3, ssh) says false until it knows, which is at the latest after its first put with ifAbsent.
+   */
   readonly atomicCreate?: boolean;
   put(key: string, body: Readable, opts?: PutOptions): Promise<{ bytes: number }>;
   /**

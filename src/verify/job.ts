@@ -91,12 +91,12 @@ export async function verifiedIds(store: Store, backups: Manifest[]): Promise<Se
 export async function verifyLatest(plan: JobPlan, o: { log: Logger; signal: AbortSignal }): Promise<JobResult> {
   const started = Date.now();
   const { openEngine, openStore, backupPrefix } = await import("../core/jobs.js");
-  const { listBackups } = await import("../core/manifest.js");
+  const { listFor } = await import("../core/listing.js");
   const store = await openStore(plan);
   let result: JobResult;
   try {
     const engine = await openEngine(plan);
-    const latest = (await listBackups(store, backupPrefix(plan, engine))).backups[0];
+    const latest = (await listFor(store, backupPrefix(plan, engine), plan.oneOff ? undefined : plan.name)).backups[0];
     if (!latest) throw new DbkeepError("BACKUP_NOT_FOUND", `no backups of ${plan.name} in ${store.name} to verify`);
     const { verification, error } = await verifyJobBackup(plan, latest, store, o);
     result = { job: plan.name, ok: !error, attempts: 1, seconds: (Date.now() - started) / 1000, manifest: latest, store: store.name, verification, ...(error ? { error } : {}) };

@@ -1,7 +1,8 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
+import { hostTag, pidAlive } from "../core/owner.js";
 import { join } from "node:path";
 
 /**
@@ -15,9 +16,7 @@ import { join } from "node:path";
 export const SCRATCH_PREFIX = "dbkeep_verify_";
 const SCRATCH_RE = /^dbkeep_verify_([a-z0-9]*)_([0-9a-f]{4})_(\d+)_([0-9a-f]{4})(?:_dbkeep_restore_[0-9a-f]{8}|_dbkeep_old_[0-9a-f]{8})?$/;
 
-export function hostTag(): string {
-  return createHash("sha256").update(hostname()).digest("hex").slice(0, 4);
-}
+export { hostTag, pidAlive };
 
 export function scratchName(job: string | undefined): string {
   const j = (job ?? "").toLowerCase().replace(/[^a-z0-9]/g, "").slice(0, 8);
@@ -42,16 +41,6 @@ export async function markDirKept(dir: string): Promise<void> {
   await writeFile(join(dir, KEPT_FILE), `${KEPT_MARK}\n`);
 }
 
-export function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** A private temp directory of a scratch target: `dbkeep-verify-<kind>-<pid>-<random>` in the temp dir. */
 export function scratchDirName(kind: string): string {

@@ -51,7 +51,20 @@ function endless(size: number): Readable {
 
 describe.skipIf(!available)("azure store (Azurite)", () => {
   // 200 MiB, the suite's default, runs in a few seconds against Azurite on this machine.
-  storeConformance("azure", () => makeStore());
+  // Pages of 7 instead of 1000: the paging of listings is checked with a few dozen blobs.
+  storeConformance("azure", () => makeStore({ list_page_size: 7 }), { pageSize: 7 });
+
+  it("ifAbsent is the service's decision: the commit carries If-None-Match: * and its refusal is ALREADY_EXISTS", async () => {
+    const store = await makeStore({ block_size: "1MiB" });
+    expect(store.atomicCreate).toBe(true);
+    await store.put("c/k.bin", Readable.from([Buffer.alloc(3 * 1024 * 1024, 1)]), { ifAbsent: true });
+    const err = (await store.put("c/k.bin", Readable.from([Buffer.alloc(2 * 1024 * 1024, 2)]), { ifAbsent: true }).catch((e: unknown) => e)) as DbkeepError;
+    expect(isDbkeepError(err, "ALREADY_EXISTS")).toBe(true);
+    // Refused by the service (the blob was not looked up first): Azurite answers as Azure does.
+    expect((err.cause as { statusCode?: number }).statusCode).toBe(409);
+    expect((err.cause as { code?: string }).code).toBe("BlobAlreadyExists");
+    expect((await store.stat("c/k.bin"))?.size).toBe(3 * 1024 * 1024);
+  });
 
   it("an aborted upload commits nothing: no blob, no committed block list, a previous blob intact", async () => {
     const store = await makeStore({ block_size: "1MiB" });

@@ -38,7 +38,7 @@ function endless(size: number): Readable {
 }
 
 // Against the fake the transfer costs are the test process's own (it serves in-process), so 32 MiB keeps it fast.
-storeConformance("gcs (local fake of the JSON API)", async () => makeStore(), { bigBytes: 32 * 1024 * 1024 });
+storeConformance("gcs (local fake of the JSON API)", async () => makeStore({ list_page_size: 7 }), { bigBytes: 32 * 1024 * 1024, pageSize: 7 });
 
 describe("gcs store specifics (local fake of the JSON API)", () => {
   it("uploads in chunks: nothing is visible before the final one, and an aborted upload's session is cancelled", async () => {
@@ -73,6 +73,31 @@ describe("gcs store specifics (local fake of the JSON API)", () => {
     const listed: string[] = [];
     for await (const o of store.list("p/")) listed.push(o.key);
     expect(listed.sort()).toEqual(keys);
+  });
+
+  it("ifAbsent sends ifGenerationMatch=0: an upload whose name was taken while it ran fails when it completes, and its object never appears", async () => {
+    const slow = makeStore();
+    const bucket = slow.name.slice("gcs:".length);
+    const fast = makeStore({}, bucket);
+    expect(slow.atomicCreate).toBe(true);
+    const src = new Readable({ read() {} });
+    src.push(Buffer.alloc(3 * 1024 * 1024, 7));
+    const before = fake.sessions();
+    const put = slow.put("race/k.bin", src, { ifAbsent: true });
+    for (let i = 0; i < 200 && fake.sessions().receivedOpen - before.receivedOpen < 2 * 1024 * 1024; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(fake.sessions().open).toBe(before.open + 1);
+    // The name is free when the session opens; another upload takes it meanwhile.
+    await fast.put("race/k.bin", Readable.from([Buffer.from("the winner")]), { ifAbsent: true });
+    src.push(Buffer.alloc(1024, 8));
+    src.push(null);
+    await expect(put).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    const back: Buffer[] = [];
+    for await (const c of await fast.get("race/k.bin")) back.push(c as Buffer);
+    expect(Buffer.concat(back).toString()).toBe("the winner");
+    expect(fake.objects(bucket)).toEqual(["backups/prod/race/k.bin"]);
+    expect(fake.sessions().open).toBe(before.open);
+    // The empty body takes the other path (one multipart request): refused at once.
+    await expect(slow.put("race/k.bin", Readable.from([]), { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
   });
 
   it("access denied is one line with a hint; an unreachable endpoint is retryable; a missing bucket says so", async () => {

@@ -39,6 +39,23 @@ describe.skipIf(!available)("rclone store, local remote", () => {
 
   storeConformance("rclone (local remote)", async () => localStore().store);
 
+  it("ifAbsent: a key another writer created while the upload ran is not replaced; the temporary object goes", async () => {
+    const { dir, store } = localStore();
+    expect(store.atomicCreate).toBe(false);
+    const slow = new Readable({ read() {} });
+    // Past rcat's streaming cutoff (100 KiB), so that it writes the temporary object as data comes.
+    slow.push(Buffer.alloc(256 * 1024, 1));
+    const put = store.put("w/k.bin", slow, { ifAbsent: true });
+    // The upload is under way (its temporary object exists) when the other writer publishes the key.
+    for (let i = 0; i < 200 && !(existsSync(join(dir, "w")) && readdirSync(join(dir, "w")).length > 0); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(readdirSync(join(dir, "w"))).toEqual([expect.stringMatching(/^\.k\.bin\.dbkeep-partial-/)]);
+    await store.put("w/k.bin", Readable.from([Buffer.from("the winner")]), { ifAbsent: true });
+    slow.push(null);
+    await expect(put).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    expect(readFileSync(join(dir, "w", "k.bin"), "utf8")).toBe("the winner");
+    expect(readdirSync(join(dir, "w"))).toEqual(["k.bin"]);
+  });
+
   it("an interrupted upload leaves only a partial object, never the final key, and list flags it", async () => {
     const { dir, store } = localStore();
     await store.put("p/k.bin", Readable.from([Buffer.from("old")]));

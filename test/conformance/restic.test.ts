@@ -100,6 +100,25 @@ describe.skipIf(!available)("restic store", () => {
     expect(encodeKeyTag("ünï/a b.sql")).toBe("key=ünï/a b.sql");
   });
 
+  it("ifAbsent: a snapshot of the key made while the backup ran wins; the new one is forgotten", async () => {
+    const repo = freshRepo();
+    made.push(repo);
+    const store = resticStore(repo);
+    expect(store.atomicCreate).toBe(false);
+    await store.put("warm/up.bin", Readable.from([Buffer.from("x")]));
+    const slow = new Readable({ read() {} });
+    slow.push(Buffer.alloc(256 * 1024, 1));
+    const put = store.put("w/k.bin", slow, { ifAbsent: true });
+    // The first put has looked the key up (absent) and is writing when the other writer's snapshot lands.
+    await new Promise((r) => setTimeout(r, 1500));
+    await resticStore(repo).put("w/k.bin", Readable.from([Buffer.from("the winner")]), { ifAbsent: true });
+    slow.push(null);
+    await expect(put).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    expect(await text(await store.get("w/k.bin"))).toBe("the winner");
+    const snaps = JSON.parse(restic(repo, ["snapshots", "--json", "--tag", encodeKeyTag("w/k.bin")]).stdout) as unknown[];
+    expect(snaps).toHaveLength(1);
+  });
+
   describe("specifics", () => {
     let repo: string;
     let store: Store;

@@ -60,7 +60,47 @@ function body(size: number, seed: number): { stream: Readable; sha256: string } 
   return { stream: Readable.from(chunks()), sha256: h.digest("hex") };
 }
 
-storeConformance("s3 (s3rver)", async () => s3Store());
+// Pages of 7 instead of 1000: the paging of listings is checked with a few dozen objects. s3rver writes an object in
+// place (truncate, then write), so concurrent writes of one key can mix on it, which S3 itself never does: the
+// concurrent-create check runs against the proxy below, which serialises writes of a key.
+storeConformance("s3 (s3rver)", async () => s3Store({ list_page_size: 7 }), { pageSize: 7, sameKeyConcurrency: false });
+
+describe("s3 with a service that honours If-None-Match (s3rver behind a proxy that adds it)", () => {
+  let conditional: FaultProxy;
+  beforeAll(async () => {
+    conditional = await startFaultProxy(s3.endpoint, { rate: 0, conditionalWrites: true });
+  });
+  afterAll(async () => {
+    await conditional?.stop();
+  });
+
+  storeConformance("s3 (If-None-Match honoured)", async () => s3Store({ endpoint: conditional.endpoint, part_size: "5MiB" }), { bigBytes: 16 * 1024 * 1024 });
+
+  it("finds out once that the service decides, then sends If-None-Match: * and maps its 412 to ALREADY_EXISTS", async () => {
+    const store = s3Store({ endpoint: conditional.endpoint, part_size: "5MiB" });
+    expect(store.atomicCreate).toBe(false);
+    const from = conditional.requests.length;
+    await store.put("c/one.bin", Readable.from([Buffer.from("one")]), { ifAbsent: true });
+    expect(store.atomicCreate).toBe(true);
+    const probes = conditional.requests.slice(from).filter((r) => r.url.includes(".dbkeep-probe/conditional-"));
+    expect(probes.some((r) => r.fault === "precondition-failed" && r.method === "PUT")).toBe(true);
+    expect(probes.some((r) => r.fault === "precondition-failed" && r.method === "POST")).toBe(true);
+
+    const again = conditional.requests.length;
+    await expect(store.put("c/one.bin", Readable.from([Buffer.from("two")]), { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    const big = body(6 * 1024 * 1024, 3);
+    await expect(store.put("c/one.bin", big.stream, { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    const seen = conditional.requests.slice(again);
+    // No second probe, no HEAD before publishing: the service's answer decides.
+    expect(seen.filter((r) => r.url.includes(".dbkeep-probe/"))).toEqual([]);
+    expect(seen.filter((r) => r.method === "HEAD")).toEqual([]);
+    const refused = seen.filter((r) => r.fault === "precondition-failed");
+    expect(refused.map((r) => r.method)).toEqual(["PUT", "POST"]);
+    for (const r of refused) expect(r.headers["if-none-match"]).toBe("*");
+    expect((await sha256(await store.get("c/one.bin"))).bytes).toBe(3);
+    await store.close();
+  });
+});
 
 describe("s3 store specifics", () => {
   let proxy: FaultProxy;
@@ -207,6 +247,173 @@ describe("s3 store specifics", () => {
     } finally {
       await broken.stop();
     }
+  });
+
+  it("s3rver ignores If-None-Match on writes: the store finds that out, does not claim atomicCreate and checks just before publishing", async () => {
+    const store = s3Store({ endpoint: proxy.endpoint, part_size: "5MiB" });
+    await store.put("plain/a.bin", Readable.from([Buffer.from("a")]), { ifAbsent: true });
+    expect(store.atomicCreate).toBe(false);
+    const from = proxy.requests.length;
+    await expect(store.put("plain/a.bin", Readable.from([Buffer.from("b")]), { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    await expect(store.put("plain/a.bin", body(6 * 1024 * 1024, 4).stream, { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+    await store.put("plain/b.bin", body(6 * 1024 * 1024, 5).stream, { ifAbsent: true });
+    const seen = proxy.requests.slice(from);
+    expect(seen.filter((r) => r.headers["if-none-match"])).toEqual([]);
+    // The refused single PUT was never sent; the refused multipart upload was never completed.
+    const writes = seen.filter((r) => (r.method === "PUT" && !r.url.includes("partNumber=")) || (r.method === "POST" && r.url.includes("uploadId=")));
+    expect(writes.map((r) => decodeURIComponent(r.url).replace(/\?.*/, "").split("/").pop())).toEqual(["b.bin"]);
+    expect((await sha256(await store.get("plain/a.bin"))).bytes).toBe(1);
+    expect((await store.stat("plain/b.bin"))?.size).toBe(6 * 1024 * 1024);
+    await store.close();
+  });
+
+  it("sends the Content-MD5 of every part and of a single PUT", async () => {
+    const store = s3Store({ endpoint: proxy.endpoint, part_size: "5MiB" });
+    const size = 12 * 1024 * 1024 + 7;
+    const data = body(size, 21);
+    const whole: Buffer[] = [];
+    for await (const c of body(size, 21).stream) whole.push(c as Buffer);
+    const all = Buffer.concat(whole);
+    const from = proxy.requests.length;
+    await store.put("md5/multi.bin", data.stream);
+    await store.put("md5/single.bin", Readable.from([all.subarray(0, 1000)]));
+    const md5 = (b: Buffer) => createHash("md5").update(b).digest("base64");
+    const sent = proxy.requests.slice(from).filter((r) => r.method === "PUT").map((r) => r.headers["content-md5"]);
+    const mib5 = 5 * 1024 * 1024;
+    expect(sent).toEqual([md5(all.subarray(0, mib5)), md5(all.subarray(mib5, 2 * mib5)), md5(all.subarray(2 * mib5)), md5(all.subarray(0, 1000))]);
+    await store.close();
+  });
+
+  it("s3rver checks no checksum: with verify_etag off, a byte changed on the way is stored (what the ETag comparison catches)", async () => {
+    const flipping = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /unchecked\/x\.bin/, times: 1 } });
+    try {
+      const prefix = `unchecked-${randomBytes(3).toString("hex")}`;
+      const store = s3Store({ prefix, endpoint: flipping.endpoint, verify_etag: false });
+      const data = body(100_000, 31);
+      await store.put("unchecked/x.bin", data.stream);
+      expect(flipping.requests.filter((r) => r.fault === "flipped-byte")).toHaveLength(1);
+      const stored = await sha256(await s3Store({ prefix }).get("unchecked/x.bin"));
+      expect(stored.bytes).toBe(100_000);
+      expect(stored.sha256).not.toBe(data.sha256);
+      await store.close();
+    } finally {
+      await flipping.stop();
+    }
+  });
+
+  it("a byte changed on the way in a single PUT: the body goes once more; changed twice, the put fails and nothing is stored", async () => {
+    const once = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /flip\/once\.bin/, times: 1 } });
+    const prefix = `flip-${randomBytes(3).toString("hex")}`;
+    try {
+      const store = s3Store({ prefix, endpoint: once.endpoint });
+      const data = body(300_000, 41);
+      expect((await store.put("flip/once.bin", data.stream)).bytes).toBe(300_000);
+      expect(once.requests.filter((r) => r.fault === "flipped-byte")).toHaveLength(1);
+      expect(await sha256(await s3Store({ prefix }).get("flip/once.bin"))).toEqual({ sha256: data.sha256, bytes: 300_000 });
+      await store.close();
+    } finally {
+      await once.stop();
+    }
+    const twice = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /flip\/twice\.bin/, times: 2 } });
+    try {
+      const store = s3Store({ prefix, endpoint: twice.endpoint });
+      await s3Store({ prefix }).put("flip/twice.bin", Readable.from([Buffer.from("previous")]));
+      const err = (await store.put("flip/twice.bin", body(300_000, 42).stream).catch((e: unknown) => e)) as DbkeepError;
+      expect(err.message).toMatch(/^\[store:s3:test\] upload of flip\/twice\.bin failed: the service's ETag [0-9a-f]{32} is not the MD5 [0-9a-f]{32} of the bytes sent, 2 times; the object was deleted$/);
+      expect(err.retryable).toBe(true);
+      expect(err.hint).toMatch(/verify_etag: false/);
+      expect(twice.requests.filter((r) => r.fault === "flipped-byte")).toHaveLength(2);
+      expect(await store.stat("flip/twice.bin")).toBeUndefined();
+      expect((await listAll(store, "flip/")).map((o) => o.key)).toEqual(["flip/once.bin"]);
+      await store.close();
+    } finally {
+      await twice.stop();
+    }
+  });
+
+  it("a byte changed on the way in a part: the part goes once more; changed twice, the upload is aborted and a previous object stays", async () => {
+    const prefix = `flipmp-${randomBytes(3).toString("hex")}`;
+    const once = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /mp\/once\.bin\?.*partNumber=2/, times: 1 } });
+    try {
+      const store = s3Store({ prefix, endpoint: once.endpoint, part_size: "5MiB" });
+      const data = body(12 * 1024 * 1024, 51);
+      await store.put("mp/once.bin", data.stream);
+      expect(once.requests.filter((r) => r.fault === "flipped-byte")).toHaveLength(1);
+      expect(await sha256(await s3Store({ prefix }).get("mp/once.bin"))).toEqual({ sha256: data.sha256, bytes: 12 * 1024 * 1024 });
+      await store.close();
+    } finally {
+      await once.stop();
+    }
+    const twice = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /mp\/twice\.bin\?.*partNumber=2/, times: 2 } });
+    try {
+      const store = s3Store({ prefix, endpoint: twice.endpoint, part_size: "5MiB" });
+      await s3Store({ prefix }).put("mp/twice.bin", Readable.from([Buffer.from("previous")]));
+      const err = (await store.put("mp/twice.bin", body(12 * 1024 * 1024, 52).stream).catch((e: unknown) => e)) as DbkeepError;
+      expect(err.message).toMatch(/upload of mp\/twice\.bin failed: part 2 arrived changed 2 times \(the service's ETag [0-9a-f]{32} is not the MD5 [0-9a-f]{32} of the bytes sent\); nothing was stored$/);
+      expect(err.retryable).toBe(true);
+      // Never completed: the previous object is the one there.
+      expect(twice.requests.filter((r) => r.method === "POST" && r.url.includes("uploadId="))).toEqual([]);
+      expect(await sha256(await store.get("mp/twice.bin"))).toEqual({ sha256: createHash("sha256").update("previous").digest("hex"), bytes: 8 });
+      await store.close();
+    } finally {
+      await twice.stop();
+    }
+  });
+
+  it("a service that checks Content-MD5 answers BadDigest: the part goes once more; refused twice, the put fails", async () => {
+    const prefix = `bad-${randomBytes(3).toString("hex")}`;
+    const checking = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /bad\/one\.bin/, times: 2, checkMd5: true } });
+    try {
+      const store = s3Store({ prefix, endpoint: checking.endpoint, part_size: "5MiB", max_attempts: 1 });
+      const err = (await store.put("bad/one.bin", body(1000, 61).stream).catch((e: unknown) => e)) as DbkeepError;
+      expect(err.message).toMatch(/upload of bad\/one\.bin failed: the body arrived changed 2 times \(the service answered BadDigest\); nothing was stored$/);
+      expect(err.retryable).toBe(true);
+      expect(await store.stat("bad/one.bin")).toBeUndefined();
+      expect(checking.requests.filter((r) => r.fault === "flipped-byte")).toHaveLength(2);
+      await store.close();
+    } finally {
+      await checking.stop();
+    }
+    const once = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /bad\/mp\.bin\?.*partNumber=1/, times: 1, checkMd5: true } });
+    try {
+      const store = s3Store({ prefix, endpoint: once.endpoint, part_size: "5MiB", max_attempts: 1 });
+      const data = body(7 * 1024 * 1024, 62);
+      await store.put("bad/mp.bin", data.stream);
+      expect(once.requests.filter((r) => r.fault === "flipped-byte")).toHaveLength(1);
+      expect(await sha256(await store.get("bad/mp.bin"))).toEqual({ sha256: data.sha256, bytes: 7 * 1024 * 1024 });
+      await store.close();
+    } finally {
+      await once.stop();
+    }
+  });
+
+  it("a service whose part ETags are opaque (as R2's were): the completed object's ETag is compared, and a changed part fails the put", async () => {
+    const prefix = `opaque-${randomBytes(3).toString("hex")}`;
+    const warnings: string[] = [];
+    const clean = await startFaultProxy(s3.endpoint, { rate: 0, opaquePartEtags: true });
+    try {
+      const store = s3Store({ prefix, endpoint: clean.endpoint, part_size: "5MiB" }, S3RVER_KEY, (m) => warnings.push(m));
+      const data = body(11 * 1024 * 1024, 71);
+      await store.put("opaque/ok.bin", data.stream);
+      expect(await sha256(await store.get("opaque/ok.bin"))).toEqual({ sha256: data.sha256, bytes: 11 * 1024 * 1024 });
+      await store.close();
+    } finally {
+      await clean.stop();
+    }
+    const flipping = await startFaultProxy(s3.endpoint, { rate: 0, opaquePartEtags: true, flipByteOf: { method: "PUT", path: /opaque\/bad\.bin\?.*partNumber=3/, times: 1 } });
+    try {
+      const store = s3Store({ prefix, endpoint: flipping.endpoint, part_size: "5MiB" }, S3RVER_KEY, (m) => warnings.push(m));
+      const err = (await store.put("opaque/bad.bin", body(11 * 1024 * 1024, 72).stream).catch((e: unknown) => e)) as DbkeepError;
+      expect(err.message).toMatch(/upload of opaque\/bad\.bin failed: the service's ETag [0-9a-f]{32}-3 of the completed object is not [0-9a-f]{32}-3, the MD5 of the 3 parts sent; the object was deleted$/);
+      expect(err.retryable).toBe(true);
+      expect(await store.stat("opaque/bad.bin")).toBeUndefined();
+      expect((await listAll(store, "opaque/")).map((o) => o.key)).toEqual(["opaque/ok.bin"]);
+      await store.close();
+    } finally {
+      await flipping.stop();
+    }
+    // Opaque part ETags alone are no reason to warn: the completed object's ETag was checked.
+    expect(warnings.filter((w) => /ETag/.test(w))).toEqual([]);
   });
 
   it("a 40 MiB multipart upload (5 MiB parts) through a proxy failing ~25% of requests completes intact", async () => {

@@ -67,6 +67,42 @@ if (!available) {
       s = await server();
     });
 
+    it("ifAbsent publishes with hardlink@openssh.com: atomicCreate, the file stays 0600 and no temporary name is left", async () => {
+      const store = await storeFor();
+      const dir = join(s.data, `store-${n}`);
+      try {
+        await store.stat("x");
+        expect(store.atomicCreate).toBe(true);
+        await store.put("h/k.bin", Readable.from([Buffer.from("first")]), { ifAbsent: true });
+        await expect(store.put("h/k.bin", Readable.from([Buffer.from("second")]), { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+        expect(readdirSync(join(dir, "h"))).toEqual(["k.bin"]);
+        expect(statSync(join(dir, "h/k.bin")).mode & 0o777).toBe(0o600);
+        expect(statSync(join(dir, "h/k.bin")).nlink).toBe(1);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("a server that refuses hardlink@openssh.com: ifAbsent checks and renames, and the store does not claim atomicCreate", async () => {
+      const denying = await startSshd({ sftpDenied: ["hardlink"] });
+      const store = createSshStore(
+        { host: denying.host, port: denying.port, user: denying.user, path: join(denying.data, "store"), key_file: denying.userKey.path, known_hosts: denying.knownHosts, timeout: 10 },
+        { name: "ssh:denying" },
+      );
+      try {
+        await store.put("h/k.bin", Readable.from([Buffer.from("first")]), { ifAbsent: true });
+        expect(store.atomicCreate).toBe(false);
+        await expect(store.put("h/k.bin", Readable.from([Buffer.from("second")]), { ifAbsent: true })).rejects.toSatisfy((e: unknown) => isDbkeepError(e, "ALREADY_EXISTS"));
+        expect(readdirSync(join(denying.data, "store/h"))).toEqual(["k.bin"]);
+        const back: Buffer[] = [];
+        for await (const c of await store.get("h/k.bin")) back.push(c as Buffer);
+        expect(Buffer.concat(back).toString()).toBe("first");
+      } finally {
+        await store.close();
+        await denying.stop();
+      }
+    });
+
     it("creates files 0600 in 0700 directories, replaces an existing object and rejects keys that escape the path", async () => {
       const store = await storeFor();
       const dir = join(s.data, `store-${n}`);

@@ -12,6 +12,10 @@ import { join } from "node:path";
  * a temp dir, so memory does not grow with object size. It runs in the test process: no TypeScript runner exists
  * here to start it as a child.
  *
+ * Preconditions: `ifGenerationMatch` on an upload (0: only if no live object exists) is decided when the object would
+ * appear, that is at the final chunk of a resumable upload (GCS takes the parameter when the session is opened and
+ * answers 412 conditionNotMet when the upload completes), and a failed session answers 412 from then on.
+ *
  * Not the real service: it checks no credentials (requests to a bucket named in `denied` get the 403 GCS answers an
  * unauthorised caller), and it implements only what the store uses.
  */
@@ -43,7 +47,9 @@ interface Session {
   contentType: string;
   file: string;
   received: number;
-  state: "open" | "final" | "cancelled";
+  state: "open" | "final" | "cancelled" | "failed";
+  /** ifGenerationMatch of the request that opened the session (0: only if no live object exists). */
+  ifGenerationMatch?: number;
 }
 
 const CRC32C_TABLE = (() => {
@@ -82,6 +88,18 @@ function json(res: ServerResponse, status: number, body: unknown, headers: Recor
 
 function apiError(res: ServerResponse, status: number, message: string): void {
   json(res, status, { error: { code: status, message, errors: [{ message, domain: "global", reason: status === 404 ? "notFound" : status === 403 ? "forbidden" : "invalid" }] } });
+}
+
+/** The JSON API's answer to a request whose ifGenerationMatch did not hold. */
+function preconditionFailed(res: ServerResponse): void {
+  const message = "At least one of the pre-conditions you specified did not hold.";
+  json(res, 412, { error: { code: 412, message, errors: [{ message, domain: "global", reason: "conditionNotMet", locationType: "header", location: "If-Match" }] } });
+}
+
+/** ifGenerationMatch of a request: a number, or undefined when absent. */
+function generationMatch(q: URLSearchParams): number | undefined {
+  const v = q.get("ifGenerationMatch");
+  return v === null ? undefined : Number(v);
 }
 
 async function readBody(req: IncomingMessage, limit = 16 * 1024 * 1024): Promise<Buffer> {
@@ -132,6 +150,14 @@ export async function startGcsFake(opts: { buckets: string[]; denied?: string[] 
     await rename(s.file, file);
     const now = new Date().toISOString();
     const previous = objects.get(s.name);
+    // The precondition of the session holds or not at the moment the object would appear (no await from here to
+    // the set below, so two sessions finalising one name are decided one after the other), as GCS decides it when
+    // the upload completes: a session opened while the name was free still fails if another upload took it since.
+    if (s.ifGenerationMatch !== undefined && s.ifGenerationMatch !== (previous?.generation ?? 0)) {
+      s.state = "failed";
+      await rm(file, { force: true });
+      return preconditionFailed(res);
+    }
     objects.set(s.name, { bucket: s.bucket, name: s.name, size: s.received, generation: gen, md5, crc32c, contentType: s.contentType, created: now, updated: now, file });
     if (previous) await rm(previous.file, { force: true });
     s.state = "final";
@@ -143,6 +169,10 @@ export async function startGcsFake(opts: { buckets: string[]; denied?: string[] 
     if (s.state === "cancelled") {
       await readBody(req).catch(() => undefined);
       return apiError(res, 499, "the upload was cancelled");
+    }
+    if (s.state === "failed") {
+      await readBody(req).catch(() => undefined);
+      return preconditionFailed(res);
     }
     if (s.state === "final") {
       await readBody(req).catch(() => undefined);
@@ -231,7 +261,8 @@ export async function startGcsFake(opts: { buckets: string[]; denied?: string[] 
         const id = randomBytes(12).toString("hex");
         const file = join(dir, `session-${id}`);
         await (await open(file, "w")).close();
-        sessions.set(id, { bucket, name, contentType: String(req.headers["x-upload-content-type"] ?? md.contentType ?? "application/octet-stream"), file, received: 0, state: "open" });
+        const pre = generationMatch(q);
+        sessions.set(id, { bucket, name, contentType: String(req.headers["x-upload-content-type"] ?? md.contentType ?? "application/octet-stream"), file, received: 0, state: "open", ...(pre === undefined ? {} : { ifGenerationMatch: pre }) });
         res.writeHead(200, { location: `${endpoint}/upload/storage/v1/b/${encodeURIComponent(bucket)}/o?uploadType=resumable&name=${encodeURIComponent(name)}&upload_id=${id}`, "content-length": "0" });
         return void res.end();
       }
@@ -259,7 +290,8 @@ export async function startGcsFake(opts: { buckets: string[]; denied?: string[] 
         const fh = await open(file, "w");
         await fh.write(parts[1]!);
         await fh.close();
-        const s: Session = { bucket, name, contentType: md.contentType ?? "application/octet-stream", file, received: parts[1]!.length, state: "open" };
+        const pre = generationMatch(q);
+        const s: Session = { bucket, name, contentType: md.contentType ?? "application/octet-stream", file, received: parts[1]!.length, state: "open", ...(pre === undefined ? {} : { ifGenerationMatch: pre }) };
         sessions.set(id, s);
         return finalise(s, res);
       }

@@ -61,7 +61,7 @@ export interface TestSshd {
  * dir, SFTP served by internal-sftp. Run in the foreground (-D) with logs on stderr (-e); sshd wants an absolute path
  * to itself (it re-executes itself per connection) and its privilege separation directory /run/sshd.
  */
-export async function startSshd(o: { password?: boolean } = {}): Promise<TestSshd> {
+export async function startSshd(o: { password?: boolean; sftpDenied?: string[] } = {}): Promise<TestSshd> {
   if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "dbkeep-sshd-"));
@@ -90,7 +90,8 @@ export async function startSshd(o: { password?: boolean } = {}): Promise<TestSsh
       "PrintMotd no",
       "MaxStartups 100",
       "MaxAuthTries 10",
-      "Subsystem sftp internal-sftp",
+      // sftpDenied: SFTP requests the server refuses, by sftp-server -Q requests names ("hardlink": as servers without it).
+      `Subsystem sftp internal-sftp${o.sftpDenied?.length ? ` -P ${o.sftpDenied.join(",")}` : ""}`,
       "LogLevel VERBOSE",
       "",
     ].join("\n"),

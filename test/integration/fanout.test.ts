@@ -108,11 +108,17 @@ describe("one backup to several stores at once", () => {
     expect(r.stdout).toMatch(/from s3:cloud/);
     expect(sqliteContent(join(dir, "copy.db"))).toEqual(sqliteContent(join(dir, "app.db")));
 
-    // A backup whose data object is gone from a store is missing there, not "ok": list --all names it, sync refills it.
+    // A backup whose data object is gone from a store is damaged there, not "ok": status and list say so with exit
+    // code 1, and sync replaces it from a store that holds it intact.
     rmSync(dataFile(join(dir, "usb")));
-    expect((JSON.parse((await run(["status", "app-backup", "--json"])).stdout) as Status).missing).toEqual({ "local:local": 0, "s3:cloud": 0, "local:usb": 1 });
+    const damaged = await run(["status", "app-backup", "--json"]);
+    expect(damaged.code).toBe(1);
+    const seen = JSON.parse(damaged.stdout) as Status & { backups: { damaged?: Record<string, string> }[] };
+    expect(seen.missing).toEqual({ "local:local": 0, "s3:cloud": 0, "local:usb": 1 });
+    expect(seen.backups[0]!.damaged).toEqual({ "local:usb": expect.stringMatching(/\.db\.zst is missing/) });
     const all = await run(["list", "app-backup", "--store", "usb", "--all"]);
-    expect(all.stdout).toMatch(/broken .*\.db\.zst is missing/);
+    expect(all.code).toBe(1);
+    expect(all.stdout).toMatch(/DAMAGED .*\.db\.zst is missing/);
     const refill = JSON.parse((await run(["sync", "app-backup", "--json"])).stdout) as { copied: { to: string }[] };
     expect(refill.copied.map((x) => x.to)).toEqual(["local:usb"]);
     expect(sha256(dataFile(join(dir, "usb")))).toBe(sha256(dataFile(join(dir, "local"))));

@@ -1,7 +1,8 @@
+import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
+import { createDb, dbkeep, dropDb, PG, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
 import { dropDatabasesLike, myAvailable, myQuery } from "../helpers/mysql.js";
 import { contentOf as myContentOf } from "../helpers/mysql.js";
 
@@ -67,7 +68,8 @@ describe.skipIf(!pgUp)("partial backups of PostgreSQL", () => {
     expect(b.code, b.stderr).toBe(0);
     const [m] = manifests(store);
     expect(m?.manifest_version).toBe(2);
-    expect(m?.selection).toEqual({ patterns: { tables: ["app.*", "Orders"] }, tables: ["app.Mixed.Case", "app.users", "public.orders"] });
+    // A custom-format dump holds no schema: the restore checks that the target has it (see below).
+    expect(m?.selection).toEqual({ patterns: { tables: ["app.*", "Orders"] }, tables: ["app.Mixed.Case", "app.users", "public.orders"], requires: ["schema app"] });
     expect(dbkeep(["list", store]).stdout).toMatch(/KIND[\s\S]*partial: 3 table\(s\)/);
     expect(m?.tables?.map((t) => t.name).sort()).toEqual(["app.Mixed.Case", "app.users", "public.orders"]);
 
@@ -192,5 +194,138 @@ describe.skipIf(!myUp)("partial backups of MariaDB", () => {
     const bad = dbkeep(["backup", `mysql://root@127.0.0.1:3306/${MSRC}`, "--to", store, "--table", "nothing_*"]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/table pattern "nothing_\*" matches no table of database dbkeep_it_mpartial_src/);
+  });
+
+  it("a table whose default draws from a sequence restores, sequence and all, into a database that did not exist; a failed restore leaves none", async () => {
+    const fresh = "dbkeep_it_mpartial_new";
+    await myQuery(
+      `CREATE SEQUENCE note_seq; CREATE TABLE notes (id INT NOT NULL DEFAULT NEXTVAL(note_seq) PRIMARY KEY, body TEXT);
+       INSERT INTO notes (body) VALUES ('first'), ('second');`,
+      MSRC,
+    );
+    const store = join(dir, "seq");
+    const b = dbkeep(["backup", `mysql://root@127.0.0.1:3306/${MSRC}?compression=none`, "--to", store, "--table", "notes"]);
+    expect(b.code, b.stderr).toBe(0);
+    const r = dbkeep(["restore", store, "latest", "--to", `mysql://root@127.0.0.1:3306/${fresh}`, "--auto-confirm"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await myContentOf(fresh))["table notes"]).toBe((await myContentOf(MSRC))["table notes"]);
+    expect(await myQuery("SELECT next_not_cached_value FROM note_seq", fresh)).toEqual(await myQuery("SELECT next_not_cached_value FROM note_seq", MSRC));
+
+    await myQuery(`DROP DATABASE ${fresh}`);
+    const file = readdirSync(join(store, MSRC)).find((f) => f.endsWith(".sql"))!;
+    const bytes = readFileSync(join(store, MSRC, file));
+    const at = bytes.lastIndexOf(Buffer.from("second"));
+    expect(at).toBeGreaterThan(0);
+    bytes[at] = "S".charCodeAt(0);
+    writeFileSync(join(store, MSRC, file), bytes);
+    const damaged = dbkeep(["restore", store, "latest", "--to", `mysql://root@127.0.0.1:3306/${fresh}`, "--auto-confirm"]);
+    expect(damaged.code).toBe(1);
+    expect(damaged.stderr).toMatch(/checksum|SHA-256/i);
+    expect(await myQuery(`SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '${fresh}%'`)).toEqual([]);
+  });
+});
+
+const FIXTURES = join(import.meta.dirname, "../fixtures/sample-schemas");
+const PSRC = "dbkeep_it_partial_pagila";
+const PNEW = "dbkeep_it_partial_pagila_new";
+const PSHAPED = "dbkeep_it_partial_pagila_shaped";
+
+function psqlFile(db: string, file: string): void {
+  execFileSync("psql", ["-X", "-q", "-h", PG.host, "-p", String(PG.port), "-U", PG.user, "-v", "ON_ERROR_STOP=1", "-f", file, db], { stdio: ["ignore", "ignore", "pipe"] });
+}
+const databaseExists = async (db: string) => (await pgQuery("postgres", "SELECT 1 FROM pg_database WHERE datname = $1", [db])).length > 0;
+
+/**
+ * pagila's tables call nextval() on sequences they do not own, use an enum (mpaa_rating) and a domain (year), and
+ * their triggers call a function of pagila's (last_updated): pg_dump --table carries none of that.
+ */
+describe.skipIf(!pgUp)("partial backups of pagila tables (PostgreSQL)", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = tempDir("dbkeep-ppagila-");
+    for (const d of [PNEW, PSHAPED]) await dropDb(d);
+    await createDb(PSRC);
+    for (const f of ["pagila-schema.sql", "pagila-data.sql"]) psqlFile(PSRC, join(FIXTURES, f));
+  });
+  afterAll(async () => {
+    for (const d of [PSRC, PNEW, PSHAPED]) await dropDb(d);
+  });
+  const selected = ["--table", "actor", "--table", "film", "--table", "language"];
+
+  it("a plain partial backup carries its sequences, enum, domain and trigger function: it restores into a new database, and again over it", async () => {
+    const store = join(dir, "plain");
+    const b = dbkeep(["backup", pgUrl(PSRC), "--to", store, ...selected]);
+    expect(b.code, b.stderr).toBe(0);
+    for (let round = 1; round <= 2; round++) {
+      const r = dbkeep(["restore", store, "latest", "--to", pgUrl(PNEW), "--auto-confirm"]);
+      expect(r.code, `round ${round}: ${r.stderr}`).toBe(0);
+      for (const t of ["public.actor", "public.film", "public.language"]) expect(await rowsOf(PNEW, t)).toEqual(await rowsOf(PSRC, t));
+      for (const seq of ["actor_actor_id_seq", "film_film_id_seq", "language_language_id_seq"]) {
+        expect(await pgQuery(PNEW, `SELECT last_value::text AS v FROM ${seq}`)).toEqual(await pgQuery(PSRC, `SELECT last_value::text AS v FROM ${seq}`));
+      }
+    }
+    expect(await pgQuery(PNEW, "SELECT count(*)::int AS n FROM pg_class WHERE relname IN ('customer', 'store', 'payment')")).toEqual([{ n: 0 }]);
+    // The restored tables work as in pagila: defaults from the sequences, the enum, the domain, the trigger.
+    const [row] = await pgQuery<{ film_id: number; last_update: string }>(
+      PNEW,
+      `INSERT INTO film (title, language_id, rating, release_year) VALUES ('NEW FILM', 1, 'NC-17', 2024) RETURNING film_id, last_update::text`,
+    );
+    const [src] = await pgQuery<{ v: number }>(PSRC, "SELECT last_value::int AS v FROM film_film_id_seq");
+    expect(row?.film_id).toBe((src?.v ?? 0) + 1);
+    await expect(pgQuery(PNEW, "INSERT INTO film (title, language_id, release_year) VALUES ('TOO OLD', 1, 1800)")).rejects.toThrow(/year_check/);
+    await pgQuery(PNEW, "UPDATE actor SET last_update = '2000-01-01' WHERE actor_id = 1");
+    expect(await pgQuery(PNEW, "SELECT last_update > '2020-01-01' AS touched FROM actor WHERE actor_id = 1")).toEqual([{ touched: true }]);
+  });
+
+  it("a custom-format partial backup names what it does not carry: refused up front where it is missing, restored where it is there", async () => {
+    const store = join(dir, "custom");
+    const b = dbkeep(["backup", pgUrl(PSRC, "format=custom"), "--to", store, ...selected, "--table", "customer"]);
+    expect(b.code, b.stderr).toBe(0);
+    const [m] = manifests(store) as (ManifestLike & { selection?: { requires?: string[] } })[];
+    expect(m?.selection?.requires).toEqual(["table public.address", "table public.store", "type public.mpaa_rating", "type public.year", "function public.last_updated()"]);
+
+    const refused = dbkeep(["restore", store, "latest", "--to", pgUrl(PSHAPED), "--auto-confirm"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/need table public\.address, table public\.store, type public\.mpaa_rating, type public\.year, function public\.last_updated\(\), which a new database dbkeep_it_partial_pagila_shaped would lack; nothing was changed/);
+    expect(await databaseExists(PSHAPED)).toBe(false);
+
+    // A database with the referenced tables (and the rows the foreign keys need), the enum and the domain, but not
+    // the trigger function.
+    await createDb(PSHAPED);
+    const ids = async (sql: string) => (await pgQuery<{ id: number }>(PSRC, sql)).map((x) => `(${x.id})`).join(", ");
+    await pgQuery(
+      PSHAPED,
+      `CREATE TYPE mpaa_rating AS ENUM ('G', 'PG', 'PG-13', 'R', 'NC-17');
+       CREATE DOMAIN year AS integer CONSTRAINT year_check CHECK (VALUE >= 1901 AND VALUE <= 2155);
+       CREATE TABLE address (address_id integer PRIMARY KEY); CREATE TABLE store (store_id integer PRIMARY KEY);
+       INSERT INTO address VALUES ${await ids("SELECT DISTINCT address_id AS id FROM customer")};
+       INSERT INTO store VALUES ${await ids("SELECT DISTINCT store_id AS id FROM customer")};`,
+    );
+    const lacking = dbkeep(["restore", store, "latest", "--to", pgUrl(PSHAPED), "--auto-confirm"]);
+    expect(lacking.code).toBe(1);
+    expect(lacking.stderr).toMatch(/need function public\.last_updated\(\), which database dbkeep_it_partial_pagila_shaped lacks/);
+    expect(await pgQuery(PSHAPED, "SELECT 1 FROM pg_class WHERE relname = 'film'")).toEqual([]);
+
+    await pgQuery(PSHAPED, "CREATE FUNCTION last_updated() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.last_update = CURRENT_TIMESTAMP; RETURN NEW; END $$");
+    const r = dbkeep(["restore", store, "latest", "--to", pgUrl(PSHAPED), "--auto-confirm"]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const t of ["public.actor", "public.film", "public.language", "public.customer"]) expect(await rowsOf(PSHAPED, t)).toEqual(await rowsOf(PSRC, t));
+  });
+
+  it("a restore that fails into a database that did not exist leaves no database behind", async () => {
+    await dropDb(PNEW);
+    const store = join(dir, "damaged");
+    const b = dbkeep(["backup", pgUrl(PSRC, "compression=none"), "--to", store, ...selected]);
+    expect(b.code, b.stderr).toBe(0);
+    const file = readdirSync(join(store, PSRC)).find((f) => f.endsWith(".sql"))!;
+    const bytes = readFileSync(join(store, PSRC, file));
+    const at = bytes.lastIndexOf(Buffer.from("PENELOPE"));
+    expect(at).toBeGreaterThan(0);
+    bytes[at] = "Q".charCodeAt(0);
+    writeFileSync(join(store, PSRC, file), bytes);
+    const r = dbkeep(["restore", store, "latest", "--to", pgUrl(PNEW), "--auto-confirm"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/checksum|SHA-256/i);
+    expect(await databaseExists(PNEW)).toBe(false);
   });
 });

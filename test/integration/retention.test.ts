@@ -107,17 +107,24 @@ describe("prune on a real store", () => {
     await backupAt(cfg, ["2026-03-01T00:00:00Z"]);
     const old = join(backupsDir, ".app-20260301-010000.db.zst.dbkeep-partial-abc123");
     const young = join(backupsDir, ".app-20260301-020000.db.zst.dbkeep-partial-def456");
-    const noManifest = join(backupsDir, "app-20260301-030000.db.zst");
-    for (const f of [old, young, noManifest]) writeFileSync(f, "partial");
+    // A run that never committed: its pending marker and its data, no manifest.
+    const uncommitted = join(backupsDir, "app-20260301-030000.db.zst");
+    const marker = join(backupsDir, "app-20260301-030000.pending-0123456789abcdef.json");
+    // Data with neither a manifest nor a marker is a backup whose manifest was lost: damaged, never a leftover.
+    const lost = join(backupsDir, "app-20260301-040000.db.zst");
+    for (const f of [old, young, uncommitted, lost]) writeFileSync(f, "partial");
+    writeFileSync(marker, JSON.stringify({ id: "app-20260301-030000", purpose: "backup", host: "elsewhere", pid: 1, started_at: "2026-03-01T03:00:00Z", token: "0123456789abcdef" }));
     const hoursAgo = (h: number) => new Date(Date.now() - h * 3600e3);
-    utimesSync(old, hoursAgo(3), hoursAgo(3));
-    utimesSync(noManifest, hoursAgo(5), hoursAgo(5));
+    for (const f of [old, uncommitted, marker, lost]) utimesSync(f, hoursAgo(5), hoursAgo(5));
     const r = dbkeep(["-c", cfg, "prune", "app"]);
     expect(r.stdout).toContain("(leftover of a failed or killed run)");
-    expect(r.stdout).toContain("2 leftover(s) removed");
+    expect(r.stdout).toContain("3 leftover(s) removed");
+    expect(r.stdout).toMatch(/KEEP\s+app-20260301-040000\s+\(damaged: its manifest .* is missing, and so is its sidecar; --force deletes it\)/);
     expect(existsSync(old)).toBe(false);
-    expect(existsSync(noManifest)).toBe(false);
+    expect(existsSync(uncommitted)).toBe(false);
+    expect(existsSync(marker)).toBe(false);
     expect(existsSync(young)).toBe(true);
+    expect(existsSync(lost)).toBe(true);
   });
 
   it("a store may have its own policy", async () => {

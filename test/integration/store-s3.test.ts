@@ -14,14 +14,14 @@ function rcloneLs(s3: TestS3, path: string): Record<string, number> {
   return Object.fromEntries((JSON.parse(r.stdout) as { Path: string; Size: number }[]).map((o) => [o.Path, o.Size]));
 }
 
-function config(dir: string, endpoint: string, extra = ""): string {
+function config(dir: string, endpoint: string, extra = "", prefix = "dbkeep/prod"): string {
   return sqliteJobConfig(dir, {
     store: "s3name",
     stores: `  s3name:
     type: s3
     endpoint: ${endpoint}
     bucket: dbkeep-test
-    prefix: dbkeep/prod
+    prefix: ${prefix}
     access_key_env: TEST_S3_ACCESS_KEY
     secret_key_env: TEST_S3_SECRET_KEY
 ${extra}`,
@@ -74,6 +74,34 @@ describe("dbkeep with an s3 store (s3rver)", () => {
     expect(sqliteContent(join(dir, "copy.db"))).toEqual(sqliteContent(join(dir, "app.db")));
     const faults = proxy.requests.slice(from).filter((q) => q.fault);
     expect(faults.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("a byte changed on the way to a service that checks nothing fails the backup and lists nothing; a clean run then works", async () => {
+    const flipping = await startFaultProxy(s3.endpoint, { rate: 0, flipByteOf: { method: "PUT", path: /\/dbkeep\/flip\//, times: 1000 } });
+    try {
+      const dir = tempDir();
+      copyFileSync(join(ROOT, "examples/app.db"), join(dir, "app.db"));
+      const cfg = config(dir, flipping.endpoint, "", "dbkeep/flip");
+      const b = await dbkeepAsync(["-c", cfg, "backup", "app-backup"], s3.env);
+      expect(b.code).toBe(1);
+      expect(b.stderr).toMatch(/is not the MD5 [0-9a-f]{32} of the bytes sent, 2 times; the object was deleted/);
+      expect(flipping.requests.filter((r) => r.fault === "flipped-byte").length).toBeGreaterThanOrEqual(2);
+      const list = await dbkeepAsync(["-c", cfg, "list", "app-backup", "--json", "--all"], s3.env);
+      expect((JSON.parse(list.stdout) as { backups: unknown[] }).backups).toEqual([]);
+      // Nothing of the backup is in the bucket: no data object, no sidecar, no manifest.
+      expect(Object.keys(rcloneLs(s3, "dbkeep/flip")).filter((k) => !k.endsWith(".dbkeep-last-run.json"))).toEqual([]);
+
+      const direct = config(dir, s3.endpoint, "", "dbkeep/flip");
+      const ok = await dbkeepAsync(["-c", direct, "backup", "app-backup"], s3.env);
+      expect(ok.code, ok.stderr).toBe(0);
+      const listed = await dbkeepAsync(["-c", direct, "list", "app-backup", "--json"], s3.env);
+      expect((JSON.parse(listed.stdout) as { backups: unknown[] }).backups).toHaveLength(1);
+      const r = await dbkeepAsync(["-c", direct, "restore", "app-backup", "--to", "copy"], s3.env);
+      expect(r.code, r.stderr).toBe(0);
+      expect(sqliteContent(join(dir, "copy.db"))).toEqual(sqliteContent(join(dir, "app.db")));
+    } finally {
+      await flipping.stop();
+    }
   });
 
   it("a wrong access key fails with one line and a hint, without the secret", async () => {

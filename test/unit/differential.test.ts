@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { nextRunKind, type DifferentialPlan } from "../../src/core/differential.js";
+import { PassThrough } from "node:stream";
+import { nextRunKind, prepareDifferential, type DifferentialPlan } from "../../src/core/differential.js";
+import { createLogger } from "../../src/core/log.js";
 import { putText, serializeManifest, type Manifest } from "../../src/core/manifest.js";
-import type { Engine } from "../../src/engines/engine.js";
+import type { DifferentialSupport, DumpOptions, Engine } from "../../src/engines/engine.js";
 import { createLocalStore } from "../../src/stores/local/index.js";
 import { tempDir } from "../helpers/env.js";
 
@@ -41,5 +43,56 @@ describe("which run of a differential job is a full backup", () => {
     expect((await kind("2026-01-01T05:00:00Z")).kind).toBe("differential");
     await put(manifest("app-d2", "2026-01-01T05:00:00.000Z", diff));
     expect(await kind("2026-01-01T06:00:00Z")).toMatchObject({ kind: "full", reason: "2 differential(s) on full backup app-full already (max_chain 2)" });
+  });
+});
+
+describe("the engine a differential job dumps with", () => {
+  const log = createLogger({ level: "silent" });
+  const calls: string[] = [];
+  const support = {
+    schemaDigest: async () => "d1",
+    safePoint: async () => "2026-01-01T00:00:00.000Z",
+    dump: () => {
+      calls.push("differential");
+      const stream = new PassThrough();
+      stream.end("-- dbkeep differential complete\n");
+      return { stream, done: Promise.resolve({}) };
+    },
+  } as unknown as DifferentialSupport;
+  // Like PostgreSQL's plain and custom formats: its dump writes into DumpOptions.output when it is given one.
+  const piped = {
+    name: "postgres",
+    database: "app",
+    format: "custom",
+    extension: ".dump",
+    dumpsToPipe: true,
+    differential: support,
+    dump: (opts: DumpOptions) => {
+      calls.push(opts.output ? "full into the pipe" : "full into the stream");
+      const stream = new PassThrough();
+      stream.end("x");
+      return { stream, done: Promise.resolve({}) };
+    },
+    extras: () => [],
+  } as unknown as Engine;
+  const plan = { name: "nightly", differential: settings };
+
+  it("a differential never claims the kernel pipe (dbkeep writes it into the stream); a full backup keeps the engine's", async () => {
+    const store = createLocalStore({ path: tempDir("dbkeep-prep-") });
+    const full = await prepareDifferential(plan, piped, store, log, new Date("2026-01-01T01:00:00Z"));
+    expect(full.dumpsToPipe).toBe(true);
+    const output = Promise.resolve({ fd: -1, started: () => undefined });
+    const r = await full.dump({ signal: new AbortController().signal, log, output }).done;
+    expect(calls).toEqual(["full into the pipe"]);
+    expect(r.differential).toMatchObject({ kind: "full", schema_digest: "d1", safe_point: "2026-01-01T00:00:00.000Z" });
+
+    const at = "2026-01-01T01:00:00.000Z";
+    const base = manifest("app-full", at, { kind: "full", schema_digest: "d1", safe_point: "2026-01-01T00:59:00.000Z" });
+    await putText(store, base.key, "x");
+    await putText(store, "app/app-full.manifest.json", serializeManifest(base));
+    const diff = await prepareDifferential(plan, piped, store, log, new Date("2026-01-01T02:00:00Z"));
+    expect(diff.format).toBe("differential");
+    expect(diff.dumpsToPipe).toBe(false);
+    expect(diff.extras).toBeUndefined();
   });
 });

@@ -8,7 +8,8 @@ import type { Command } from "commander";
 import { COMPRESSION_EXT } from "../../core/compression.js";
 import { DbkeepError, isDbkeepError } from "../../core/errors.js";
 import { fsyncPath } from "../../core/fsync.js";
-import { ENCRYPTED_EXT, findBackup, listBackups, type Manifest } from "../../core/manifest.js";
+import { ENCRYPTED_EXT, type Manifest } from "../../core/manifest.js";
+import { listFor, resolveBackup } from "../../core/listing.js";
 import { streamFromStore } from "../../core/pipeline.js";
 import { HashStage } from "../../core/streams.js";
 import { createAgeDecryptStream, fileKeyIdentity, readHeader, unlockHeader } from "../../crypto/age.js";
@@ -56,10 +57,12 @@ renamed into place only when complete.`,
       for (let i = 0; i < names.length; i++) {
         const { plan, store, prefix } = await openTarget(c, target, names[i]);
         try {
-          const m = findBackup((await listBackups(store, prefix)).backups, ref);
-          if (!m) {
-            if (i < names.length - 1) continue;
-            throw new DbkeepError("BACKUP_NOT_FOUND", `backup "${ref}" not found in ${store.name}`, { hint: `see dbkeep list ${target}` });
+          let m: Manifest;
+          try {
+            m = resolveBackup(await listFor(store, prefix, plan.oneOff ? undefined : plan.name), ref, store.name).manifest;
+          } catch (err) {
+            if (i < names.length - 1 && (isDbkeepError(err, "BACKUP_NOT_FOUND") || isDbkeepError(err, "CORRUPT_BACKUP"))) continue;
+            throw err;
           }
           const identities = () => {
             const own = encryptionFromFlags("--identity", { identity_file: flags.identity, passphrase_env: flags.passphraseEnv }) ?? plan.encryption;

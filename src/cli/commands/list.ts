@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { backupPrefix, openEngine, openStore, withStore, type JobPlan } from "../../core/jobs.js";
-import { listBackups } from "../../core/manifest.js";
+import { listFor } from "../../core/listing.js";
 import type { Store } from "../../stores/store.js";
 import { DbkeepError } from "../../core/errors.js";
 import { oneOffPlan, type Context } from "../context.js";
@@ -45,19 +45,30 @@ Examples:
     )
     .action(async (target: string, flags: { json?: boolean; all?: boolean; store?: string }) => {
       const c = ctx();
-      const { store, prefix } = await openTarget(c, target, flags.store);
+      const { plan, store, prefix } = await openTarget(c, target, flags.store);
       try {
-        const listing = await listBackups(store, prefix);
+        const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+        const damaged = listing.damaged.map((d) => ({ id: d.id, taken_at: d.at, problems: d.problems, repairable: d.repairable, keys: d.objects.map((o) => o.key) }));
+        // Damaged backups make the exit code 1, so that a script or a monitor notices them.
+        if (damaged.length) process.exitCode = 1;
         if (flags.json) {
           const doc = {
             store: store.name,
             backups: listing.backups,
-            ...(flags.all ? { incomplete: listing.orphans.map((o) => ({ key: o.key, size: o.size, modified: o.modified.toISOString(), partial: o.partial ?? false })), broken: listing.broken } : {}),
+            damaged,
+            ...(listing.flaws.size ? { flaws: Object.fromEntries(listing.flaws) } : {}),
+            ...(flags.all
+              ? {
+                  incomplete: listing.leftovers.flatMap((l) =>
+                    l.objects.map((o) => ({ key: o.key, size: o.size, modified: o.modified.toISOString(), partial: o.partial ?? false, why: l.why, ...(l.marker ? { run: { host: l.marker.host, pid: l.marker.pid, started_at: l.marker.started_at, ...(l.marker.job ? { job: l.marker.job } : {}) } } : {}) })),
+                  ),
+                }
+              : {}),
           };
           process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
           return;
         }
-        if (listing.backups.length === 0) process.stdout.write(`no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}\n`);
+        if (listing.backups.length === 0) process.stdout.write(`no complete backups in ${store.name}${prefix ? ` under ${prefix}` : ""}\n`);
         else {
           // Partial and differential backups say so (in a column shown only when the listing holds one).
           const kind = (b: (typeof listing.backups)[number]) =>
@@ -72,10 +83,19 @@ Examples:
           ]);
           process.stdout.write(table(["BACKUP", "TAKEN (UTC)", "SIZE", "FORMAT", ...(withKind ? ["KIND"] : []), "KEY"], rows) + "\n");
         }
+        for (const d of listing.damaged) {
+          process.stdout.write(`DAMAGED  ${d.id}  ${d.at.replace("T", " ").slice(0, 19)}  ${d.problems.join("; ")}${d.repairable ? `  (dbkeep repair ${target} ${d.id} makes its manifest again)` : ""}\n`);
+        }
+        for (const [id, flaws] of listing.flaws) process.stdout.write(`FLAW     ${id}  ${flaws.join("; ")}\n`);
+        if (listing.damaged.length) c.log.error(`${listing.damaged.length} damaged backup(s) in ${store.name}: they cannot be restored as they are; prune keeps them (see dbkeep repair)`);
         if (flags.all) {
-          if (listing.orphans.length + listing.broken.length === 0) process.stdout.write("no leftovers of failed or killed runs\n");
-          for (const o of listing.orphans) process.stdout.write(`incomplete  ${o.key}  ${formatBytes(o.size)}  ${o.modified.toISOString()}${o.partial ? "  (interrupted upload)" : "  (no manifest)"}\n`);
-          for (const b of listing.broken) process.stdout.write(`broken      ${b.key}  ${b.error}\n`);
+          if (listing.leftovers.length === 0) process.stdout.write("no leftovers of failed or killed runs\n");
+          for (const l of listing.leftovers) {
+            for (const o of l.objects) {
+              const why = l.why === "uncommitted" ? `(never committed${l.marker ? `: run ${l.marker.pid} on ${l.marker.host} since ${l.marker.started_at}` : ""})` : l.why === "interrupted upload" ? "(interrupted upload)" : "(no data)";
+              process.stdout.write(`incomplete  ${o.key}  ${formatBytes(o.size)}  ${o.modified.toISOString()}  ${why}\n`);
+            }
+          }
         } else if (listing.orphans.length > 0) {
           c.log.info(`${listing.orphans.length} leftover object(s) of failed or killed runs: see list --all; prune removes them`);
         }

@@ -28,7 +28,7 @@ export function registerPrune(program: Command, ctx: () => Context): void {
     .option("--keep-last <n>", "keep the N newest backups (overrides the job's keep_last)", wholeNumber(1))
     .option("--now <iso>", "evaluate the policy as if it were this time (with --dry-run)", isoDate)
     .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this (default: the job's orphan_grace, else 1h)", duration)
-    .option("--force", "prune even though the job's last backup failed")
+    .option("--force", "prune even though the job's last backup failed, and delete damaged backups too")
     .option("--store <name>", "prune only this store of the job (default: each of its stores, with its own policy)")
     .addHelpText(
       "after",
@@ -40,7 +40,11 @@ Examples:
   dbkeep prune appdb-backup --dry-run --now 2027-01-01T00:00:00Z   # what that date would delete
 
 The newest backup is never deleted. Without retention rules nothing is deleted. When the job's
-last backup failed, prune deletes nothing (a broken job must not eat its history) unless --force.`,
+last backup failed, prune deletes nothing (a broken job must not eat its history) unless --force.
+A job's prune counts and deletes only that job's backups (its manifests say which job made them);
+on a store given by URL, each job and database is pruned on its own. Damaged backups (data gone or
+cut, manifest unreadable or lost) are never deleted without --force: see dbkeep repair. Leftovers
+of runs that provably never finished are removed after the grace period.`,
     )
     .action(async (target: string, flags: PruneFlags) => {
       const c = ctx();
@@ -58,7 +62,15 @@ last backup failed, prune deletes nothing (a broken job must not eat its history
           if (grace === undefined) throw new DbkeepError("USAGE", `--orphan-grace: not a duration: ${flags.orphanGrace}`, { hint: "e.g. 30m, 1h, 2d" });
           let r;
           try {
-            r = await prune(store, prefix, policy, { dryRun: flags.dryRun ?? false, force: flags.force ?? false, timezone: plan.timezone, ...(now ? { now } : {}), orphanGraceSeconds: grace, log: c.log.child({ store: store.name }) });
+            r = await prune(store, prefix, policy, {
+              dryRun: flags.dryRun ?? false,
+              force: flags.force ?? false,
+              timezone: plan.timezone,
+              ...(now ? { now } : {}),
+              orphanGraceSeconds: grace,
+              ...(plan.oneOff ? {} : { job: plan.name }),
+              log: c.log.child({ store: store.name }),
+            });
           } catch (err) {
             // One unreachable store does not stop the others from being pruned.
             if (names.length === 1 || isDbkeepError(err, "USAGE")) throw err;
@@ -67,7 +79,7 @@ last backup failed, prune deletes nothing (a broken job must not eat its history
             continue;
           }
           if (flags.json) {
-            docs.push({ store: store.name, dry_run: r.dryRun, policy, ...(r.blocked ? { blocked: r.blocked } : {}), backups: r.entries, orphans: r.orphans.map((o) => o.key), deleted: r.deleted });
+            docs.push({ store: store.name, dry_run: r.dryRun, policy, ...(r.blocked ? { blocked: r.blocked } : {}), backups: r.entries, damaged: r.damaged, orphans: r.orphans.map((o) => o.key), deleted: r.deleted });
             continue;
           }
           if (names.length > 1) process.stdout.write(`${store.name}:\n`);
@@ -77,6 +89,10 @@ last backup failed, prune deletes nothing (a broken job must not eat its history
           }
           const rows = r.entries.map((e) => [e.action === "keep" ? "KEEP" : r.dryRun ? "DELETE" : "DELETED", e.id, e.at.replace("T", " ").slice(0, 19), e.reasons.join(", ")]);
           if (rows.length > 0) process.stdout.write(table(["ACTION", "BACKUP", "TAKEN (UTC)", "WHY"], rows) + "\n");
+          for (const d of r.damaged) {
+            const act = d.action === "keep" ? "KEEP" : r.dryRun ? "DELETE" : "DELETED";
+            process.stdout.write(`${act}  ${d.id}  (damaged: ${d.problems.join("; ")}${d.action === "keep" ? `; ${d.repairable ? "dbkeep repair makes its manifest again, " : ""}--force deletes it` : ""})\n`);
+          }
           for (const o of r.orphans) process.stdout.write(`${r.dryRun ? "DELETE" : "DELETED"}  ${o.key}  (leftover of a failed or killed run)\n`);
           const del = r.entries.filter((e) => e.action === "delete").length;
           process.stdout.write(`${r.entries.length - del} kept, ${del} ${r.dryRun ? "to delete" : "deleted"}${r.orphans.length ? `, ${r.orphans.length} leftover(s) ${r.dryRun ? "to remove" : "removed"}` : ""}${r.dryRun ? " (dry run)" : ""}\n`);

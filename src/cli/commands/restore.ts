@@ -2,9 +2,11 @@ import type { Command } from "commander";
 import { isLocation, sourceFromUrl } from "../../config/urls.js";
 import { DbkeepError, isDbkeepError } from "../../core/errors.js";
 import { openEngine, type JobPlan } from "../../core/jobs.js";
-import { findBackup, listBackups, type Manifest } from "../../core/manifest.js";
+import type { Manifest } from "../../core/manifest.js";
+import { listFor, noteDamage, resolveBackup } from "../../core/listing.js";
 import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
+import { sweepTempDirs } from "../../core/tempdir.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import type { Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
@@ -49,11 +51,15 @@ Examples:
 
 The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
 backup was read, verified and restored beside it, so a damaged backup never changes the target.
+PostgreSQL swaps the restored database in with one transaction: a restore killed at any point
+leaves the old or the new database, and what it leaves beside it (a staging database, a temp
+copy) is removed by the next restore or dbkeep doctor. SIGTERM stops it cleanly (exit 143).
 An encrypted backup needs its identity (-i, or encryption.identity_file in the config); a wrong
 one is refused before the target is touched.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
       const c = ctx();
+      await sweepTempDirs();
       // A job with several stores: the first store, in the job's order, that holds the backup intact.
       const names = targetStores(c, target, flags.store);
       let confirmed = false;
@@ -62,7 +68,7 @@ one is refused before the target is touched.`,
         const { plan, store, prefix } = await openTarget(c, target, names[i]);
         try {
           const m = await pick(c, store, prefix, plan, target, ref).catch((err: unknown) => {
-            if (last || !isDbkeepError(err, "BACKUP_NOT_FOUND")) throw err;
+            if (last || !(isDbkeepError(err, "BACKUP_NOT_FOUND") || isDbkeepError(err, "CORRUPT_BACKUP"))) throw err;
             c.log.warn({ store: store.name }, (err as Error).message + "; trying the next store");
             return undefined;
           });
@@ -101,7 +107,9 @@ one is refused before the target is touched.`,
               },
             });
           } catch (err) {
-            // The engine left the target as it was; another store may hold an intact copy.
+            // The engine left the target as it was; list and status show the copy as damaged from now on.
+            if (isDbkeepError(err, "CHECKSUM_MISMATCH")) await noteDamage(store, m, "restore", (err as Error).message);
+            // Another store may hold an intact copy.
             if (!last && isDbkeepError(err, "CHECKSUM_MISMATCH")) {
               c.log.warn({ store: store.name, err: (err as Error).message }, `the copy in ${store.name} is damaged; trying the next store`);
               continue;
@@ -122,7 +130,8 @@ one is refused before the target is touched.`,
 
 /** The backup `ref` names in a store (latest by default). */
 async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, target: string, ref: string): Promise<Manifest> {
-  const candidates = (await listBackups(store, prefix)).backups;
+  const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+  const candidates = listing.backups;
   if (plan.oneOff && (!ref || ref === "latest")) {
     const dbs = new Set(candidates.map((b) => b.database));
     if (dbs.size > 1) {
@@ -131,13 +140,14 @@ async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, tar
       });
     }
   }
-  const m = findBackup(candidates, ref);
-  if (!m) {
-    throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}` : `backup "${ref}" not found in ${store.name}`, {
-      hint: `see dbkeep list ${target}`,
-    });
+  const { manifest, skipped } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`);
+  if (skipped.length) {
+    c.log.warn(
+      { damaged: skipped.map((d) => d.id) },
+      `the newest backup${skipped.length > 1 ? "s are" : " is"} damaged (${skipped.map((d) => `${d.id}: ${d.problems[0]}`).join("; ")}): restoring ${manifest.id}, the newest complete one`,
+    );
   }
-  return m;
+  return manifest;
 }
 
 /** The datasource to restore into: --to (a datasource of the config or a URL), else the job's own. */

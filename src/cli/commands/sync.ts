@@ -54,6 +54,7 @@ twice copies nothing the second time.`,
           ...(flags.ignoreRetention ? {} : { policyFor: (s) => storePolicy(plan, stores.indexOf(s)) }),
           timezone: plan.timezone,
           dryRun: flags.dryRun ?? false,
+          job,
           signal: c.signal,
           log: c.log.child({ job }),
         });

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { isLocation, sourceFromUrl } from "../../config/urls.js";
 import { DbkeepError } from "../../core/errors.js";
-import { findBackup, listBackups } from "../../core/manifest.js";
+import { clearDamage, listFor, noteDamage, resolveBackup } from "../../core/listing.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import { scratchServerFor, serverOf, settingsOf } from "../../verify/plan.js";
 import { renderReport } from "../../verify/report.js";
@@ -53,13 +53,9 @@ database behind; the next run drops it. Exit code 1 when a check failed.`,
       const c = ctx();
       const { plan, store, prefix } = await openTarget(c, target, flags.store);
       try {
-        const candidates = (await listBackups(store, prefix)).backups;
-        const m = findBackup(candidates, ref);
-        if (!m) {
-          throw new DbkeepError("BACKUP_NOT_FOUND", ref === "latest" ? `no backups in ${store.name}${prefix ? ` under ${prefix}` : ""}` : `backup "${ref}" not found in ${store.name}`, {
-            hint: `see dbkeep list ${target}`,
-          });
-        }
+        const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+        const { manifest: m, skipped } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`);
+        if (skipped.length) c.log.warn({ damaged: skipped.map((d) => d.id) }, `newer backups are damaged (${skipped.map((d) => `${d.id}: ${d.problems[0]}`).join("; ")}): verifying ${m.id}`);
         const warn = (w: string) => c.log.warn(w);
         const settings = { ...settingsOf(plan), ...(flags.scratchCluster ? { scratch_cluster: true } : {}) };
         let server: VerifySpec["server"];
@@ -103,6 +99,10 @@ database behind; the next run drops it. Exit code 1 when a check failed.`,
         } finally {
           progress.clear();
         }
+        // A checksum that failed is recorded beside the backup, so that list and status show it damaged; a pass clears it.
+        const checksum = report.checks.find((x) => x.name === "checksum");
+        if (checksum?.status === "FAIL") await noteDamage(store, m, "verify", checksum.detail ?? "checksum mismatch");
+        else if (report.ok) await clearDamage(store, m);
         process.stdout.write(flags.json ? JSON.stringify(report, null, 2) + "\n" : renderReport(report));
         if (!report.ok) process.exitCode = 1;
       } finally {

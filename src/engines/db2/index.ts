@@ -1,5 +1,5 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { makeTempDir } from "../../core/tempdir.js";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { DbkeepError, type ErrorCode } from "../../core/errors.js";
@@ -48,7 +48,7 @@ export function createDb2Engine(opts: Db2EngineOptions): Engine {
   }
 
   async function withSession<T>(fn: (s: Session) => Promise<T>): Promise<T> {
-    const dir = await mkdtemp(join(tmpdir(), "dbkeep-db2-"));
+    const dir = await makeTempDir("db2");
     try {
       return await fn({ dir, close: () => rm(dir, { recursive: true, force: true }) });
     } finally {

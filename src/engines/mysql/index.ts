@@ -14,9 +14,9 @@ import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptio
 import type { MysqlDatasource } from "./schema.js";
 import { privateDir } from "../../core/private-dir.js";
 import { selectionOf } from "../../core/selection.js";
-import { createMysqlDifferential, resolveMysqlSelection } from "./partial.js";
-import { readFileSync } from "node:fs";
+import { createMysqlDifferential, mysqlSequenceDependencies, resolveMysqlSelection } from "./partial.js";
 import { countSql, mysqlObjects } from "./verify.js";
+import { effectiveSslMode, mysqlTlsOf, optionFileTls } from "./tls.js";
 
 export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
@@ -61,6 +61,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     (resolved ??= { value: opts.password?.() ?? (opts.oneOff && process.env.MYSQL_PWD ? new Secret(process.env.MYSQL_PWD) : undefined) }).value;
   const explain = (stderr: string) => explainMysqlError(stderr);
   const selection = selectionOf(opts as Record<string, unknown>);
+  const tls = mysqlTlsOf(opts as Record<string, unknown>);
+  const sslMode = effectiveSslMode(tls);
 
   async function firstTool(names: readonly string[]): Promise<string> {
     let last: unknown;
@@ -94,14 +96,11 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     const pw = password();
     if (pw) lines.push(`password=${quoteOption(pw.reveal())}`);
     lines.push(`host=${quoteOption(opts.host)}`, `port=${opts.port}`);
+    // Without it the client waits forever for a server that accepts and never answers (no retry, no error).
+    // loose-: the dump tools do not know the option and ignore it; the client's queries run first.
+    lines.push("loose-connect-timeout=15");
     if (opts.socket) lines.push(`socket=${quoteOption(opts.socket)}`);
-    if (opts.ssl_ca) lines.push(`ssl-ca=${quoteOption(opts.ssl_ca)}`);
-    if (opts.ssl_mode && opts.ssl_mode !== "preferred") {
-      if ((await clientFamily()) === "mysql") lines.push(`ssl-mode=${opts.ssl_mode.toUpperCase()}`);
-      else if (opts.ssl_mode === "disabled") lines.push("skip-ssl");
-      // MariaDB clients know no CA-only check: verify_ca gets the stricter host name check too.
-      else lines.push("ssl", ...(opts.ssl_mode.startsWith("verify") ? ["ssl-verify-server-cert"] : []));
-    }
+    lines.push(...optionFileTls(tls, await clientFamily(), quoteOption));
     return lines.join("\n") + "\n";
   }
 
@@ -141,13 +140,13 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
 
   /**
    * MariaDB's clients take `ssl` as "try TLS" and fall back to plain text when the server offers none; only a
-   * certificate check makes them insist. ssl_mode: required is therefore checked on the connection itself.
+   * certificate check makes them insist. ssl_mode: required (and stricter) is therefore checked on the connection itself.
    */
   async function requireTls(s: Session): Promise<void> {
-    if (opts.ssl_mode !== "required" || (await clientFamily()) !== "mariadb") return;
+    if (sslMode === "disabled" || sslMode === "preferred" || (await clientFamily()) !== "mariadb") return;
     const cipher = (await query(s, "SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0]?.[1] ?? "";
     if (!cipher) {
-      throw new DbkeepError("CONNECTION_FAILED", `ssl_mode is required, but the connection to the server (${server}) is not encrypted: the server offers no TLS`, {
+      throw new DbkeepError("CONNECTION_FAILED", `ssl_mode is ${sslMode}, but the connection to the server (${server}) is not encrypted: the server offers no TLS`, {
         hint: "enable TLS on the server, or set ssl_mode: preferred",
       });
     }
@@ -249,6 +248,9 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
         const result: DumpResult = { tool: { name: basename(tool), version: toolVer }, serverVersion, tables, ...(sel && selection ? { selection: { patterns: selection, tables: sel.names } } : {}) };
         // What verify compares: schema objects, and exact counts taken in a consistent snapshot started with the dump.
         const run = (sql: string) => query(s, sql, dopts.signal);
+        // Sequences the selected tables draw from go into a partial dump beside them (only exclusions: they are in).
+        const sequences = sel && single && selection?.tables?.length ? await mysqlSequenceDependencies(run, single, sel.names) : [];
+        if (sequences.length) dopts.log.info({ sequences }, `the backup also carries the sequence(s) its tables draw from: ${sequences.join(", ")}`);
         if (single) result.objects = await mysqlObjects(run, single);
         const counting = single && opts.row_counts !== "estimate" ? run(countSql(single, tables.map((t) => t.name))) : undefined;
         counting?.catch(() => undefined);
@@ -275,9 +277,12 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
             opts.events && !sel ? "--events" : "--skip-events",
             "--hex-blob",
             "--quick",
+            // LOCK TABLES around each table's rows is only a load-speed hint, and with it MariaDB refuses the rows of
+            // a table whose default draws from a sequence (DEFAULT NEXTVAL(seq)): "was not locked with LOCK TABLES".
+            "--skip-add-locks",
             "--default-character-set=utf8mb4",
             "--no-tablespaces",
-            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? sel.args : [single ?? ""]),
+            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? [...sel.args, ...sequences] : [single ?? ""]),
           ];
           const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "pipe", "pipe"] });
           const gated = endAfter(child.stdout as Readable, exited);
@@ -387,6 +392,15 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     return single;
   }
 
+  function partialFailed(target: string, err: unknown): DbkeepError {
+    const e = err instanceof DbkeepError ? err : undefined;
+    return new DbkeepError("ENGINE_FAILED", `applying the verified partial backup to ${target} failed (${server}): ${e?.message ?? (err as Error).message}`, {
+      details: e?.details,
+      hint: "it restored cleanly into an empty staging database just before: what differs is the target (its other tables, locks, privileges)",
+      cause: err,
+    });
+  }
+
   function failedOnTarget(target: string, err: unknown): DbkeepError {
     const e = err instanceof DbkeepError ? err : undefined;
     return new DbkeepError("ENGINE_FAILED", `applying the verified backup to ${target} failed after it was emptied (${server}): ${e?.message ?? (err as Error).message}`, {
@@ -421,13 +435,21 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     } finally {
       await dropQuietly(s, staging, ropts.log);
     }
-    // A partial backup replaces only its own tables (its DROP TABLE IF EXISTS / CREATE TABLE); the rest of the target stays.
-    if (ropts.tables) ropts.log.info({ tables: ropts.tables.length }, `restoring ${ropts.tables.length} table(s) into ${target}; its other tables stay as they are`);
+    // A partial backup replaces only its own tables (its DROP TABLE IF EXISTS / CREATE TABLE); the rest of the target
+    // stays. A missing target is created for it, and dropped again if the backup does not apply to it.
+    const created = Boolean(ropts.tables) && !cs;
+    if (created) await query(s, createSql(target, undefined));
+    if (ropts.tables) ropts.log.info({ tables: ropts.tables.length }, created ? `restoring ${ropts.tables.length} table(s) into the new database ${target}` : `restoring ${ropts.tables.length} table(s) into ${target}; its other tables stay as they are`);
     else await recreateTarget(s, target, cs);
     try {
       await applyFile(copy, client, clientArgs(s, target), `${server}, database ${target}`, ropts.signal);
     } catch (err) {
-      throw failedOnTarget(target, err);
+      if (created) {
+        await query(s, `DROP DATABASE IF EXISTS ${ident(target)}`).catch((e: unknown) =>
+          ropts.log.warn({ database: target, err: (e as Error).message }, "could not drop the database created for the failed restore; drop it by hand"),
+        );
+      }
+      throw ropts.tables ? partialFailed(target, err) : failedOnTarget(target, err);
     }
   }
 
@@ -590,7 +612,10 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       const tools: Record<string, string> = {};
       const paths = useMydumper ? [await resolveTool("mydumper", binDir), await resolveTool("myloader", binDir)] : [await dumpTool()];
       for (const p of [...paths, await clientTool()]) tools[basename(p)] = await toolVersion(p);
-      const server = await withSession(async (s) => (await query(s, "SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')"))[0]?.[0]);
+      const server = await withSession(async (s) => {
+        await requireTls(s);
+        return (await query(s, "SELECT CONCAT(VERSION(), ' (', @@version_comment, ')')"))[0]?.[0];
+      });
       return { tools, ...(server ? { server } : {}) };
     },
     dump,
@@ -611,9 +636,7 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
               user: opts.user ?? userInfo().username,
               ...(password() ? { password: password()!.reveal() } : {}),
               database: single,
-              ...(opts.ssl_mode && !["disabled", "preferred"].includes(opts.ssl_mode)
-                ? { ssl: { ...(opts.ssl_ca ? { ca: readFileSync(opts.ssl_ca, "utf8") } : {}), rejectUnauthorized: opts.ssl_mode !== "required" } }
-                : {}),
+              tls,
             }),
             applyScript: (input, ropts) =>
               withSession(async (s) => {
@@ -761,7 +784,13 @@ export function explainMysqlError(stderr: string): { hint?: string; retryable?: 
   if (/Access denied for user/i.test(stderr)) {
     return { code: "CONNECTION_FAILED", hint: "check the datasource's user and password (password_env / password_file)" };
   }
-  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known/i.test(stderr)) {
+  if (/SSL is required, but the server does not support it/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "the server offers no TLS: enable it on the server, or lower ssl_mode (preferred)" };
+  }
+  if (/TLS\/SSL error|SSL connection error|certificate verify failed|self[- ]signed certificate|unable to get (local )?issuer certificate|hostname|ERROR 2026/i.test(stderr)) {
+    return { code: "CONNECTION_FAILED", hint: "set ssl_ca to the CA that signed the server's certificate; verify_identity also needs the certificate to name the host" };
+  }
+  if (/Can't connect|Connection refused|Unknown (MySQL )?server host|Name or service not known|at 'handshake: reading initial communication packet'/i.test(stderr)) {
     return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port (or socket)?", retryable: true };
   }
   if (/Lost connection to|server has gone away/i.test(stderr)) {

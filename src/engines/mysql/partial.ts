@@ -6,6 +6,7 @@ import { DbkeepError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { resolveSelection, type ResolvedSelection, type SelectionPatterns } from "../../core/selection.js";
 import { differentialRecord, startDump } from "../dump.js";
+import { mysql2Failure, withTlsAttempts, type MysqlTlsSettings } from "./tls.js";
 import type { DifferentialDumpSettings, DifferentialSupport, Dump, DumpOptions, RestoreOptions } from "../engine.js";
 
 /**
@@ -19,6 +20,21 @@ export function resolveMysqlSelection(sel: SelectionPatterns, database: string, 
   return { ...r, args, names };
 }
 
+/**
+ * MariaDB sequences that the selected tables' defaults draw from (DEFAULT NEXTVAL(seq)) and that are not selected
+ * themselves: a partial dump holds them too (mysqldump takes a sequence by name), or it would not restore into a
+ * database without them.
+ */
+export async function mysqlSequenceDependencies(run: (sql: string) => Promise<string[][]>, database: string, tables: string[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const rows = await run(
+    `SELECT DISTINCT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ${lit(database)} AND TABLE_NAME IN (${tables.map(lit).join(", ")})
+        AND COLUMN_DEFAULT LIKE 'nextval(%'`,
+  );
+  const seqs = rows.map((r) => sequenceOf(r[0] ?? null, database)).filter((x): x is string => x !== undefined && !tables.includes(x));
+  return [...new Set(seqs)].sort();
+}
+
 export interface MysqlConnectionOptions {
   host: string;
   port: number;
@@ -26,7 +42,8 @@ export interface MysqlConnectionOptions {
   user?: string;
   password?: string;
   database: string;
-  ssl?: { ca?: string; rejectUnauthorized: boolean };
+  /** TLS as the datasource says (see tls.ts). */
+  tls: MysqlTlsSettings;
 }
 
 type Conn = mysql.Connection;
@@ -42,6 +59,13 @@ interface TableMeta {
   table: string;
   cols: Column[];
   pk: string[];
+  /** MariaDB sequences its column defaults draw from (DEFAULT NEXTVAL(seq)), as `seq` names in this database. */
+  seqs: string[];
+  /**
+   * What else an applied differential depends on: NULL or NOT NULL, unique keys, CHECK constraints and partitions.
+   * A change makes the next run a full backup.
+   */
+  shape: unknown;
 }
 
 const BINARY_TYPES = ["binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"];
@@ -68,7 +92,13 @@ function digestSql(t: TableMeta): string {
 }
 
 function schemaDigestOf(tables: TableMeta[]): string {
-  return createHash("sha256").update(JSON.stringify(tables.map((t) => [t.table, t.cols.map((c) => `${c.name}:${c.columnType}${c.generated ? ":generated" : ""}`), t.pk]))).digest("hex");
+  return createHash("sha256").update(JSON.stringify(tables.map((t) => [t.table, t.cols.map((c) => `${c.name}:${c.columnType}${c.generated ? ":generated" : ""}`), t.pk, t.shape]))).digest("hex");
+}
+
+/** `nextval(`db`.`seq`)`, as information_schema shows a MariaDB sequence default: the sequence's name, in `database` only. */
+function sequenceOf(columnDefault: string | null, database: string): string | undefined {
+  const m = /^nextval\(`((?:[^`]|``)+)`\.`((?:[^`]|``)+)`\)$/i.exec(columnDefault ?? "");
+  return m && m[1]!.replace(/``/g, "`") === database ? m[2]!.replace(/``/g, "`") : undefined;
 }
 
 async function write(out: PassThrough, chunk: string | Buffer, signal: AbortSignal): Promise<void> {
@@ -107,6 +137,15 @@ function classify(tables: TableMeta[], d: Pick<DifferentialDumpSettings, "basisC
   return { basis, fullTables, columns };
 }
 
+interface TriggerDef {
+  name: string;
+  table: string;
+  statement: string;
+  sqlMode: string;
+  charset: string;
+  collation: string;
+}
+
 export interface MysqlDifferentialDeps {
   connection(): MysqlConnectionOptions;
   database: string;
@@ -121,31 +160,39 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
 
   async function connect(): Promise<Conn> {
     const o = deps.connection();
-    const conn = mysql.createConnection({
-      ...(o.socket ? { socketPath: o.socket } : { host: o.host, port: o.port }),
-      ...(o.user ? { user: o.user } : {}),
-      ...(o.password ? { password: o.password } : {}),
-      database: o.database,
-      charset: "UTF8MB4_GENERAL_CI",
-      dateStrings: true,
-      supportBigNumbers: true,
-      bigNumberStrings: true,
-      connectTimeout: 15000,
-      ...(o.ssl ? { ssl: o.ssl } : {}),
-    });
-    conn.on("error", () => undefined);
     try {
-      await conn.promise().connect();
+      return await withTlsAttempts(o.tls, async (ssl) => {
+        const conn = mysql.createConnection({
+          ...(o.socket ? { socketPath: o.socket } : { host: o.host, port: o.port }),
+          ...(o.user ? { user: o.user } : {}),
+          ...(o.password ? { password: o.password } : {}),
+          database: o.database,
+          charset: "UTF8MB4_GENERAL_CI",
+          dateStrings: true,
+          supportBigNumbers: true,
+          bigNumberStrings: true,
+          connectTimeout: 15000,
+          ...(ssl ? { ssl } : {}),
+        });
+        conn.on("error", () => undefined);
+        try {
+          await conn.promise().connect();
+        } catch (err) {
+          conn.destroy();
+          throw err;
+        }
+        return conn;
+      });
     } catch (err) {
-      conn.destroy();
+      if (err instanceof DbkeepError) throw err;
+      const f = mysql2Failure(err);
       throw new DbkeepError("CONNECTION_FAILED", `cannot connect to the MySQL/MariaDB server (${deps.where})`, {
         details: (err as Error).message,
-        hint: "check host, port, user and password of the datasource",
-        retryable: /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(String((err as { code?: string }).code)),
+        hint: f.hint ?? "check host, port, user and password of the datasource",
+        retryable: f.retryable,
         cause: err,
       });
     }
-    return conn;
   }
 
   async function q<T = Record<string, unknown>>(conn: Conn, sql: string, params: unknown[] = []): Promise<T[]> {
@@ -170,12 +217,30 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
 
   async function tableMeta(c: Conn, names: string[]): Promise<TableMeta[]> {
     if (names.length === 0) return [];
-    const cols = await q<{ t: string; name: string; dt: string; ct: string; gen: string }>(
+    const cols = await q<{ t: string; name: string; dt: string; ct: string; gen: string; nullable: string; def: string | null }>(
       c,
-      `SELECT TABLE_NAME AS t, COLUMN_NAME AS name, DATA_TYPE AS dt, COLUMN_TYPE AS ct, IS_GENERATED AS gen FROM information_schema.COLUMNS
-        WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?) ORDER BY TABLE_NAME, ORDINAL_POSITION`,
+      `SELECT TABLE_NAME AS t, COLUMN_NAME AS name, DATA_TYPE AS dt, COLUMN_TYPE AS ct, IS_GENERATED AS gen, IS_NULLABLE AS nullable, COLUMN_DEFAULT AS def
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?) ORDER BY TABLE_NAME, ORDINAL_POSITION`,
       [database, names],
     );
+    const uniques = await q<{ t: string; k: string }>(
+      c,
+      `SELECT TABLE_NAME AS t, CONCAT(INDEX_NAME, '(', GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX), ')') AS k FROM information_schema.STATISTICS
+        WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?) AND NON_UNIQUE = 0 GROUP BY TABLE_NAME, INDEX_NAME ORDER BY 1, 2`,
+      [database, names],
+    );
+    const parts = await q<{ t: string; p: string }>(
+      c,
+      `SELECT TABLE_NAME AS t, CONCAT_WS(' ', PARTITION_NAME, PARTITION_METHOD, PARTITION_EXPRESSION, PARTITION_DESCRIPTION, SUBPARTITION_NAME) AS p
+         FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?) AND PARTITION_NAME IS NOT NULL ORDER BY 1, 2`,
+      [database, names],
+    );
+    // CHECK constraints: information_schema.CHECK_CONSTRAINTS (MariaDB 10.2, MySQL 8.0.16 and later).
+    const checks = await q<{ t: string; k: string }>(
+      c,
+      "SELECT TABLE_NAME AS t, CONCAT(CONSTRAINT_NAME, ' ', CHECK_CLAUSE) AS k FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME IN (?) ORDER BY 1, 2",
+      [database, names],
+    ).catch(() => [] as { t: string; k: string }[]);
     const pks = await q<{ t: string; name: string }>(
       c,
       `SELECT TABLE_NAME AS t, COLUMN_NAME AS name FROM information_schema.STATISTICS
@@ -186,6 +251,13 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
       table,
       cols: cols.filter((x) => x.t === table).map((x) => ({ name: x.name, dataType: x.dt.toLowerCase(), columnType: x.ct, generated: x.gen === "ALWAYS" })),
       pk: pks.filter((x) => x.t === table).map((x) => x.name),
+      seqs: [...new Set(cols.filter((x) => x.t === table).map((x) => sequenceOf(x.def, database)).filter((x): x is string => x !== undefined))],
+      shape: [
+        cols.filter((x) => x.t === table).map((x) => `${x.name}:${x.nullable}`),
+        uniques.filter((x) => x.t === table).map((x) => x.k),
+        checks.filter((x) => x.t === table).map((x) => x.k),
+        parts.filter((x) => x.t === table).map((x) => x.p),
+      ],
     }));
   }
 
@@ -285,12 +357,24 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
           await w(`DELETE x FROM ${ident(t.table)} x LEFT JOIN ${keys} k ON ${t.pk.map((p) => `k.${ident(p)} = x.${ident(p)}`).join(" AND ")} WHERE k.${ident(t.pk[0]!)} IS NULL;\nDROP TEMPORARY TABLE ${keys};\n`);
         }
         const counters = await q<{ t: string; n: string | null }>(c, "SELECT TABLE_NAME AS t, AUTO_INCREMENT AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND AUTO_INCREMENT IS NOT NULL", [database]);
+        // MariaDB sequences: those the tables' defaults draw from, and with no selection every one of the database
+        // (an application may call NEXTVAL itself).
+        const sequences = deps.selection
+          ? [...new Set(tables.flatMap((t) => t.seqs))].sort()
+          : (await q<{ t: string }>(c, "SELECT TABLE_NAME AS t FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'SEQUENCE' ORDER BY 1", [database])).map((r) => r.t);
+        const sequenceValues: [string, string][] = [];
+        for (const seq of sequences) {
+          const v = (await q<{ v: string }>(c, `SELECT next_not_cached_value AS v FROM ${ident(seq)}`))[0]?.v;
+          if (v !== undefined) sequenceValues.push([seq, String(v)]);
+        }
         await w("COMMIT;\nSET FOREIGN_KEY_CHECKS = 1;\n");
         // ALTER TABLE commits on its own: the counters come after the data's transaction, and only ever raise.
         for (const t of tables) {
           const n = counters.find((x) => x.t === t.table)?.n;
           if (n) await w(`ALTER TABLE ${ident(t.table)} AUTO_INCREMENT = ${Number(n)};\n`);
         }
+        // As mysqldump restores a sequence; SETVAL never moves one back.
+        for (const [seq, v] of sequenceValues) await w(`SELECT SETVAL(${ident(seq)}, ${BigInt(v).toString()}, 0);\n`);
         await w("\n-- dbkeep differential complete\n");
         await q(c, "COMMIT");
         out.end();
@@ -314,6 +398,80 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
     });
   }
 
+  /**
+   * Applies a differential with the target's triggers out of the way. The rows are the source's, with whatever its
+   * triggers did to them already (Sakila's customer_create_date sets create_date, its ins_film fills film_text); the
+   * target's triggers must not act on them again, as they do not when mysqldump's output is loaded (it creates the
+   * triggers after the data). MySQL and MariaDB cannot switch triggers off for a session, so the triggers of the
+   * tables written to are dropped, the differential applied, and every trigger created again from its own SHOW
+   * CREATE TRIGGER (with its sql_mode, character set and definer), whether the apply succeeded or not. DDL commits
+   * on its own: a restore killed in between leaves the target without these triggers, like the half-applied restore
+   * it is, until it is run again.
+   */
+  async function apply(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const triggers = await withConn(async (c) => {
+      const rows = await q<{ name: string; t: string }>(
+        c,
+        `SELECT TRIGGER_NAME AS name, EVENT_OBJECT_TABLE AS t FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?
+          ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER`,
+        [database],
+      );
+      const defs: TriggerDef[] = [];
+      for (const r of rows.filter((x) => !ropts.tables || ropts.tables.includes(x.t))) {
+        const row = (await q<Record<string, string>>(c, `SHOW CREATE TRIGGER ${ident(r.name)}`))[0];
+        if (!row?.["SQL Original Statement"]) throw new DbkeepError("ENGINE_FAILED", `cannot read the definition of trigger ${r.name} on ${r.t} (SHOW CREATE TRIGGER)`);
+        defs.push({ name: r.name, table: r.t, statement: row["SQL Original Statement"], sqlMode: row.sql_mode ?? "", charset: row.character_set_client ?? "", collation: row.collation_connection ?? "" });
+      }
+      for (const d of defs) await q(c, `DROP TRIGGER ${ident(d.name)}`);
+      return defs;
+    });
+    if (triggers.length) ropts.log.info({ triggers: triggers.length }, `the target's triggers are off while the differential is applied (${triggers.map((t) => t.name).join(", ")})`);
+    let failure: unknown;
+    try {
+      await deps.applyScript(input, ropts);
+    } catch (err) {
+      failure = err;
+    }
+    const lost = await recreateTriggers(triggers, ropts.log);
+    if (failure) throw failure;
+    if (lost.length) {
+      throw new DbkeepError("ENGINE_FAILED", `the differential was applied, but trigger(s) ${lost.join(", ")} of ${database} could not be created again`, {
+        hint: "the log holds each trigger's CREATE statement: run them as a user who may create triggers with that definer",
+      });
+    }
+  }
+
+  /** Creates the triggers again in their order; returns the names of those that failed (each logged with its statement). */
+  async function recreateTriggers(defs: TriggerDef[], log: Logger): Promise<string[]> {
+    if (defs.length === 0) return [];
+    const lost: string[] = [];
+    let c: Conn | undefined;
+    try {
+      c = await connect();
+    } catch (err) {
+      for (const d of defs) log.error({ trigger: d.name, statement: d.statement, err: (err as Error).message }, `trigger ${d.name} was not created again`);
+      return defs.map((d) => d.name);
+    }
+    try {
+      for (const d of defs) {
+        try {
+          await q(c, "SET SESSION sql_mode = ?", [d.sqlMode]);
+          // Its character set as recorded, where the text allows: this connection sends UTF-8.
+          const ascii = !/[^\t\n\r\x20-\x7e]/.test(d.statement);
+          const names = ascii && /^\w+$/.test(d.charset) && /^\w+$/.test(d.collation) ? `SET NAMES ${d.charset} COLLATE ${d.collation}` : "SET NAMES utf8mb4";
+          await q(c, names);
+          await q(c, d.statement);
+        } catch (err) {
+          lost.push(d.name);
+          log.error({ trigger: d.name, table: d.table, statement: d.statement, err: (err as Error).message }, `trigger ${d.name} was not created again`);
+        }
+      }
+    } finally {
+      await c.promise().end().catch(() => c!.destroy());
+    }
+    return lost;
+  }
+
   return {
     schemaDigest: (d) =>
       withConn(async (c) => {
@@ -323,7 +481,7 @@ export function createMysqlDifferential(deps: MysqlDifferentialDeps): Differenti
       }),
     safePoint,
     dump,
-    apply: (input, ropts) => deps.applyScript(input, ropts),
+    apply,
     keyDigests,
   };
 }

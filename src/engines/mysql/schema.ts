@@ -33,8 +33,12 @@ export const mysqlDatasourceSchema = z
     compression_level: z.number().int().optional(),
     bin_dir: z.string().optional(),
     timeout: z.number().positive().optional(),
+    /** MySQL's --ssl-mode; without it, ssl_ca means verify_ca and no ssl_ca preferred (see tls.ts). */
     ssl_mode: z.enum(["disabled", "preferred", "required", "verify_ca", "verify_identity"]).optional(),
-    ssl_ca: z.string().optional(),
+    ssl_ca: z.string().min(1).optional(),
+    /** Client certificate and key, for accounts with REQUIRE X509 / SUBJECT. */
+    ssl_cert: z.string().min(1).optional(),
+    ssl_key: z.string().min(1).optional(),
     /** exact: rows counted in a consistent snapshot started with the dump (exact when nothing writes meanwhile); estimate: statistics. */
     row_counts: z.enum(["exact", "estimate"]).default("exact"),
     /** A partial backup: only these tables of `database` (globs), see docs/partial-and-differential.md. */
@@ -53,6 +57,9 @@ export const mysqlDatasourceSchema = z
     for (const k of ["tables", "exclude_tables"] as const) {
       if (o[k] && o.database === undefined) ctx.addIssue({ code: "custom", path: [k], message: `${k} selects tables of one database: give database: NAME` });
       if (o[k] && (o.tool === "mydumper" || o.format === "mydumper")) ctx.addIssue({ code: "custom", path: [k], message: `${k} works with mysqldump, not mydumper` });
+    }
+    if ((o.ssl_cert === undefined) !== (o.ssl_key === undefined)) {
+      ctx.addIssue({ code: "custom", path: ["ssl_cert"], message: "give ssl_cert and ssl_key together" });
     }
     if (o.tool && o.format && (o.tool === "mydumper") !== (o.format === "mydumper")) {
       ctx.addIssue({ code: "custom", path: ["format"], message: `format ${o.format} does not go with tool ${o.tool}` });

@@ -6,8 +6,16 @@ import type pg from "pg";
  * settings (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET), its connection limit and its comment.
  * A restore that swaps a new database in for an existing one copies these over first, so that the applications
  * see the same database afterwards. Owner, encoding and collation are set when the new database is created.
+ *
+ * With `inTransaction` (the swap's transaction) each statement runs under a savepoint, so that one the user may
+ * not run is rolled back alone instead of aborting the transaction.
  */
-export async function copyDatabaseProperties(c: pg.Client, from: string, to: string): Promise<{ copied: string[]; failed: string[] }> {
+export async function copyDatabaseProperties(
+  c: pg.Client,
+  from: string,
+  to: string,
+  o: { inTransaction?: boolean } = {},
+): Promise<{ copied: string[]; failed: string[] }> {
   const db = await c.query<{ oid: number; acl: boolean; connlimit: number; comment: string | null }>(
     `SELECT oid::int, datacl IS NOT NULL AS acl, datconnlimit AS connlimit, shobj_description(oid, 'pg_database') AS comment
        FROM pg_database WHERE datname = $1`,
@@ -20,10 +28,13 @@ export async function copyDatabaseProperties(c: pg.Client, from: string, to: str
   // One statement that the restoring user may not run (ALTER ROLE ... IN DATABASE needs CREATEROLE) is reported,
   // not fatal: the data is restored, and the caller says what could not be carried over.
   const run = async (sql: string, what: string) => {
+    if (o.inTransaction) await c.query("SAVEPOINT dbkeep_property");
     try {
       await c.query(sql);
+      if (o.inTransaction) await c.query("RELEASE SAVEPOINT dbkeep_property");
       done.push(what);
     } catch (err) {
+      if (o.inTransaction) await c.query("ROLLBACK TO SAVEPOINT dbkeep_property");
       failed.push(`${sql.replace(ident(to), ident(from))}: ${(err as Error).message}`);
     }
   };

@@ -1,7 +1,6 @@
-import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { createWriteStream, write as fsWrite } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { makeTempDir } from "../../core/tempdir.js";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -11,19 +10,23 @@ import type { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, spawnTool } from "../../core/subprocess.js";
 import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TargetState } from "../engine.js";
+import { pgExactPattern } from "../../core/selection.js";
 import type { PostgresDatasource } from "./schema.js";
 import { startDump } from "../dump.js";
 import { openDumpSnapshot } from "./verify.js";
 import { pgTool } from "./tools.js";
-import { copyDatabaseProperties } from "./database-props.js";
-import { createPgDifferential, resolvePgSelection, type PgSelection } from "./partial.js";
+import { restoreDatabase, restoreLeftoverFindings, sweepBeforeRestore, type RestoreContext } from "./restore.js";
+import { makeScratchDir } from "./scratch.js";
+import { createPgDifferential, partialDependencies, resolvePgSelection, type PartialDependencies, type PgSelection } from "./partial.js";
+import { connectPg, explainPgError, pgConnectionError } from "./connection.js";
+import { mergePgTls, pgTlsFromEnv, pgTlsOf, resolvePgTls, type PgTls } from "./tls.js";
 import { selectionOf } from "../../core/selection.js";
 import type { Logger } from "../../core/log.js";
 
 export type PostgresEngineOptions = Omit<PostgresDatasource, "password" | "password_env" | "password_file" | "compression" | "compression_level" | "engine"> & {
   /** The password, resolved when a connection is first made (an unset *_env variable fails there, not earlier). */
   password?: () => Secret | undefined;
-  /** One-off mode: let libpq use PGPASSWORD / PGPASSFILE / ~/.pgpass from dbkeep's own environment. */
+  /** One-off mode: let libpq use PGPASSWORD / PGPASSFILE / ~/.pgpass and PGSSL* from dbkeep's own environment. */
   inheritAuthEnv?: boolean;
 };
 
@@ -39,6 +42,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   const where = `host ${opts.host}, database ${dumpAll ? "(all)" : dbName}`;
   let resolved: { value: Secret | undefined } | undefined;
   const password = (): Secret | undefined => (resolved ??= { value: opts.password?.() }).value;
+  // Read on first use, like the password: listing backups needs no certificate files.
+  let tlsSettings: PgTls | undefined;
+  const tls = (): PgTls =>
+    (tlsSettings ??= resolvePgTls(mergePgTls(opts.inheritAuthEnv ? pgTlsFromEnv(process.env) : {}, pgTlsOf(opts as Record<string, unknown>)), opts.host));
 
   function toolEnv(database: string): NodeJS.ProcessEnv {
     const inherited: Record<string, string | undefined> = opts.inheritAuthEnv
@@ -51,33 +58,31 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       PGUSER: opts.user,
       PGDATABASE: database,
       PGPASSWORD: password()?.reveal() ?? inherited.PGPASSWORD,
-      PGSSLMODE: opts.sslmode,
+      ...tls().env,
       PGCONNECT_TIMEOUT: "15",
       PGAPPNAME: "dbkeep",
     });
   }
 
-  function client(database: string): pg.Client {
-    return new pg.Client({
-      host: opts.host,
-      port: opts.port,
-      user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
-      password: password()?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
-      database,
-      ssl: opts.sslmode && !["disable", "allow", "prefer"].includes(opts.sslmode) ? { rejectUnauthorized: opts.sslmode === "verify-full" } : undefined,
-      connectionTimeoutMillis: 15000,
-      application_name: "dbkeep",
-    });
+  /** A connection of dbkeep's own, with the same TLS settings as the tools' (see tls.ts). */
+  async function open(database: string): Promise<pg.Client> {
+    try {
+      return await connectPg({
+        host: opts.host,
+        port: opts.port,
+        user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
+        password: password()?.reveal() ?? (opts.inheritAuthEnv ? process.env.PGPASSWORD : undefined),
+        database,
+        connectionTimeoutMillis: 15000,
+        application_name: "dbkeep",
+      }, tls());
+    } catch (err) {
+      throw pgConnectionError(err, { host: opts.host, port: opts.port, database });
+    }
   }
 
   async function withClient<T>(database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-    const c = client(database);
-    c.on("error", () => undefined);
-    try {
-      await c.connect();
-    } catch (err) {
-      throw connectionError(err, opts.host, opts.port, database);
-    }
+    const c = await open(database);
     try {
       return await fn(c);
     } finally {
@@ -108,30 +113,51 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
   const selection = dumpAll ? undefined : selectionOf(opts as Record<string, unknown>);
 
-  /** A partial backup's pg_dump arguments: the globs resolved against the catalog, passed as exact names. */
-  async function selectionArgs(log: Logger): Promise<PgSelection | undefined> {
+  /**
+   * A partial backup's pg_dump arguments: the globs resolved against the catalog, passed as exact names, and what
+   * the tables need beyond themselves (see partialDependencies): sequences go to pg_dump as more --table arguments,
+   * a plain dump starts with the statements that create the rest where the target lacks it, and what the dump
+   * cannot carry is named in the manifest for the restore to check.
+   */
+  async function selectionArgs(log: Logger): Promise<(PgSelection & { deps: PartialDependencies }) | undefined> {
     if (!selection) return undefined;
-    const sel = await withClient(dbName, (c) => resolvePgSelection(c, selection, dbName));
+    const sel = await withClient(dbName, async (c) => {
+      const resolved = await resolvePgSelection(c, selection, dbName);
+      return { ...resolved, deps: await partialDependencies(c, resolved, selection, { carry: format === "plain" }) };
+    });
     for (const w of sel.warnings) log.warn(w);
     log.info({ tables: sel.names.length }, `partial backup of ${sel.names.length} table(s): ${sel.names.slice(0, 10).join(", ")}${sel.names.length > 10 ? ", ..." : ""}`);
-    return sel;
+    const carried = [...sel.deps.sequences.map((x) => `sequence ${x.schema}.${x.name}`), ...sel.deps.ddl.map((x) => x.what)];
+    if (carried.length) log.info({ objects: carried.length }, `the backup also carries what its tables need: ${carried.join(", ")}`);
+    if (sel.deps.requires.length) {
+      log.info({ requires: sel.deps.requires }, `a restore needs the target to have ${sel.deps.requires.join(", ")} (not in this ${format} dump)`);
+    }
+    return { ...sel, args: [...sel.args, ...sel.deps.sequences.map((x) => `--table=${pgExactPattern(x.schema, x.name)}`)] };
   }
 
-  function withSelection(r: DumpResult, sel: PgSelection | undefined): DumpResult {
+  function withSelection(r: DumpResult, sel: (PgSelection & { deps: PartialDependencies }) | undefined): DumpResult {
     if (!sel || !selection) return r;
     const keep = new Set(sel.names);
-    return { ...r, ...(r.tables ? { tables: r.tables.filter((t) => keep.has(t.name)) } : {}), selection: { patterns: selection, tables: sel.names } };
+    return {
+      ...r,
+      ...(r.tables ? { tables: r.tables.filter((t) => keep.has(t.name)) } : {}),
+      selection: { patterns: selection, tables: sel.names, ...(sel.deps.requires.length ? { requires: sel.deps.requires } : {}) },
+    };
+  }
+
+  /** The start of a partial plain dump: the statements that create what its tables need (each only if missing). */
+  function dependencyPreamble(deps: PartialDependencies): string {
+    if (deps.ddl.length === 0) return "";
+    return (
+      "--\n-- dbkeep: what the tables of this partial backup need, each created only where the database lacks it\n--\n\n" +
+      "SET client_min_messages = warning;\nSET check_function_bodies = false;\n" +
+      deps.ddl.map((d) => `-- ${d.what.replace(/\n/g, " ")}\n${d.sql}\n`).join("") +
+      "\n"
+    );
   }
 
   async function connect(): Promise<pg.Client> {
-    const c = client(dbName);
-    c.on("error", () => undefined);
-    try {
-      await c.connect();
-    } catch (err) {
-      throw connectionError(err, opts.host, opts.port, dbName);
-    }
-    return c;
+    return open(dbName);
   }
 
   function dump(dopts: DumpOptions): Dump {
@@ -141,8 +167,8 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       // is opened while pg_dump is located. pg_dump's version is asked at the same time and checked while pg_dump
       // starts, not before: nothing waits for it, and a pg_dump older than the server is stopped and reported as
       // such (it would refuse that server itself, with a less helpful message).
-      const opening = openDumpSnapshot(client(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
-        throw connectionError(err, opts.host, opts.port, dbName);
+      const opening = openDumpSnapshot(() => open(dbName), { counts: opts.row_counts !== "estimate" }).catch((err: unknown) => {
+        throw pgConnectionError(err, { host: opts.host, port: opts.port, database: dbName });
       });
       opening.catch(() => undefined); // awaited below; until then a failure must not count as unhandled
       const version = toolVersion("pg_dump");
@@ -179,6 +205,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         if (format !== "directory") {
           const args = [`--format=${format === "custom" ? "custom" : "plain"}`, ...common];
           const output = await dopts.output;
+          const preamble = sel && format === "plain" ? dependencyPreamble(sel.deps) : "";
+          // Written before pg_dump starts, into the pipe or the stream pg_dump's output follows in.
+          if (preamble && output) await writeFd(output.fd, Buffer.from(preamble));
+          else if (preamble) out.write(preamble);
           const { child, done: exited } = spawnTool(pgDump, args, {
             env: toolEnv(dbName), signal: stop.signal, timeoutMs, context: where, explain,
             stdio: ["ignore", output ? output.fd : "pipe", "pipe"],
@@ -193,7 +223,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
         // Directory format: pg_dump -j needs a directory, so it is written to a private temp dir and then
         // carried through the pipe as a tar stream; the temp dir is removed as soon as tar has read it.
-        const dir = await mkdtemp(join(tmpdir(), "dbkeep-pgdir-"));
+        const dir = await makeTempDir("pgdir");
         try {
           const args = ["--format=directory", ...common, `--jobs=${opts.jobs ?? 1}`, `--file=${join(dir, "dump")}`];
           const { done: exited } = spawnTool(pgDump, args, {
@@ -257,7 +287,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    */
   async function restoreAll(input: Readable, ropts: RestoreOptions): Promise<void> {
     const psql = await pgTool("psql", binDir);
-    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgdumpall-"));
+    const scratch = await makeScratchDir();
     try {
       const file = join(scratch, "dumpall.sql");
       await pipeline(input, createWriteStream(file, { mode: 0o600, flags: "wx" }), { signal: ropts.signal });
@@ -277,13 +307,14 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     }
   }
 
-  async function inspectTarget(o?: { tables?: string[] }): Promise<TargetState> {
+  async function inspectTarget(o?: { tables?: string[]; requires?: string[] }): Promise<TargetState> {
     if (dumpAll) return inspectServer();
     const admin = await maintenanceDb();
     const exists = await withClient(admin, async (c) => {
       const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [dbName]);
       return (r.rowCount ?? 0) > 0;
     });
+    if (o?.requires?.length) await checkRequired(o.requires, exists);
     if (!exists) return { exists: false, objects: [] };
     const objects = await withClient(dbName, async (c) => {
       const r = await c.query<{ name: string }>(
@@ -318,6 +349,38 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   }
 
   /**
+   * A partial backup that does not carry everything its tables need (a custom or directory dump, which holds only
+   * tables and sequences; a foreign key to a table it does not hold) is refused before anything is created, naming
+   * all that the target lacks.
+   */
+  async function checkRequired(requires: string[], exists: boolean): Promise<void> {
+    const missing = exists
+      ? await withClient(dbName, async (c) => {
+          const r = await c.query<{ what: string }>(
+            `SELECT what FROM unnest($1::text[]) AS what WHERE NOT CASE split_part(what, ' ', 1)
+               WHEN 'schema' THEN to_regnamespace(substr(what, 8)) IS NOT NULL
+               WHEN 'table' THEN to_regclass(substr(what, 7)) IS NOT NULL
+               WHEN 'sequence' THEN to_regclass(substr(what, 10)) IS NOT NULL
+               WHEN 'type' THEN to_regtype(substr(what, 6)) IS NOT NULL
+               WHEN 'function' THEN to_regprocedure(substr(what, 10)) IS NOT NULL
+               WHEN 'extension' THEN EXISTS (SELECT 1 FROM pg_extension WHERE quote_ident(extname) = substr(what, 11))
+               ELSE false END`,
+            [requires],
+          );
+          return r.rows.map((x) => x.what);
+        })
+      : requires;
+    if (missing.length === 0) return;
+    throw new DbkeepError(
+      "RESTORE_REFUSED",
+      `the partial backup's tables need ${missing.join(", ")}, which ${exists ? `database ${dbName} lacks` : `a new database ${dbName} would lack`}; nothing was changed`,
+      {
+        hint: `create ${missing.length > 1 ? "them" : "it"} in ${dbName} first, or restore into a database that has ${missing.length > 1 ? "them" : "it"}; a partial backup in format plain carries the types, domains, functions and sequences its tables use`,
+      },
+    );
+  }
+
+  /**
    * A partial backup goes into the existing target: the plain dump's own DROP ... IF EXISTS (it is made with
    * --clean) or pg_restore --clean replace exactly its tables, in one transaction that an input error (checksum
    * mismatch) or a failing statement rolls back. The target's other tables are not touched, so there is no staging
@@ -325,18 +388,39 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
    */
   async function restorePartial(input: Readable, ropts: RestoreOptions): Promise<void> {
     const admin = await maintenanceDb();
-    await withClient(admin, async (c) => {
+    const created = await withClient(admin, async (c) => {
       const r = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [dbName]);
-      if (!r.rowCount) await c.query(`CREATE DATABASE ${ident(dbName)}`);
+      if (r.rowCount) return false;
+      await c.query(`CREATE DATABASE ${ident(dbName)}`);
+      return true;
     });
-    ropts.log.info({ tables: ropts.tables?.length }, `restoring ${ropts.tables?.length} table(s) into the existing database ${dbName}; its other tables stay as they are`);
+    // A database created for this restore goes again if the restore fails: never a half-made target.
+    try {
+      await applyPartial(input, ropts, created);
+    } catch (err) {
+      if (created) {
+        await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS ${ident(dbName)} WITH (FORCE)`)).catch((e: unknown) =>
+          ropts.log.warn({ database: dbName, err: (e as Error).message }, "could not drop the database created for the failed restore; drop it by hand"),
+        );
+      }
+      throw err;
+    }
+  }
+
+  async function applyPartial(input: Readable, ropts: RestoreOptions, created: boolean): Promise<void> {
+    ropts.log.info(
+      { tables: ropts.tables?.length },
+      created
+        ? `restoring ${ropts.tables?.length} table(s) into the new database ${dbName}`
+        : `restoring ${ropts.tables?.length} table(s) into the existing database ${dbName}; its other tables stay as they are`,
+    );
     if (ropts.format === "plain") return applyScript(input, ropts);
     const pgRestore = await pgTool("pg_restore", binDir);
     const args = ["--no-password", "--exit-on-error", "--single-transaction", "--clean", "--if-exists", "-d", dbName];
     const run = { env: toolEnv(dbName), signal: ropts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, explain };
     // pg_restore may commit before it reads the archive's last byte, i.e. before the checksum is known: the archive
     // is kept in a private temp file (or directory) first, and pg_restore runs only once it ended cleanly.
-    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgrestore-"));
+    const scratch = await makeScratchDir();
     try {
       if (ropts.format === "custom") {
         const file = join(scratch, "dump");
@@ -355,123 +439,39 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     }
   }
 
+  /** What restore.ts borrows of this engine: connections, the tools' environment, settings. */
+  const restoreContext: RestoreContext = {
+    async open(database) {
+      const c = await open(database);
+      c.on("error", () => undefined);
+      return c;
+    },
+    maintenanceDb,
+    toolEnv,
+    binDir,
+    timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined,
+    jobs: opts.jobs,
+    where,
+    explain,
+  };
+
   /**
-   * Restores into a new staging database and swaps it in only after the input ended cleanly (checksum verified)
-   * and the restore tool succeeded. Until the swap the target is untouched; on any failure the staging database is
-   * dropped.
+   * Every restore first clears what killed restores left behind (staging databases, replaced databases, temp
+   * copies; never a live restore's). A whole database is restored beside the target and swapped in atomically
+   * (restore.ts, swap.ts).
    */
   async function restore(input: Readable, ropts: RestoreOptions): Promise<void> {
+    const putBack = await sweepBeforeRestore(restoreContext, ropts.log);
+    if (!dumpAll && putBack.includes(dbName)) {
+      input.destroy();
+      // It looked missing when it was inspected: replacing it now would replace data nobody confirmed.
+      throw new DbkeepError("RESTORE_REFUSED", `database ${dbName} was missing after an earlier restore was killed in its swap; it has been put back with its previous content`, {
+        hint: "check it, then run the restore again to replace it",
+      });
+    }
     if (ropts.format === "dumpall") return restoreAll(input, ropts);
     if (ropts.tables) return restorePartial(input, ropts);
-    const admin = await maintenanceDb();
-    const target = dbName;
-    const suffix = randomBytes(4).toString("hex");
-    const staging = `${target.slice(0, 40)}_dbkeep_restore_${suffix}`;
-    const state = await withClient(admin, async (c) => {
-      const r = await c.query<{ owner: string; enc: string; collate: string; ctype: string }>(
-        `SELECT pg_get_userbyid(datdba) AS owner, pg_encoding_to_char(encoding) AS enc, datcollate AS collate, datctype AS ctype
-           FROM pg_database WHERE datname = $1`,
-        [target],
-      );
-      return r.rows[0];
-    });
-    const createSql = state
-      ? `CREATE DATABASE ${ident(staging)} TEMPLATE template0 OWNER ${ident(state.owner)} ENCODING ${lit(state.enc)} LC_COLLATE ${lit(state.collate)} LC_CTYPE ${lit(state.ctype)}`
-      : `CREATE DATABASE ${ident(staging)} TEMPLATE template0`;
-    await withClient(admin, (c) => c.query(createSql)).catch((err: unknown) => {
-      throw new DbkeepError("ENGINE_FAILED", `could not create the staging database for the restore (${where}): ${(err as Error).message}`, {
-        hint: "the restoring user needs CREATEDB (dbkeep restores beside the target and swaps it in)",
-        cause: err,
-      });
-    });
-    ropts.log.debug({ staging }, "restoring into staging database");
-    let scratch: string | undefined;
-    try {
-      const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
-      const jobs = ropts.jobs ?? opts.jobs ?? 1;
-      const ctx = `${where}, staging ${staging}`;
-      if (ropts.format === "plain") {
-        const psql = await pgTool("psql", binDir);
-        const args = ["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-d", staging];
-        const t = spawnTool(psql, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
-        await feed(input, t.child.stdin, t.done);
-      } else {
-        const pgRestore = await pgTool("pg_restore", binDir);
-        const base = ["--no-password", "--exit-on-error", "-d", staging];
-        if (ropts.format === "custom" && jobs <= 1) {
-          const t = spawnTool(pgRestore, [...base, "--single-transaction"], { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["pipe", "ignore", "pipe"] });
-          await feed(input, t.child.stdin, t.done);
-        } else {
-          // pg_restore -j needs a seekable file or a directory: materialise it first (verified by the clean end).
-          scratch = await mkdtemp(join(tmpdir(), "dbkeep-pgrestore-"));
-          let source: string;
-          if (ropts.format === "custom") {
-            source = join(scratch, "dump");
-            await pipeline(input, createWriteStream(source, { mode: 0o600 }), { signal: ropts.signal });
-          } else {
-            source = join(scratch, "dir");
-            const tar = await resolveTool("tar");
-            await mkdir(source, { recursive: true, mode: 0o700 });
-            const t = spawnTool(tar, ["-C", source, "-xf", "-"], { signal: ropts.signal, stdio: ["pipe", "ignore", "pipe"], errorCode: "CORRUPT_BACKUP" });
-            // tar stops reading at the end-of-archive blocks; the padding after them must still pass the checksum.
-            await feedWhileReading(input, t);
-            await t.done;
-          }
-          const args = [...base, `--jobs=${jobs}`, ...(ropts.format === "directory" ? ["--format=directory"] : []), source];
-          const t = spawnTool(pgRestore, args, { env: toolEnv(staging), signal: ropts.signal, timeoutMs, context: ctx, explain, stdio: ["ignore", "ignore", "pipe"] });
-          await t.done;
-        }
-      }
-      await swapIn(admin, staging, target, suffix, ropts);
-    } catch (err) {
-      await withClient(admin, (c) => c.query(`DROP DATABASE IF EXISTS ${ident(staging)} WITH (FORCE)`)).catch((e: unknown) =>
-        ropts.log.warn({ staging, err: (e as Error).message }, "could not drop the staging database; drop it by hand"),
-      );
-      throw err;
-    } finally {
-      if (scratch) await rm(scratch, { recursive: true, force: true });
-    }
-  }
-
-  async function swapIn(admin: string, staging: string, target: string, suffix: string, ropts: RestoreOptions): Promise<void> {
-    await withClient(admin, async (c) => {
-      const exists = ((await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [target])).rowCount ?? 0) > 0;
-      if (!exists) {
-        await c.query(`ALTER DATABASE ${ident(staging)} RENAME TO ${ident(target)}`);
-        return;
-      }
-      const old = `${target.slice(0, 40)}_dbkeep_old_${suffix}`;
-      // Privileges, settings, connection limit and comment of the database itself are not in the dump.
-      const props = await copyDatabaseProperties(c, target, staging);
-      if (props.copied.length) ropts.log.info({ database: target, copied: props.copied }, `kept the ${props.copied.join(", ")} of database ${target}`);
-      for (const f of props.failed) ropts.log.warn({ database: target }, `could not carry over to the restored database: ${f}`);
-      await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS false`).catch(() => undefined);
-      for (let attempt = 1; ; attempt++) {
-        await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [target]);
-        try {
-          await c.query(`ALTER DATABASE ${ident(target)} RENAME TO ${ident(old)}`);
-          break;
-        } catch (err) {
-          if (attempt >= 5) {
-            await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
-            throw new DbkeepError("ENGINE_FAILED", `could not replace database ${target}: ${(err as Error).message}`, {
-              hint: "stop the applications connected to it and run the restore again",
-            });
-          }
-          await new Promise((r) => setTimeout(r, 200 * attempt));
-        }
-      }
-      try {
-        await c.query(`ALTER DATABASE ${ident(staging)} RENAME TO ${ident(target)}`);
-      } catch (err) {
-        await c.query(`ALTER DATABASE ${ident(old)} RENAME TO ${ident(target)}`);
-        await c.query(`ALTER DATABASE ${ident(target)} ALLOW_CONNECTIONS true`).catch(() => undefined);
-        throw err;
-      }
-      await c.query(`DROP DATABASE ${ident(old)} WITH (FORCE)`).catch((err: unknown) =>
-        ropts.log.warn({ database: old, err: (err as Error).message }, "the replaced database could not be dropped; drop it by hand"),
-      );
-    });
+    return restoreDatabase(input, ropts, dbName, restoreContext);
   }
 
   /** Roles and tablespaces: pg_dumpall --globals-only, stored as a second object beside the dump. */
@@ -548,6 +548,14 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
       } catch (err) {
         const e = err as DbkeepError;
         out.push({ level: "error", message: e.message, ...(e.hint ? { hint: e.hint } : {}) });
+      }
+    }
+    try {
+      out.push(...(await restoreLeftoverFindings(restoreContext)));
+    } catch (err) {
+      // An unreachable server is reported once, by the connection below.
+      if (!(err instanceof DbkeepError && err.code === "CONNECTION_FAILED")) {
+        out.push({ level: "warn", message: `could not look for leftovers of killed restores: ${(err as Error).message}` });
       }
     }
     let facts: { server: string; user: string; superuser: boolean; replication: boolean; readAll: boolean; unreadable: string[] };
@@ -633,24 +641,15 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
   };
 }
 
-/** Writes `input` into a tool's stdin and waits for the tool; an input error kills the tool (nothing is kept). */
-async function feed(input: Readable, stdin: NodeJS.WritableStream | null, exited: Promise<unknown>): Promise<void> {
-  if (!stdin) throw new DbkeepError("INTERNAL", "tool has no stdin");
-  (stdin as NodeJS.WritableStream & { on(e: "error", f: () => void): void }).on("error", () => undefined);
-  const fed = pipeline(input, stdin);
-  const [feeding, tool] = await Promise.allSettled([fed, exited]);
-  // The input's own error (checksum mismatch, corrupt frame) explains more than the tool's reaction to it, and the
-  // tool's error explains more than the EPIPE we got when it stopped reading.
-  if (input.errored) throw input.errored;
-  if (tool.status === "rejected") throw tool.reason;
-  if (feeding.status === "rejected") throw feeding.reason;
+/** Writes all of `buf` to a descriptor (a pipe: through the thread pool, so a full pipe does not stop the event loop). */
+async function writeFd(fd: number, buf: Buffer): Promise<void> {
+  for (let at = 0; at < buf.length; ) {
+    at += await new Promise<number>((resolve, reject) => fsWrite(fd, buf, at, buf.length - at, null, (err, n) => (err ? reject(err) : resolve(n))));
+  }
 }
 
 function ident(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
-}
-function lit(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
 }
 
 function major(version: string): number {
@@ -663,30 +662,6 @@ function checkVersions(toolVersion: string, serverVersion: string, tool = "pg_du
       hint: `install postgresql-client-${major(serverVersion)} and set pg_version: ${major(serverVersion)} (or bin_dir)`,
     });
   }
-}
-
-export function explainPgError(stderr: string): { hint?: string; retryable?: boolean; code?: "CONNECTION_FAILED" } | undefined {
-  if (/password authentication failed|no password supplied|authentication failed/i.test(stderr)) {
-    return { code: "CONNECTION_FAILED", hint: "check the datasource's user and password (password_env / password_file)" };
-  }
-  if (/Connection refused|could not connect|timeout expired|Name or service not known|could not translate host name/i.test(stderr)) {
-    return { code: "CONNECTION_FAILED", hint: "is the server running and reachable at that host and port?", retryable: true };
-  }
-  if (/database ".*" does not exist/i.test(stderr)) return { code: "CONNECTION_FAILED", hint: "check the datasource's database name" };
-  if (/server version mismatch/i.test(stderr)) return { hint: "set pg_version or bin_dir to a pg_dump at least as new as the server" };
-  if (/permission denied/i.test(stderr)) return { hint: "the user lacks privileges on some objects; dump as the owner or a superuser" };
-  return undefined;
-}
-
-function connectionError(err: unknown, host: string, port: number, database: string): DbkeepError {
-  const msg = (err as Error).message ?? String(err);
-  const explained = explainPgError(msg);
-  return new DbkeepError("CONNECTION_FAILED", `cannot connect to PostgreSQL (host ${host}, port ${port}, database ${database})`, {
-    details: msg,
-    hint: explained?.hint ?? "check host, port, user and password of the datasource",
-    retryable: explained?.retryable ?? false,
-    cause: err,
-  });
 }
 
 export default createPostgresEngine;

@@ -7,7 +7,7 @@ export const patternList = z.preprocess(
   z.array(z.string().min(1)).min(1),
 );
 
-/** Datasource options of `engine: postgres`: seed 000's keys, plus bin_dir, jobs, globals, sslmode. */
+/** Datasource options of `engine: postgres`: seed 000's keys, plus bin_dir, jobs, globals and libpq's TLS settings. */
 export const postgresDatasourceSchema = z.strictObject({
   engine: z.enum(["postgres", "postgresql"]),
   host: z.string().default("localhost"),
@@ -18,7 +18,13 @@ export const postgresDatasourceSchema = z.strictObject({
   password_file: z.string().optional(),
   /** With all_databases: only the database pg_dumpall connects to first (default postgres). */
   database: z.string().min(1).optional(),
+  /** libpq's sslmode (default prefer), for dbkeep's own connections and the tools' alike: see tls.ts. */
   sslmode: z.enum(["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]).optional(),
+  /** PEM file of the CA(s) that the server's certificate must chain to (libpq's default: ~/.postgresql/root.crt). */
+  sslrootcert: z.string().min(1).optional(),
+  /** Client certificate and its key (libpq's defaults: ~/.postgresql/postgresql.crt and .key). */
+  sslcert: z.string().min(1).optional(),
+  sslkey: z.string().min(1).optional(),
   pg_version: z.coerce.number().int().min(9).max(99).optional(),
   bin_dir: z.string().optional(),
   timeout: z.number().positive().optional(),

@@ -11,39 +11,38 @@ import type { Catalog, EngineVerifier, ScratchOptions, ScratchTarget } from "../
 import type { CheckResult } from "../../verify/report.js";
 import { isDeadScratch, KEPT_MARK, killLeftoverServer, markDirKept, removeDeadScratchDirs, SCRATCH_PREFIX, scratchDirName, scratchName } from "../../verify/scratch.js";
 import type { SchemaObjects, TableInfo } from "../engine.js";
+import { connectPg, pgConnectionError } from "./connection.js";
+import { pgTlsOf, resolvePgTls, type PgTlsSettings } from "./tls.js";
 
 interface Conn {
   host: string;
   port: number;
   user?: string | undefined;
   password?: Secret | undefined;
-  sslmode?: string | undefined;
+  tls: PgTlsSettings;
 }
 
 function connOf(o: Record<string, unknown>, password: Secret | undefined): Conn {
-  return { host: String(o.host ?? "localhost"), port: Number(o.port ?? 5432), user: o.user as string | undefined, password, sslmode: o.sslmode as string | undefined };
+  return { host: String(o.host ?? "localhost"), port: Number(o.port ?? 5432), user: o.user as string | undefined, password, tls: pgTlsOf(o) };
 }
 
+/** The TLS keys of a datasource, which a scratch cluster on this machine does not use. */
+const TLS_KEYS = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
 async function withClient<T>(conn: Conn, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({
-    host: conn.host,
-    port: conn.port,
-    user: conn.user ?? process.env.USER ?? "postgres",
-    password: conn.password?.reveal(),
-    database,
-    ssl: conn.sslmode && !["disable", "allow", "prefer"].includes(conn.sslmode) ? { rejectUnauthorized: conn.sslmode === "verify-full" } : undefined,
-    connectionTimeoutMillis: 15000,
-    application_name: "dbkeep-verify",
-  });
-  c.on("error", () => undefined);
+  let c: pg.Client;
   try {
-    await c.connect();
+    c = await connectPg({
+      host: conn.host,
+      port: conn.port,
+      user: conn.user ?? process.env.USER ?? "postgres",
+      password: conn.password?.reveal(),
+      database,
+      connectionTimeoutMillis: 15000,
+      application_name: "dbkeep-verify",
+    }, resolvePgTls(conn.tls, conn.host));
   } catch (err) {
-    throw new DbkeepError("CONNECTION_FAILED", `cannot connect to PostgreSQL (host ${conn.host}, port ${conn.port}, database ${database})`, {
-      details: (err as Error).message,
-      hint: "check the verify datasource's host, port, user and password",
-      cause: err,
-    });
+    throw pgConnectionError(err, { host: conn.host, port: conn.port, database }, "check the verify datasource's host, port, user and password");
   }
   try {
     return await fn(c);
@@ -131,9 +130,8 @@ export interface DumpSnapshot {
  * Opens a REPEATABLE READ transaction, exports its snapshot for pg_dump, and takes the catalog in that same
  * transaction, concurrently with the dump: row counts exact for the very data the dump holds.
  */
-export async function openDumpSnapshot(client: pg.Client, o: { counts: boolean }): Promise<DumpSnapshot> {
-  client.on("error", () => undefined);
-  await client.connect();
+export async function openDumpSnapshot(connect: () => Promise<pg.Client>, o: { counts: boolean }): Promise<DumpSnapshot> {
+  const client = await connect();
   try {
     // One round trip before pg_dump can start: the transaction, its snapshot and the server's version. The counts
     // run beside pg_dump on the same server: one process each (no parallel workers), so that they take as little
@@ -302,9 +300,10 @@ export const postgresVerifier: EngineVerifier = {
     let datasource: Record<string, unknown> = { ...o.options, engine: "postgres", database: name, all_databases: false, globals: false };
     if (o.cluster) {
       cluster = await startCluster(o);
-      conn = { host: "127.0.0.1", port: cluster.port, user: "postgres" };
-      const { password: _p, password_env: _pe, password_file: _pf, sslmode: _s, ...rest } = o.options;
-      datasource = { ...rest, engine: "postgres", host: "127.0.0.1", port: cluster.port, user: "postgres", bin_dir: cluster.bin, database: m(o) === "dumpall" ? "postgres" : name, all_databases: m(o) === "dumpall", globals: false };
+      conn = { host: "127.0.0.1", port: cluster.port, user: "postgres", tls: { sslmode: "disable" } };
+      const { password: _p, password_env: _pe, password_file: _pf, ...rest } = o.options;
+      for (const k of TLS_KEYS) delete rest[k];
+      datasource = { ...rest, sslmode: "disable", engine: "postgres", host: "127.0.0.1", port: cluster.port, user: "postgres", bin_dir: cluster.bin, database: m(o) === "dumpall" ? "postgres" : name, all_databases: m(o) === "dumpall", globals: false };
     }
     const db = m(o) === "dumpall" ? "postgres" : name;
     const admin = String(o.options.maintenance_db ?? "postgres");
@@ -332,6 +331,8 @@ export const postgresVerifier: EngineVerifier = {
         ...(conn.user ? { PGUSER: conn.user } : {}),
         // The application's own connection needs it; it goes to that process's environment only, never a URL.
         ...(conn.password ? { PGPASSWORD: conn.password.reveal() } : {}),
+        // The same TLS settings as dbkeep's own connections, as libpq's variables.
+        ...resolvePgTls(conn.tls, conn.host).env,
         DATABASE_URL: `postgres://${encodeURIComponent(conn.user ?? "postgres")}@${conn.host}:${conn.port}/${encodeURIComponent(db)}`,
       }),
       async drop() {

@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, readFileSync } from "node:fs";
-import { chmod, chown, mkdtemp, rename, rm, stat, unlink } from "node:fs/promises";
+import { chmod, chown, rename, rm, stat, unlink } from "node:fs/promises";
+import { makeTempDir } from "../../core/tempdir.js";
 import { isIP } from "node:net";
-import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { PassThrough, Transform, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -65,7 +65,8 @@ export function createRedisEngine(opts: RedisEngineOptions): Engine {
   }
 
   async function connect(o: { connectTimeoutMs?: number } = {}): Promise<Conn> {
-    const common = { reconnectStrategy: false as const, connectTimeout: o.connectTimeoutMs ?? 10_000 };
+    const limit = o.connectTimeoutMs ?? 10_000;
+    const common = { reconnectStrategy: false as const, connectTimeout: limit };
     const socket = opts.socket
       ? { ...common, path: opts.socket, tls: false as const }
       : useTls
@@ -90,13 +91,27 @@ export function createRedisEngine(opts: RedisEngineOptions): Engine {
       maintNotifications: "disabled",
     }).withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
     client.on("error", () => undefined);
-    try {
+    // connectTimeout covers the TCP (and TLS) connection only: a server that accepts and never answers would make
+    // the first command wait forever. The whole handshake gets the same limit, and a timeout is worth a retry.
+    let timer: NodeJS.Timeout | undefined;
+    const handshake = (async () => {
       await client.connect();
       // A server with a password answers the first command with NOAUTH when none was sent.
       await client.sendCommand(["PING"]);
+    })();
+    handshake.catch(() => undefined);
+    try {
+      await Promise.race([
+        handshake,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${limit / 1000} s`), { code: "ETIMEDOUT" })), limit);
+        }),
+      ]);
     } catch (err) {
       client.destroy();
       throw connectionError(err);
+    } finally {
+      clearTimeout(timer);
     }
     // Shows the connection as dbkeep's in CLIENT LIST; an ACL user without CLIENT SETNAME works all the same.
     await client.sendCommand(["CLIENT", "SETNAME", "dbkeep"]).catch(() => undefined);
@@ -471,7 +486,7 @@ export function createRedisEngine(opts: RedisEngineOptions): Engine {
    * a window of commands, never the backup.
    */
   async function restoreLogical(input: Readable, ropts: RestoreOptions): Promise<void> {
-    const scratch = await mkdtemp(join(tmpdir(), "dbkeep-redis-restore-"));
+    const scratch = await makeTempDir("redis-restore");
     try {
       const file = join(scratch, "dump.resp");
       const reader = new RespReader();

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants, createReadStream, createWriteStream } from "node:fs";
-import { access, mkdir, mkdtemp, rename, rm, unlink } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { access, mkdir, rename, rm, unlink } from "node:fs/promises";
+import { makeTempDir } from "../../core/tempdir.js";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -34,7 +34,7 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
       } catch {
         throw new DbkeepError("ENGINE_FAILED", `SQLite database ${path} not found`, { hint: "check the datasource's path" });
       }
-      const dir = await mkdtemp(join(tmpdir(), "dbkeep-sqlite-"));
+      const dir = await makeTempDir("sqlite");
       try {
         const copy = join(dir, "snapshot.db");
         let src: Database.Database;
@@ -101,7 +101,7 @@ export function createSqliteEngine(opts: SqliteEngineOptions): Engine {
    */
   async function checkDump(input: Readable, o: { rawBytes: number; signal: AbortSignal }): Promise<string> {
     const small = o.rawBytes > 0 && o.rawBytes <= 256 * 1024 * 1024;
-    const dir = small ? await mkdtemp(join(tmpdir(), "dbkeep-sqlite-verify-")) : undefined;
+    const dir = small ? await makeTempDir("sqlite-check") : undefined;
     try {
       let head = Buffer.alloc(0);
       const file = dir ? createWriteStream(join(dir, "check.db"), { mode: 0o600 }) : undefined;

@@ -39,7 +39,8 @@ function clean(text: string): string {
  * Block blobs in a container. put() stages blocks of `block_size` (at most `upload_concurrency` in flight, so memory
  * stays near block_size x (upload_concurrency + 1)) and commits the block list only after the body ended cleanly:
  * before commitBlockList nothing is visible under the key and a previous blob there is untouched. Staged blocks that
- * are never committed are discarded by the service after a week.
+ * are never committed are discarded by the service after a week. With ifAbsent the commit carries If-None-Match: *,
+ * which the service refuses for an existing blob (atomicCreate).
  */
 export function createAzureStore(opts: AzureStoreOptions, name = `azure:${opts.container}`, creds: AzureCredentials = {}): Store {
   const root = normalisePrefix(opts.prefix);
@@ -114,6 +115,7 @@ export function createAzureStore(opts: AzureStoreOptions, name = `azure:${opts.c
 
   return {
     name,
+    atomicCreate: true,
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       const blob = container.getBlockBlobClient(blobName(key));
@@ -185,11 +187,21 @@ export function createAzureStore(opts: AzureStoreOptions, name = `azure:${opts.c
         await Promise.all(inflight);
         if (failure) throw failure.err;
         if (signal?.aborted) throw signal.reason;
-        // The commit is the moment the blob appears; an abort from here on no longer stops it.
-        await blob.commitBlockList(ids, {
-          blobHTTPHeaders: { blobContentType: "application/octet-stream" },
-          ...(opts.access_tier ? { tier: opts.access_tier } : {}),
-        });
+        // The commit is the moment the blob appears; an abort from here on no longer stops it. With ifAbsent the
+        // service refuses it for an existing blob (If-None-Match: *), atomically.
+        try {
+          await blob.commitBlockList(ids, {
+            blobHTTPHeaders: { blobContentType: "application/octet-stream" },
+            ...(opts.access_tier ? { tier: opts.access_tier } : {}),
+            ...(putOpts.ifAbsent ? { conditions: { ifNoneMatch: "*" } } : {}),
+          });
+        } catch (err) {
+          const e = err as AzureLikeError;
+          if (putOpts.ifAbsent && (e.statusCode === 412 || e.code === "BlobAlreadyExists" || e.code === "ConditionNotMet")) {
+            throw new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`, { cause: err });
+          }
+          throw err;
+        }
         const props = await blob.getProperties();
         if (props.contentLength !== bytes) {
           await blob.deleteIfExists().catch(() => undefined);

@@ -36,7 +36,8 @@ function clean(text: string): string {
 /**
  * Objects in a Google Cloud Storage bucket. put() streams through a resumable upload in requests of `chunk_size`
  * (memory stays near twice that); the object exists only once the last request finalised it, so a failed or aborted
- * put leaves nothing under the key, and its upload session is cancelled.
+ * put leaves nothing under the key, and its upload session is cancelled. With ifAbsent the upload carries
+ * ifGenerationMatch=0, which the service decides when the object would appear (atomicCreate).
  */
 export function createGcsStore(opts: GcsStoreOptions, name = `gcs:${opts.bucket}`, creds: GcsCredentials = {}): Store {
   const root = normalisePrefix(opts.prefix);
@@ -117,6 +118,7 @@ export function createGcsStore(opts: GcsStoreOptions, name = `gcs:${opts.bucket}
 
   return {
     name,
+    atomicCreate: true,
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       const file = bucket.file(objectName(key));
@@ -125,15 +127,17 @@ export function createGcsStore(opts: GcsStoreOptions, name = `gcs:${opts.bucket}
       if (signal) addAbortSignal(signal, body);
       let bytes = 0;
       let session: string | undefined;
+      // Generation 0 is "no live object": GCS refuses the upload (412) if the name exists when it completes.
+      const precondition = putOpts.ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {};
       try {
         if (body.errored) throw body.errored;
         const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
         // The first chunk decides: an empty body is one small request, anything else a resumable session.
         const first = await it.next();
         if (first.done) {
-          await file.save(Buffer.alloc(0), { resumable: false, contentType: "application/octet-stream" });
+          await file.save(Buffer.alloc(0), { resumable: false, contentType: "application/octet-stream", ...precondition });
         } else {
-          [session] = await file.createResumableUpload({ metadata: { contentType: "application/octet-stream" } });
+          [session] = await file.createResumableUpload({ metadata: { contentType: "application/octet-stream" }, ...precondition });
           const source = Readable.from(
             (async function* () {
               yield first.value;
@@ -160,6 +164,7 @@ export function createGcsStore(opts: GcsStoreOptions, name = `gcs:${opts.bucket}
         if (signal?.aborted) throw new DbkeepError("ABORTED", `[store:${name}] upload of ${key} was cancelled`, { cause: err });
         // An error of the body (e.g. the dump failed) is not the store's fault: pass it through as it is.
         if (body.errored) throw body.errored;
+        if (putOpts.ifAbsent && statusOf(err) === 412) throw new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`, { cause: err });
         throw fail("upload of", key, err);
       }
     },

@@ -1,26 +1,35 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
+import { link, lstat, mkdir, open, opendir, rename, stat, unlink, rmdir } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "../../core/errors.js";
 import type { PutOptions, StagedFile, Store, StoreObject } from "../store.js";
 import { fsyncPath } from "../../core/fsync.js";
+import { ownerTag } from "../../core/owner.js";
 
 import type { LocalStoreOptions } from "./schema.js";
 export { localStoreSchema, type LocalStoreOptions } from "./schema.js";
 
 const PARTIAL_MARK = ".dbkeep-partial-";
+/** link(2) failures of file systems without hard links (vfat, exfat, some network shares). */
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"]);
 
-/** A hidden temporary name beside `final`, which list() reports as an interrupted upload of it. */
+/**
+ * A hidden temporary name beside `final`, which list() reports as an interrupted upload of it. It names its writer
+ * (ownerTag), so that what a killed process left can be removed by the next run at once (core/reserve.ts).
+ */
 function partialPathOf(final: string): string {
-  return join(dirname(final), `.${basename(final)}${PARTIAL_MARK}${randomBytes(6).toString("hex")}`);
+  return join(dirname(final), `.${basename(final)}${PARTIAL_MARK}${ownerTag()}-${randomBytes(6).toString("hex")}`);
 }
 
 /**
  * A directory. put() writes to a hidden temporary file beside the final name, fsyncs it, renames it into place and
  * fsyncs the directory, so a crash never leaves a half file under the final name. Files are created 0600.
+ * With ifAbsent the temporary file is published with link(2) instead of rename(2): the kernel refuses it (EEXIST)
+ * when the name exists, so of two writers exactly one succeeds. A file system without hard links falls back to a
+ * check just before the rename, and the store then no longer claims atomicCreate.
  */
 export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `local:${opts.path}`): Store {
   const root = resolve(opts.path);
@@ -44,8 +53,40 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
     return new DbkeepError("STORE_FAILED", `[store:${name}] ${action} ${key} failed: ${e.message}`, { cause: err, hint });
   }
 
+  let hardLinks = true;
+
+  /** Publishes `tmp` as `final` only if nothing is there; `tmp` is gone afterwards unless this throws. */
+  async function publishNew(tmp: string, final: string, key: string): Promise<void> {
+    const exists = () => new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`);
+    if (hardLinks) {
+      try {
+        await link(tmp, final);
+        await unlink(tmp);
+        return;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? "";
+        if (code === "EEXIST") throw exists();
+        if (!NO_HARD_LINKS.has(code)) throw err;
+        hardLinks = false;
+      }
+    }
+    const there = await lstat(final).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === "ENOENT") return false;
+        throw err;
+      },
+    );
+    if (there) throw exists();
+    await rename(tmp, final);
+  }
+
   return {
     name,
+
+    get atomicCreate() {
+      return hardLinks;
+    },
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       const final = pathOf(key);
@@ -61,7 +102,8 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
         body.on("data", (c: Buffer) => (bytes += c.length));
         await pipeline(body, out, { signal: putOpts.signal });
         await fsyncPath(tmp, "r+");
-        await rename(tmp, final);
+        if (putOpts.ifAbsent) await publishNew(tmp, final, key);
+        else await rename(tmp, final);
         await fsyncPath(dir);
         return { bytes };
       } catch (err) {
@@ -96,15 +138,17 @@ export function createLocalStore(opts: Pick<LocalStoreOptions, "path">, name = `
       return {
         fd: fh.fd,
         path: tmp,
-        async commit() {
+        async commit(commitOpts: { ifAbsent?: boolean } = {}) {
           try {
             await fh.sync();
             await close();
-            await rename(tmp, final);
+            if (commitOpts.ifAbsent) await publishNew(tmp, final, key);
+            else await rename(tmp, final);
             await fsyncPath(dir);
           } catch (err) {
             await close().catch(() => undefined);
             await unlink(tmp).catch(() => undefined);
+            if (err instanceof DbkeepError) throw err;
             throw fail("write", key, err);
           }
         },

@@ -39,7 +39,8 @@ interface LsEntry {
  * final one and renames it into place with `rclone moveto` once rclone reported the whole upload, so an interrupted
  * put never leaves a complete-looking object under the final key; what it leaves under the temporary name is
  * listed as `partial` (and removed right away when possible). On backends without a server-side move (some object
- * stores), moveto copies: the time of one more transfer.
+ * stores), moveto copies: the time of one more transfer. With ifAbsent, moveto skips an existing key
+ * (--ignore-existing), which rclone checks just before it moves: not atomic, so no atomicCreate.
  */
 export function createRcloneStore(opts: RcloneStoreOptions, ctx: RcloneStoreContext): Store {
   const name = ctx.name;
@@ -115,6 +116,7 @@ export function createRcloneStore(opts: RcloneStoreOptions, ctx: RcloneStoreCont
 
   return {
     name,
+    atomicCreate: false,
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       checkKey(key);
@@ -151,8 +153,12 @@ export function createRcloneStore(opts: RcloneStoreOptions, ctx: RcloneStoreCont
         if (!fed.complete) throw failure("rcat", key, { code: proc.child.exitCode, signal: null, stderr: `${stderr()}\nrclone stopped reading after ${fed.bytes} bytes` });
         if (putOpts.signal?.aborted) throw new DbkeepError("ABORTED", `[store:${name}] upload of ${key} was cancelled`);
         // --ignore-times: a previous object of the same size and (coarse) modification time is still replaced.
-        const moved = await run(["moveto", "--ignore-times", "--retries", "1", target(tmp), target(key)]);
+        // With ifAbsent, --ignore-existing instead: rclone looks at the key just before it moves, and skips the move
+        // (leaving the temporary object) if something is there. Not atomic: a move by another writer between its
+        // look and its move still replaces.
+        const moved = await run(["moveto", putOpts.ifAbsent ? "--ignore-existing" : "--ignore-times", "--retries", "1", target(tmp), target(key)]);
         if (moved.code !== 0) throw failure("moveto", key, moved);
+        if (putOpts.ifAbsent && (await statKey(tmp))) throw new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`);
       } catch (err) {
         await removeQuietly(tmp);
         throw err;

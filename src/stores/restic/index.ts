@@ -81,7 +81,9 @@ const WRONG_PASSWORD = /wrong password or no key found/;
  * and written under the configured --host: restic's content-defined chunking deduplicates repeated full dumps.
  * A snapshot exists only once restic read the whole body (it writes the snapshot last), so an interrupted put
  * leaves no object, only unreferenced data that `restic prune` removes. A key put again gets a new snapshot; the
- * older ones are forgotten once the new one is complete (and list shows only the newest either way).
+ * older ones are forgotten once the new one is complete (and list shows only the newest either way). With ifAbsent
+ * the key's snapshots are looked up before and after the backup, and the new snapshot forgotten if another one
+ * appeared meanwhile: not atomic (restic has no conditional write), so no atomicCreate.
  */
 export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreContext): Store {
   const name = ctx.name;
@@ -300,6 +302,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
 
   return {
     name,
+    atomicCreate: false,
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       checkKey(key);
@@ -312,6 +315,14 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
         (r) => r.all.get(key) ?? [],
         (err: unknown) => err as Error,
       );
+      const alreadyExists = () => new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`);
+      if (putOpts.ifAbsent) {
+        // restic publishes the snapshot itself when it has read everything: the key is looked at before, and
+        // again after (below).
+        const before = await existing;
+        if (before instanceof Error) throw before;
+        if (before.length > 0) throw alreadyExists();
+      }
       let result = await backup(["backup", "--stdin", "--stdin-filename", fileNameOf(key), ...tagArgs], body, putOpts.signal, cancelled);
       if (result.emptyRefused) {
         // restic refuses a snapshot of an empty stdin ("snapshot is empty") but takes an empty file.
@@ -325,6 +336,16 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
       }
       const { id, bytes } = result;
       sizes.set(short(id), bytes);
+      if (putOpts.ifAbsent) {
+        // Another writer's snapshot of the key appeared while ours was written: ours is forgotten and this put lost.
+        // Of two such writers at least one sees the other, so they never both succeed (both may fail).
+        const now = (await snapshots(key)).all.get(key) ?? [];
+        if (now.some((e) => !e.id.startsWith(id))) {
+          await forget([id]).catch((err: unknown) => ctx.warn?.(`[store:${name}] could not forget snapshot ${id} of ${key}: ${(err as Error).message}`));
+          throw alreadyExists();
+        }
+        return { bytes };
+      }
       // The new snapshot is complete: the older ones of the key go now (list shows only the newest meanwhile).
       const older = await existing;
       try {

@@ -5,7 +5,9 @@ import {
   PutObjectCommand,
   UploadPartCommand,
   type CompletedPart,
+  type CompleteMultipartUploadCommandOutput,
   type CreateMultipartUploadCommandOutput,
+  type PutObjectCommandOutput,
   type UploadPartCommandOutput,
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -16,6 +18,7 @@ import {
   type PutObjectCommandInput,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
+import { createHash, randomBytes } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import { Readable } from "node:stream";
 import { DbkeepError } from "../../core/errors.js";
@@ -36,6 +39,8 @@ const PARTS_PER_SIZE = 2000;
 const DELETE_BATCH = 1000;
 /** Incomplete multipart uploads are listed as `<dir>/.<name><PARTIAL_MARK><uploadId>`, the shape the local store uses. */
 const PARTIAL_MARK = ".dbkeep-partial-";
+/** Sends of one part (or single PUT) whose checksum did not match, before the upload fails. */
+const CHECKSUM_ATTEMPTS = 2;
 
 export interface S3StoreContext {
   /** "s3:<configured name>" */
@@ -47,7 +52,7 @@ export interface S3StoreContext {
 
 const NOT_FOUND = new Set(["NoSuchKey", "NotFound", "NoSuchUpload"]);
 const CREDENTIALS = new Set(["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "CredentialsProviderError", "AllAccessDisabled", "InvalidClientTokenId"]);
-const THROTTLING = new Set(["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "ServiceUnavailable", "InternalError", "RequestLimitExceeded", "TooManyRequestsException", "TimeoutError"]);
+const THROTTLING = new Set(["ConditionalRequestConflict", "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "ServiceUnavailable", "InternalError", "RequestLimitExceeded", "TooManyRequestsException", "TimeoutError"]);
 const NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "ECONNABORTED", "ERR_STREAM_PREMATURE_CLOSE"]);
 /** Answers of servers that do not implement an optional call (s3rver has no ListMultipartUploads nor AbortMultipartUpload). */
 const UNSUPPORTED = new Set(["NotImplemented", "MethodNotAllowed"]);
@@ -73,6 +78,36 @@ function httpStatus(err: unknown): number | undefined {
 function isUnsupported(err: unknown): boolean {
   const status = httpStatus(err);
   return UNSUPPORTED.has(errorCode(err)) || status === 501 || status === 405;
+}
+
+/** The service refused a body whose Content-MD5 (or flexible checksum) did not match what it received. */
+function isBadDigest(err: unknown): boolean {
+  return ["BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"].includes(errorCode(err));
+}
+
+function isPreconditionFailed(err: unknown): boolean {
+  return errorCode(err) === "PreconditionFailed" || httpStatus(err) === 412;
+}
+
+/** An ETag without its quotes, lower case. */
+function cleanEtag(etag: string | undefined): string {
+  return (etag ?? "").replace(/"/g, "").trim().toLowerCase();
+}
+
+/** An ETag of the form S3 gives objects: an MD5 in hex, or for a multipart object an MD5 and "-<parts>". */
+function md5Like(etag: string | undefined): boolean {
+  return /^[0-9a-f]{32}(-\d+)?$/.test(cleanEtag(etag));
+}
+
+/** Objects encrypted with KMS keys or customer keys have ETags that are not the MD5 of their data. */
+function encrypted(out: { ServerSideEncryption?: string | undefined; SSECustomerAlgorithm?: string | undefined }): boolean {
+  return (out.ServerSideEncryption ?? "").startsWith("aws:kms") || Boolean(out.SSECustomerAlgorithm);
+}
+
+/** Whether the service honours `If-None-Match: *` on PutObject and on CompleteMultipartUpload. */
+interface Conditional {
+  put: boolean;
+  complete: boolean;
 }
 
 /**
@@ -166,6 +201,103 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
     });
   }
 
+  const verifyEtag = opts.verify_etag ?? true;
+
+  /**
+   * "match" when the ETag is the MD5 sent, "mismatch" when it is an MD5 and another one, "unknown" when it is no MD5
+   * digest (encryption with KMS or customer keys, services whose ETags are something else) or verify_etag is off.
+   */
+  function compareEtag(etag: string | undefined, md5: string, out: { ServerSideEncryption?: string | undefined; SSECustomerAlgorithm?: string | undefined }): "match" | "mismatch" | "unknown" {
+    const e = cleanEtag(etag);
+    if (!verifyEtag || encrypted(out) || !/^[0-9a-f]{32}$/.test(e)) return "unknown";
+    return e === md5 ? "match" : "mismatch";
+  }
+
+  const warnEtags = () => warn(`[store:${name}] the service's ETags are not MD5 digests: uploads to it are checked by their size and by the service's own check of Content-MD5 only`);
+
+  function corrupted(key: string, what: string, cause?: unknown, deleted = false): DbkeepError {
+    return new DbkeepError("STORE_FAILED", `[store:${name}] upload of ${key} failed: ${what}; ${deleted ? "the object was deleted" : "nothing was stored"}`, {
+      retryable: true,
+      hint: "data changed between dbkeep and the service (a proxy, a network device or the service itself); if the service's ETags are known not to be MD5 digests, set verify_etag: false",
+      ...(cause === undefined ? {} : { cause }),
+    });
+  }
+
+  function sizeMismatch(key: string, stored: number | undefined, sent: number): DbkeepError {
+    return new DbkeepError("STORE_FAILED", `[store:${name}] upload of ${key} is ${stored ?? "?"} bytes on the server but ${sent} were sent; the object was deleted`, { retryable: true });
+  }
+
+  async function exists(Key: string, abortSignal?: AbortSignal): Promise<boolean> {
+    try {
+      await client.send(new HeadObjectCommand({ Bucket: bucket, Key, ...owner }), abortSignal ? { abortSignal } : {});
+      return true;
+    } catch (err) {
+      if (NOT_FOUND.has(errorCode(err)) || httpStatus(err) === 404) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Services differ: AWS S3 (since 2024) and MinIO refuse a PutObject or CompleteMultipartUpload with
+   * `If-None-Match: *` for a key that exists (412), others ignore the header and replace the object. Found out once
+   * per store, at the first put with ifAbsent, by writing a probe object twice each way.
+   */
+  let conditional: Promise<Conditional> | undefined;
+  let conditionalKnown: Conditional | undefined;
+  function conditionalSupport(): Promise<Conditional> {
+    conditional ??= detectConditional().then(
+      (c) => (conditionalKnown = c),
+      (err: unknown) => {
+        conditional = undefined;
+        throw err;
+      },
+    );
+    return conditional;
+  }
+
+  async function detectConditional(): Promise<Conditional> {
+    const probe = `.dbkeep-probe/conditional-${randomBytes(6).toString("hex")}`;
+    const Key = objectKey(probe);
+    const result: Conditional = { put: false, complete: false };
+    // A service that rejects the header itself (400/501) is one that does not honour it: it is never sent there.
+    const rejected = (err: unknown) => isUnsupported(err) || (httpStatus(err) === 400 && !isBadDigest(err));
+    const put = () => client.send(new PutObjectCommand({ Bucket: bucket, Key, Body: Buffer.alloc(0), ContentLength: 0, IfNoneMatch: "*", ...owner }));
+    try {
+      try {
+        await put();
+      } catch (err) {
+        if (rejected(err)) return result;
+        throw err;
+      }
+      try {
+        await put();
+      } catch (err) {
+        if (isPreconditionFailed(err)) result.put = true;
+        else if (!rejected(err)) throw err;
+      }
+      let uploadId: string | undefined;
+      try {
+        const checksums = (await client.config.requestChecksumCalculation()) === "WHEN_SUPPORTED";
+        uploadId = (await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key, ...owner, ...(checksums ? { ChecksumAlgorithm: "CRC32" as const } : {}) }))).UploadId;
+        const one = Buffer.from("x");
+        const out = await client.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId: uploadId, PartNumber: 1, Body: one, ContentLength: 1, ...owner }));
+        const Parts = [{ PartNumber: 1, ETag: out.ETag, ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) }];
+        await client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId: uploadId, MultipartUpload: { Parts }, IfNoneMatch: "*", ...owner }));
+        uploadId = undefined;
+      } catch (err) {
+        if (isPreconditionFailed(err)) result.complete = true;
+        else if (!rejected(err)) throw err;
+      } finally {
+        if (uploadId) await abortUpload(Key, uploadId).catch(() => undefined);
+      }
+    } catch (err) {
+      throw fail("check of conditional writes (If-None-Match) with", probe, err);
+    } finally {
+      await store.delete([probe]).catch(() => undefined);
+    }
+    return result;
+  }
+
   async function abortUpload(key: string, uploadId: string): Promise<void> {
     try {
       await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, ...owner }));
@@ -210,9 +342,16 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
   const store: Store = {
     name,
 
+    get atomicCreate() {
+      return conditionalKnown?.put === true && conditionalKnown.complete === true;
+    },
+
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       const Key = objectKey(key);
       const signal = putOpts.signal;
+      const ifAbsent = putOpts.ifAbsent === true;
+      // The body may be destroyed (cancelled) before it is read: its error is this put's to report, never unhandled.
+      body.on("error", () => undefined);
       // Aborts the requests in flight when the put is cancelled or one of its parts fails.
       const requests = new AbortController();
       const onAbort = () => {
@@ -222,6 +361,18 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
       if (signal?.aborted) onAbort();
       else signal?.addEventListener("abort", onAbort, { once: true });
       const send = <T>(command: unknown) => client.send(command as never, { abortSignal: requests.signal }) as Promise<T>;
+      const alreadyExists = () => new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`);
+      /** Publishing with ifAbsent: the header where the service honours it, else a check just before. */
+      const guard = async (honoured: boolean | undefined): Promise<{ IfNoneMatch?: string }> => {
+        if (!ifAbsent) return {};
+        if (honoured) return { IfNoneMatch: "*" };
+        if (await exists(Key, requests.signal)) throw alreadyExists();
+        return {};
+      };
+      const published = <T>(p: Promise<T>): Promise<T> =>
+        p.catch((err: unknown) => {
+          throw ifAbsent && isPreconditionFailed(err) ? alreadyExists() : err;
+        });
 
       // S3 allows 10,000 parts: a known size picks a part size that fits; for an unknown one, parts double in size every
       // 2,000 parts (8 MiB parts reach 16 GiB at the first doubling, about 500 GiB in all).
@@ -242,14 +393,40 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
       let partNo = 0;
       let failure: unknown;
       const parts: CompletedPart[] = [];
+      /** MD5 of each part, by part number - 1: a multipart object's ETag is the MD5 of their concatenation, "-N". */
+      const partDigests: Buffer[] = [];
+      let partsVerified = 0;
       const inflight = new Set<Promise<void>>();
 
-      const sendPart = (buf: Buffer, length: number) => {
+      /** One part, sent with its Content-MD5; a part the service refuses (BadDigest) or stored otherwise goes once more. */
+      const uploadPart = async (PartNumber: number, data: Buffer, digest: Buffer): Promise<UploadPartCommandOutput> => {
+        for (let attempt = 1; ; attempt++) {
+          let out: UploadPartCommandOutput;
+          try {
+            out = await send<UploadPartCommandOutput>(
+              new UploadPartCommand({ Bucket: bucket, Key, UploadId: uploadId, PartNumber, Body: data, ContentLength: data.length, ContentMD5: digest.toString("base64"), ...owner }),
+            );
+          } catch (err) {
+            if (isBadDigest(err) && attempt < CHECKSUM_ATTEMPTS) continue;
+            if (isBadDigest(err)) throw corrupted(key, `part ${PartNumber} arrived changed ${CHECKSUM_ATTEMPTS} times (the service answered ${errorCode(err)})`, err);
+            throw err;
+          }
+          const verdict = compareEtag(out.ETag, digest.toString("hex"), out);
+          if (verdict === "match") partsVerified++;
+          if (verdict !== "mismatch") return out;
+          if (attempt >= CHECKSUM_ATTEMPTS) {
+            throw corrupted(key, `part ${PartNumber} arrived changed ${CHECKSUM_ATTEMPTS} times (the service's ETag ${cleanEtag(out.ETag)} is not the MD5 ${digest.toString("hex")} of the bytes sent)`);
+          }
+        }
+      };
+
+      const sendPart = (buf: Buffer, length: number, digest: Buffer) => {
         const PartNumber = ++partNo;
         if (PartNumber > MAX_PARTS) {
           throw new DbkeepError("STORE_FAILED", `[store:${name}] upload of ${key} needs more than ${MAX_PARTS} parts`, { hint: "raise part_size" });
         }
-        const p = send<UploadPartCommandOutput>(new UploadPartCommand({ Bucket: bucket, Key, UploadId: uploadId, PartNumber, Body: buf.subarray(0, length), ContentLength: length, ...owner }))
+        partDigests[PartNumber - 1] = digest;
+        const p = uploadPart(PartNumber, buf.subarray(0, length), digest)
           .then((out) => {
             parts.push({ PartNumber, ETag: out.ETag, ...(out.ChecksumCRC32 ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) });
           })
@@ -265,8 +442,12 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
       };
 
       try {
+        const conditional = ifAbsent ? await conditionalSupport() : undefined;
         let buf = await buffers.take();
         let fill = 0;
+        // The MD5 of the part being filled grows as data is copied in: no second pass over the part, and no long
+        // stretch of hashing on the event loop.
+        let md5 = createHash("md5");
         for await (const data of body) {
           const chunk = typeof data === "string" ? Buffer.from(data) : (data as Buffer);
           let off = 0;
@@ -278,7 +459,8 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
                 const checksums = (await client.config.requestChecksumCalculation()) === "WHEN_SUPPORTED";
                 uploadId = (await send<CreateMultipartUploadCommandOutput>(new CreateMultipartUploadCommand({ ...create, ...(checksums ? { ChecksumAlgorithm: "CRC32" as const } : {}) }))).UploadId;
               }
-              sendPart(buf, fill);
+              sendPart(buf, fill, md5.digest());
+              md5 = createHash("md5");
               buffers.resize(sizeOfPart(partNo + 1));
               buf = await buffers.take();
               fill = 0;
@@ -286,33 +468,90 @@ export function createS3Store(opts: S3StoreOptions, ctx: S3StoreContext): Store 
             }
             const n = Math.min(chunk.length - off, buf.length - fill);
             chunk.copy(buf, fill, off, off + n);
+            md5.update(chunk.subarray(off, off + n));
             fill += n;
             off += n;
             bytes += n;
           }
         }
         if (signal?.aborted) throw new Error("upload cancelled");
-        const sizeOnServer = async () => (await client.send(new HeadObjectCommand({ Bucket: bucket, Key, ...owner }))).ContentLength;
+        /**
+         * What the service holds under the key now: "ok" (our object, of the size sent), "short" (our object, of another
+         * size) or "contested" (none, or another writer's: its ETag is not the one our request got).
+         */
+        const stored = async (etag: string | undefined): Promise<{ state: "ok" | "short" | "contested"; size?: number | undefined }> => {
+          let h;
+          try {
+            h = await client.send(new HeadObjectCommand({ Bucket: bucket, Key, ...owner }), { abortSignal: requests.signal });
+          } catch (err) {
+            if (NOT_FOUND.has(errorCode(err)) || httpStatus(err) === 404) return { state: "contested" };
+            throw err;
+          }
+          // Compared only as MD5-style ETags, which name content: some services' other ETags need not agree between
+          // the answer to a write and a later HeadObject.
+          if (md5Like(h.ETag) && md5Like(etag) && cleanEtag(h.ETag) !== cleanEtag(etag)) return { state: "contested" };
+          return { state: h.ContentLength === bytes ? "ok" : "short", size: h.ContentLength };
+        };
+        // Another writer replaced or removed the object between our request and the check: with ifAbsent that
+        // writer won the key; otherwise there is nothing of ours to check or to delete.
+        const contested = () =>
+          ifAbsent
+            ? alreadyExists()
+            : new DbkeepError("STORE_FAILED", `[store:${name}] ${key} was replaced or deleted by another writer while it was uploaded`, { retryable: true });
         if (!uploadId) {
-          // A single PUT still has the whole body in hand: a server that stored a different size (seen with
-          // S3-compatible servers under load) gets it once more before the upload counts as failed.
-          for (let attempt = 1; attempt <= 2; attempt++) {
-            await send(new PutObjectCommand({ ...create, Body: buf.subarray(0, fill), ContentLength: fill }));
-            if (attempt === 2 || (await sizeOnServer()) === bytes) break;
+          // A single PUT still has the whole body in hand: a body the service refused as changed on the way
+          // (BadDigest), or stored with another size or MD5 (seen with S3-compatible servers under load), is sent
+          // once more before the upload counts as failed.
+          const digest = md5.digest();
+          for (let attempt = 1; ; attempt++) {
+            let out;
+            try {
+              out = await published(send<PutObjectCommandOutput>(new PutObjectCommand({ ...create, Body: buf.subarray(0, fill), ContentLength: fill, ContentMD5: digest.toString("base64"), ...(await guard(conditional?.put)) })));
+            } catch (err) {
+              if (isBadDigest(err) && attempt < CHECKSUM_ATTEMPTS) continue;
+              if (isBadDigest(err)) throw corrupted(key, `the body arrived changed ${CHECKSUM_ATTEMPTS} times (the service answered ${errorCode(err)})`, err);
+              throw err;
+            }
+            const verdict = compareEtag(out.ETag, digest.toString("hex"), out);
+            if (verdict === "unknown" && verifyEtag && !encrypted(out)) warnEtags();
+            const now = await stored(out.ETag);
+            if (now.state === "contested") throw contested();
+            if (now.state === "ok" && verdict !== "mismatch") break;
+            // What the service keeps is not what was sent: it goes, and the body is sent once more.
+            await store.delete([key]).catch(() => undefined);
+            if (attempt >= CHECKSUM_ATTEMPTS) {
+              if (now.state === "short") throw sizeMismatch(key, now.size, bytes);
+              throw corrupted(key, `the service's ETag ${cleanEtag(out.ETag)} is not the MD5 ${digest.toString("hex")} of the bytes sent, ${CHECKSUM_ATTEMPTS} times`, undefined, true);
+            }
           }
           buffers.release(buf);
         } else {
-          sendPart(buf, fill);
+          sendPart(buf, fill, md5.digest());
           while (inflight.size > 0) await Promise.all([...inflight]);
           if (failure) throw failure;
           parts.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
-          await send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...owner }));
+          const out = await published(
+            send<CompleteMultipartUploadCommandOutput>(new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...owner, ...(await guard(conditional?.complete)) })),
+          );
           uploadId = undefined;
-        }
-        const size = await sizeOnServer();
-        if (size !== bytes) {
-          await store.delete([key]).catch(() => undefined);
-          throw new DbkeepError("STORE_FAILED", `[store:${name}] upload of ${key} is ${size ?? "?"} bytes on the server but ${bytes} were sent; the object was deleted`, { retryable: true });
+          const expected = `${createHash("md5").update(Buffer.concat(partDigests)).digest("hex")}-${parts.length}`;
+          const etag = cleanEtag(out.ETag);
+          // "<md5 of the parts' MD5s>-<parts>" on AWS and most services; a service that gives the whole object's MD5
+          // instead (s3rver) cannot be compared without hashing everything once more, but then every part was.
+          const composite = /^[0-9a-f]{32}-\d+$/.test(etag) && !encrypted(out) && verifyEtag;
+          if (composite && etag !== expected) {
+            await store.delete([key]).catch(() => undefined);
+            throw corrupted(key, `the service's ETag ${etag} of the completed object is not ${expected}, the MD5 of the ${parts.length} parts sent`, undefined, true);
+          }
+          if (!composite && partsVerified < parts.length && verifyEtag && !encrypted(out)) {
+            warnEtags();
+          }
+          const now = await stored(out.ETag);
+          if (now.state === "contested") throw contested();
+          if (now.state === "short") {
+            await store.delete([key]).catch(() => undefined);
+            throw sizeMismatch(key, now.size, bytes);
+          }
         }
         return { bytes };
       } catch (err) {

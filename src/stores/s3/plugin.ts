@@ -41,6 +41,11 @@ export const s3StoreSchema = z
     max_attempts: z.number().int().min(1).max(20).optional(),
     /** Page size of listings and delete batches (S3's maximum, 1000, by default); only tests have a reason to lower it. */
     list_page_size: z.number().int().min(1).max(1000).optional(),
+    /**
+     * Compare the service's ETags with the MD5 of what was sent (on by default). Off only for a service whose ETags
+     * are not MD5 digests although they look like them; Content-MD5 is sent either way.
+     */
+    verify_etag: z.boolean().optional(),
   })
   .superRefine((o, ctx) => {
     if (o.part_size !== undefined && (o.part_size < 5 * MIB || o.part_size > 5 * 1024 * MIB)) {

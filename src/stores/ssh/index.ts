@@ -85,7 +85,9 @@ function sftpCode(err: unknown): unknown {
  * operation (and again after it was lost), closed by close(). The host key is checked against known_hosts or a
  * pinned fingerprint before anything is sent. put() streams into `.name.dbkeep-partial-xxxx` beside the final name
  * (mode 0600, directories 0700), fsyncs it where the server offers fsync@openssh.com and renames it into place with
- * posix-rename@openssh.com, which replaces an existing object atomically.
+ * posix-rename@openssh.com, which replaces an existing object atomically. With ifAbsent it is published with
+ * hardlink@openssh.com instead, which the server refuses for an existing name (atomicCreate), or where the server
+ * lacks that extension with a check and a plain rename.
  */
 export function createSshStore(opts: SshStoreInput, deps: SshStoreDeps = {}): Store {
   const port = opts.port ?? 22;
@@ -306,6 +308,9 @@ export function createSshStore(opts: SshStoreInput, deps: SshStoreDeps = {}): St
             );
           }
           session.sftp = sftp;
+          // The extensions the server announced (ssh2 keeps them in a field of its own).
+          const announced = (sftp as unknown as { _extensions?: Record<string, unknown> })._extensions;
+          if (announced) hardlinks = "hardlink@openssh.com" in announced;
           sftp.on("error", (e: Error) => markLost(session, e));
           sftp.on("close", () => markLost(session, new Error("the SFTP session closed")));
           resolve(session);
@@ -406,6 +411,50 @@ export function createSshStore(opts: SshStoreInput, deps: SshStoreDeps = {}): St
     }
   }
 
+  /** Whether the server offers hardlink@openssh.com: known from its SFTP greeting, or from the first attempt. */
+  let hardlinks: boolean | undefined;
+
+  async function exists(s: Session, path: string): Promise<boolean> {
+    try {
+      await call<Stats>(s, (cb) => s.sftp.lstat(path, cb));
+      return true;
+    } catch (err) {
+      if (!s.lost && sftpCode(err) === SFTP_NO_SUCH_FILE) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Publishes `from` as `to` only if nothing is there. With hardlink@openssh.com the server's link(2) decides
+   * (EEXIST), atomically; without it, a check and then a plain SFTP rename, which the protocol says must fail on an
+   * existing target (OpenSSH's does, with link(2) too), but other servers may replace it.
+   */
+  async function publishNew(s: Session, from: string, to: string, key: string): Promise<void> {
+    const alreadyExists = () => new DbkeepError("ALREADY_EXISTS", `${tag} ${key} already exists`);
+    if (hardlinks !== false) {
+      try {
+        await call<void>(s, (cb) => s.sftp.ext_openssh_hardlink(from, to, cb));
+        hardlinks = true;
+        // The object is published; a temporary name that cannot be removed now is left for prune.
+        await unlink(s, from).catch(() => undefined);
+        return;
+      } catch (err) {
+        if (s.lost) throw err;
+        if (await exists(s, to)) throw alreadyExists();
+        // Not offered, or refused for another reason than an existing name (a server that denies the request, a
+        // file system without hard links): the rename below, and no claim of atomicity from now on.
+        hardlinks = false;
+      }
+    }
+    if (await exists(s, to)) throw alreadyExists();
+    try {
+      await call<void>(s, (cb) => s.sftp.rename(from, to, cb));
+    } catch (err) {
+      if (!s.lost && (await exists(s, to))) throw alreadyExists();
+      throw err;
+    }
+  }
+
   function lostError(s: Session, action: string, key: string, extra = ""): DbkeepError {
     const reason = s.lost?.message ?? "the connection closed";
     return new DbkeepError("STORE_FAILED", `${tag} connection to ${where} lost while ${action} ${key}${extra}: ${reason}`, {
@@ -432,6 +481,10 @@ export function createSshStore(opts: SshStoreInput, deps: SshStoreDeps = {}): St
 
   return {
     name,
+
+    get atomicCreate() {
+      return hardlinks === true;
+    },
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
       const final = remote(key);
@@ -460,7 +513,8 @@ export function createSshStore(opts: SshStoreInput, deps: SshStoreDeps = {}): St
         });
         handle = undefined;
         await call<void>(s, (cb) => s.sftp.close(h, cb));
-        await renameInto(s, tmp, final);
+        if (putOpts.ifAbsent) await publishNew(s, tmp, final, key);
+        else await renameInto(s, tmp, final);
         return { bytes };
       } catch (err) {
         // Let the connection's close events land first: a request failing with the connection is not a server error.
