@@ -5,6 +5,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { beforeAll, describe, expect, it } from "vitest";
 import { History } from "../../src/core/history.js";
+import { serializeManifest, type Manifest } from "../../src/core/manifest.js";
 import { DbkeepError } from "../../src/core/errors.js";
 import { CLI, CLI_ENV, dbkeep, ROOT, tempDir, type CliResult } from "../helpers/env.js";
 
@@ -83,10 +84,11 @@ function cloneBackups(backupDir: string, n: number): void {
       else {
         let out = text.split(id).join(newId);
         if (f.endsWith(".manifest.json")) {
-          const m = JSON.parse(out) as Record<string, unknown>;
+          const m = JSON.parse(out) as Manifest;
           m.started_at = at.toISOString();
           m.finished_at = new Date(at.getTime() + 1000).toISOString();
-          out = JSON.stringify(m, null, 2) + "\n";
+          // As dbkeep writes it (with its own checksum over the fields, where manifests have one).
+          out = serializeManifest(m);
         }
         writeFileSync(target, out);
       }
