@@ -1,13 +1,22 @@
 import { existsSync, statSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { configFromEnv, isSidecarEnv } from "../config/env.js";
-import { configPath, loadConfigFile, validateConfig, type Config } from "../config/load.js";
+import { configPath, loadConfigFile, unreadableSecrets, validateConfig, type Config } from "../config/load.js";
+import { describeIssues, keysAt } from "../config/problems.js";
 import { isLocation, sourceFromUrl, storeFromUrl } from "../config/urls.js";
+import { ENGINES } from "../engines/registry.js";
 import { checkLevel, type Compression } from "../core/compression.js";
-import { DbkeepError } from "../core/errors.js";
+import { DbkeepError, toDbkeepError } from "../core/errors.js";
+import { identitiesFor, recipientsFor } from "../crypto/settings.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
 import { planJob, type JobPlan } from "../core/jobs.js";
 import { aroundProgress, createProgressLine } from "./progress.js";
+
+/**
+ * How long a command has, after SIGTERM, to stop what it does and clean up (a dump process, a staging database, a
+ * partial upload) before it is ended: less than the 30 s a container runtime waits before it sends SIGKILL.
+ */
+export const DEFAULT_SHUTDOWN_SECONDS = 25;
 
 export interface GlobalOptions {
   config?: string;
@@ -25,6 +34,8 @@ export class Context {
   readonly logFormat: LogFormat;
   /** Set by commands that handle SIGTERM themselves (the daemon exits 0 after a graceful stop). */
   handlesSignals = false;
+  /** After SIGTERM or SIGINT, the command is ended this many seconds later if it has not stopped by itself. */
+  shutdownSeconds = DEFAULT_SHUTDOWN_SECONDS;
   /** The config came from environment variables (sidecar mode). */
   sidecar = false;
   /** Sidecar mode with BACKUP_INTERVAL_SECONDS=0: run once and exit. */
@@ -63,9 +74,15 @@ export class Context {
   /**
    * Whether a command's target names a store (URL or directory) rather than a job: URLs and paths that start with
    * ./ or / always do; a bare name does when it is an existing directory and no config defines a job of that name.
+   * The commands that ask read backups from the store, so a local path that is not a directory is a usage error
+   * (not "no backups": a typo in the path must not look like an empty store).
    */
   isStoreLocation(target: string): boolean {
-    if (isLocation(target)) return true;
+    if (isLocation(target)) {
+      const section = storeFromUrl(target);
+      if (section.type === "local") mustBeDirectory(String(section.options.path), target);
+      return true;
+    }
     if (!existsSync(target) || !statSync(target).isDirectory()) return false;
     const { path, explicit } = configPath(this.opts.config);
     if (!explicit && !existsSync(path)) return true;
@@ -98,6 +115,56 @@ export class Context {
   }
 }
 
+function mustBeDirectory(path: string, given: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "ENOTDIR") throw new DbkeepError("USAGE", `store directory ${given} cannot be read: ${code ?? (err as Error).message}`);
+    throw new DbkeepError("USAGE", `no such store directory: ${given}`, { hint: "check the path; a store is the directory given to --to when backing up (or a job name of the config)" });
+  }
+  if (!st.isDirectory()) throw new DbkeepError("USAGE", `${given} is a file, not a store directory`, { hint: "give the directory that holds the backups (e.g. ./backups), not a backup file in it" });
+}
+
+/**
+ * Every secret the backups of these jobs need (the datasource's, the stores', the encryption's passphrase and
+ * recipients), read before any of them starts: an unset password_env is a config error (exit 2), not a failed
+ * backup after "backing up ...". Notifiers are not checked: an unreadable notifier secret fails only its
+ * notifications.
+ */
+export function checkSecrets(plans: JobPlan[]): void {
+  const errors = new Map<string, DbkeepError>();
+  const add = (e: DbkeepError) => errors.set(e.message, e);
+  for (const plan of plans) {
+    unreadableSecrets(plan.datasource.section, plan.datasource.path).forEach(add);
+    for (const s of plan.stores) unreadableSecrets(s.section, `stores.${s.name}`).forEach(add);
+    const encryption = plan.encryption;
+    if (encryption) {
+      const check = (fn: () => unknown) => {
+        try {
+          fn();
+        } catch (err) {
+          const e = toDbkeepError(err);
+          if (e.exitCode !== 2) throw e;
+          add(e);
+        }
+      };
+      if (!plan.unencrypted) check(() => recipientsFor(encryption));
+      // verify: restore decrypts the new backup right after writing it.
+      const c = encryption.config;
+      if (plan.verifyRestore && (c.identity !== undefined || c.identity_env !== undefined || c.identity_file !== undefined)) check(() => identitiesFor(encryption));
+    }
+  }
+  if (errors.size === 0) return;
+  const all = [...errors.values()];
+  if (all.length === 1) throw new DbkeepError("SECRET_MISSING", all[0]!.message, { hint: all[0]!.hint ?? "set it before running dbkeep" });
+  throw new DbkeepError("SECRET_MISSING", `${all.length} secrets cannot be read; nothing was backed up`, {
+    details: all.map((e) => `  ${e.message}`).join("\n"),
+    hint: "set the variables (or create the files) named above before running dbkeep",
+  });
+}
+
 export interface DumpFlags {
   format?: string;
   compression?: string;
@@ -106,13 +173,30 @@ export interface DumpFlags {
   keepLast?: string;
 }
 
+/** `--format` as the engine's own schema allows it, checked before anything runs (not as a failed job). */
+function checkFormat(engine: string, options: Record<string, unknown>): void {
+  const plugin = ENGINES[engine];
+  if (!plugin) return;
+  if (!keysAt(plugin.schema, []).includes("format")) {
+    throw new DbkeepError("USAGE", `--format: a ${engine} backup has no format to choose`, { hint: "leave --format out" });
+  }
+  const parsed = plugin.schema.safeParse(options);
+  const issue = parsed.success ? undefined : parsed.error.issues.find((i) => i.path[0] === "format");
+  if (!issue) return;
+  const [problem] = describeIssues([issue], { schema: plugin.schema, raw: options, prefix: [] });
+  throw new DbkeepError("USAGE", `--format: ${problem?.message ?? "not a format of this engine"}`);
+}
+
 /** A plan for one-off mode: a source URL and a store URL, no config file. */
 export function oneOffPlan(sourceUrl: string | undefined, storeUrls: string | string[], flags: DumpFlags, log: Logger): JobPlan {
   const stores = (Array.isArray(storeUrls) ? storeUrls : [storeUrls]).map((url) => ({ name: url, section: storeFromUrl(url) }));
   const source = sourceUrl ? sourceFromUrl(sourceUrl) : undefined;
   for (const w of source?.warnings ?? []) log.warn(w);
   const options = { ...(source?.options ?? {}) };
-  if (flags.format) options.format = flags.format;
+  if (flags.format) {
+    options.format = flags.format;
+    checkFormat(source?.engine ?? "sqlite", options);
+  }
   const compression = (flags.compression ?? options.compression ?? "gzip") as Compression;
   if (!["gzip", "zstd", "lz4", "none"].includes(compression)) {
     throw new DbkeepError("USAGE", `unknown compression "${compression}"`, { hint: "use gzip, zstd, lz4 or none" });

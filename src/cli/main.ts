@@ -21,17 +21,25 @@ import { registerDownload } from "./commands/download.js";
 import { registerStatus } from "./commands/status.js";
 import { registerStores } from "./commands/stores.js";
 import { registerSync } from "./commands/sync.js";
-import { Context, type GlobalOptions } from "./context.js";
+import { Context, DEFAULT_SHUTDOWN_SECONDS, type GlobalOptions } from "./context.js";
 
 /** The only place that decides exit codes: 0 ok, 1 a job or operation failed, 2 usage or config error. */
 async function main(argv: string[]): Promise<number> {
   const abort = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (interrupted) process.exit(sig === "SIGINT" ? 130 : 143); // second signal: stop now
+    const code = sig === "SIGINT" ? 130 : 143;
+    if (interrupted) process.exit(code); // second signal: stop now
     interrupted = sig;
     if (!context?.handlesSignals) process.stderr.write(`\n${sig}: stopping, cleaning up...\n`);
     abort.abort(new DbkeepError("ABORTED", `interrupted by ${sig}`));
+    // The grace period: a command that has not stopped by then (a tool that ignores its cancellation, a cleanup that
+    // hangs on a dead server) is ended, so that a supervisor's SIGTERM always ends dbkeep.
+    const seconds = context?.shutdownSeconds ?? DEFAULT_SHUTDOWN_SECONDS;
+    setTimeout(() => {
+      process.stderr.write(`${sig}: not stopped ${seconds}s after the signal; exiting now\n`);
+      process.exit(code);
+    }, seconds * 1000).unref();
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -102,10 +110,34 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   }
 }
 
-main(process.argv).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`internal error: ${redact(String(err))}\n`);
-    process.exit(1);
-  },
-);
+/**
+ * Ends the process once everything written to stdout and stderr has been taken by the reader. Writes to a pipe are
+ * asynchronous: process.exit() right away would drop whatever the pipe (64 KiB on Linux) could not take yet, and
+ * `dbkeep list --json | jq` would get cut JSON. Exiting explicitly, not by letting the event loop run dry, also ends
+ * the commands that leave a handle open (a pool's idle timer, a keep-alive socket of an SDK).
+ */
+function finish(code: number): void {
+  process.exitCode = code;
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  for (const stream of [process.stdout, process.stderr]) {
+    // A reader that went away (`| head`) cannot be waited for: its EPIPE ends the wait, and the exit code stays.
+    if (stream.destroyed || stream.writableEnded) done();
+    else stream.write("", () => done());
+  }
+}
+
+// A reader that closes the pipe early (`dbkeep list --json | head -1`) is not an error of dbkeep's.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    stream.destroy();
+  });
+}
+
+main(process.argv).then(finish, (err: unknown) => {
+  process.stderr.write(`internal error: ${redact(String(err))}\n`);
+  finish(1);
+});

@@ -1,4 +1,5 @@
 import { DbkeepError } from "../core/errors.js";
+import { durationSeconds } from "./schema.js";
 import { sourceFromUrl, storeFromUrl } from "./urls.js";
 
 /** The variables that put dbkeep in sidecar mode when there is no config file. */
@@ -17,6 +18,13 @@ const num = (v: string | undefined, name: string): number | undefined => {
   if (!/^\d+$/.test(v)) throw new DbkeepError("CONFIG_INVALID", `${name}: expected a whole number, got "${v}"`);
   return Number(v);
 };
+
+/** DBKEEP_SHUTDOWN_GRACE: seconds, or a duration such as 20s or 1m. */
+function grace(v: string): string | number {
+  if (/^\d+$/.test(v)) return Number(v);
+  if (durationSeconds(v) === undefined) throw new DbkeepError("CONFIG_INVALID", `DBKEEP_SHUTDOWN_GRACE: expected seconds or a duration such as 20s, got "${v}"`);
+  return v;
+}
 
 /**
  * One job built from environment variables alone (containers next to a database; docs/environment.md lists every
@@ -75,7 +83,9 @@ export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
     notifications,
     jobs: { [env.DBKEEP_JOB ?? "backup"]: job },
     ...(env.TZ ? { timezone: env.TZ } : {}),
-    ...(env.DBKEEP_LISTEN ? { daemon: { listen: env.DBKEEP_LISTEN } } : {}),
+    ...(env.DBKEEP_LISTEN || env.DBKEEP_SHUTDOWN_GRACE
+      ? { daemon: { ...(env.DBKEEP_LISTEN ? { listen: env.DBKEEP_LISTEN } : {}), ...(env.DBKEEP_SHUTDOWN_GRACE ? { shutdown_grace: grace(env.DBKEEP_SHUTDOWN_GRACE) } : {}) } }
+      : {}),
   };
   return { raw, once };
 }

@@ -1,14 +1,18 @@
 import { readFileSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { userInfo } from "node:os";
+import { join, resolve } from "node:path";
 import { createRequire } from "node:module";
-import type * as z from "zod";
+import { checkLevel, type Compression } from "../core/compression.js";
 import { DbkeepError } from "../core/errors.js";
 import { Secret } from "../core/redact.js";
 import { ENGINES, PLANNED_ENGINES } from "../engines/registry.js";
 import { NOTIFIERS } from "../notifiers/registry.js";
 import { STORES } from "../stores/registry.js";
 import { isSecretEnvName } from "../stores/child-env.js";
-import { configSchema, daemonSchema, jobSchema, type DaemonConfig, type EncryptionConfig, type JobConfig } from "./schema.js";
+import { describeIssues, didYouMean, type Problem } from "./problems.js";
+import { configSchema, daemonSchema, jobSchema, type DaemonConfig, type EncryptionConfig, type JobConfig, type RawConfig } from "./schema.js";
+
+export type { Problem } from "./problems.js";
 
 /** The secret fields of an encryption block (each also as `_env` and `_file`). */
 export const ENCRYPTION_SECRETS = ["passphrase", "identity"] as const;
@@ -33,11 +37,6 @@ export interface Config {
   warnings: string[];
 }
 
-export interface Problem {
-  path: string;
-  message: string;
-}
-
 export function configError(file: string | undefined, problems: Problem[]): DbkeepError {
   const where = file ? `config ${file}` : "config";
   const lines = problems.map((p) => `  ${p.path ? `${p.path}: ` : ""}${p.message}`).join("\n");
@@ -59,10 +58,7 @@ export function loadConfigFile(path: string): Config {
   try {
     text = readFileSync(path, "utf8");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new DbkeepError("CONFIG_INVALID", `cannot read config ${path}: ${code === "ENOENT" ? "no such file" : (err as Error).message}`, {
-      hint: code === "ENOENT" ? "pass -c FILE, set DBKEEP_CONFIG, or use URLs (dbkeep backup sqlite:./app.db --to ./backups)" : undefined,
-    });
+    throw unreadable(path, err as NodeJS.ErrnoException);
   }
   const config = parseConfig(text, path);
   const mode = safeMode(path);
@@ -73,6 +69,33 @@ export function loadConfigFile(path: string): Config {
     }
   }
   return config;
+}
+
+/** Why a config file cannot be read, in one line with what to do about it (never a raw EISDIR or EACCES). */
+function unreadable(path: string, err: NodeJS.ErrnoException): DbkeepError {
+  switch (err.code) {
+    case "ENOENT":
+      return new DbkeepError("CONFIG_INVALID", `config ${path} does not exist`, { hint: "pass -c FILE, set DBKEEP_CONFIG, or use URLs (dbkeep backup sqlite:./app.db --to ./backups)" });
+    case "EISDIR":
+      return new DbkeepError("CONFIG_INVALID", `config ${path} is a directory, not a file`, { hint: `pass the YAML file itself, e.g. -c ${join(path, "dbkeep.yaml")}` });
+    case "EACCES":
+    case "EPERM": {
+      const user = safeUser();
+      return new DbkeepError("CONFIG_INVALID", `config ${path} cannot be read: permission denied`, {
+        hint: `dbkeep runs as ${user ?? "a user"} who may not read it: run dbkeep as the file's owner, or give that user read access (keep it unreadable for others: it may hold secrets)`,
+      });
+    }
+    default:
+      return new DbkeepError("CONFIG_INVALID", `config ${path} cannot be read: ${err.code ?? err.message}`, { hint: "check that the path names a readable YAML file" });
+  }
+}
+
+function safeUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
 }
 
 function safeMode(path: string): number | undefined {
@@ -90,49 +113,110 @@ export function parseConfig(text: string, file?: string): Config {
   if (doc.errors.length > 0) {
     throw configError(file, doc.errors.map((e) => ({ path: "", message: `YAML: ${e.message.split("\n")[0]}` })));
   }
-  const raw: unknown = doc.toJS() ?? {};
-  return validateConfig(raw, file);
+  const raw: unknown = doc.toJS();
+  if (raw === null || raw === undefined) {
+    throw new DbkeepError("CONFIG_INVALID", file ? `config ${file} is empty` : "the config is empty", { hint: "define datasources, stores and jobs in it (docs/configuration.md), or use URLs: dbkeep backup sqlite:./app.db --to ./backups" });
+  }
+  const config = validateConfig(raw, file);
+  if (Object.keys(config.datasources).length + Object.keys(config.stores).length + Object.keys(config.jobs).length === 0) {
+    throw configError(file, [{ path: "", message: "defines no datasources, stores or jobs" }]);
+  }
+  return config;
 }
 
-function issuePath(prefix: (string | number)[], path: readonly PropertyKey[]): string {
-  return [...prefix, ...path.map((p) => String(p))].join(".");
+const SECTIONS = ["datasources", "stores", "notifications", "jobs"] as const;
+
+function kindOf(v: unknown): string {
+  return v === null ? "nothing" : Array.isArray(v) ? "a list" : typeof v === "object" ? "a mapping" : typeof v === "string" ? "text" : `a ${typeof v}`;
 }
 
-function zodProblems(err: z.ZodError, prefix: (string | number)[]): Problem[] {
-  return err.issues.map((i) => {
-    if (i.code === "unrecognized_keys") {
-      return { path: issuePath(prefix, i.path), message: `unknown key${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `"${k}"`).join(", ")}` };
-    }
-    return { path: issuePath(prefix, i.path), message: i.message };
-  });
+/**
+ * The top level when it did not validate as a whole (an unknown key, one section of the wrong shape): each part that
+ * is valid on its own, so that the sections are still checked and every problem is reported at once.
+ */
+function lenientTop(raw: Record<string, unknown>): RawConfig {
+  const shape = configSchema.shape;
+  const part = <K extends keyof typeof shape>(k: K) => {
+    const r = shape[k].safeParse(raw[k]);
+    return r.success ? r.data : shape[k].safeParse(undefined).data;
+  };
+  return {
+    datasources: part("datasources") ?? {},
+    stores: part("stores") ?? {},
+    notifications: part("notifications") ?? {},
+    jobs: part("jobs") ?? {},
+    timezone: part("timezone"),
+    daemon: part("daemon"),
+    encryption: part("encryption"),
+  } as RawConfig;
+}
+
+/**
+ * Database names the server would cut short: PostgreSQL keeps the first 63 bytes (NAMEDATALEN - 1) of a longer name
+ * and MySQL/MariaDB refuse more than 64 characters, so a restore target named by a longer name would replace the
+ * database its first 63 bytes name.
+ */
+export function databaseNameProblem(engine: string, name: unknown): string | undefined {
+  if (typeof name !== "string") return undefined;
+  if (engine === "postgres" || engine === "postgresql") {
+    const bytes = Buffer.byteLength(name, "utf8");
+    if (bytes > 63) return `database name "${name.slice(0, 20)}..." is ${bytes} bytes long; PostgreSQL keeps only the first 63 and would take it for another database`;
+  }
+  if ((engine === "mysql" || engine === "mariadb") && [...name].length > 64) {
+    return `database name "${name.slice(0, 20)}..." is ${[...name].length} characters long; MySQL and MariaDB allow at most 64`;
+  }
+  return undefined;
+}
+
+/** Whether a compression level fits its compression: the check planJob makes, made when the config is read. */
+function levelProblem(compression: unknown, level: unknown): string | undefined {
+  if (typeof compression !== "string" || typeof level !== "number") return undefined;
+  return checkLevel(compression as Compression, level);
 }
 
 export function validateConfig(raw: unknown, file?: string): Config {
   const problems: Problem[] = [];
-  const top = configSchema.safeParse(raw);
-  if (!top.success) throw configError(file, zodProblems(top.error, []));
-  const c = top.data;
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw configError(file, [{ path: "", message: `expected a mapping with datasources, stores and jobs at the top, got ${kindOf(raw)}` }]);
+  }
+  // `stores:` with nothing under it (YAML null) is an empty section, as it reads.
+  const input: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
+  for (const k of SECTIONS) if (input[k] === null) delete input[k];
+  const top = configSchema.safeParse(input);
+  /** Sections that are not mappings: references into them are not checked (they would all be "unknown"). */
+  const broken = new Set<string>();
+  let c: RawConfig;
+  if (top.success) c = top.data;
+  else {
+    problems.push(...describeIssues(top.error.issues, { schema: configSchema, raw: input, prefix: [] }));
+    for (const i of top.error.issues) if (i.path.length > 0) broken.add(String(i.path[0]));
+    c = lenientTop(input);
+  }
   const out: Config = { ...(file ? { file } : {}), datasources: {}, stores: {}, notifications: {}, jobs: {}, timezone: c.timezone ?? "UTC", daemon: c.daemon ?? daemonSchema.parse({}), ...(c.encryption ? { encryption: c.encryption } : {}), warnings: [] };
 
   for (const [name, ds] of Object.entries(c.datasources)) {
     const engine = typeof ds.engine === "string" ? ds.engine : undefined;
     const plugin = engine ? ENGINES[engine] : undefined;
     if (!engine) {
-      problems.push({ path: `datasources.${name}.engine`, message: `missing engine (one of: ${Object.keys(ENGINES).join(", ")})` });
+      problems.push({ path: `datasources.${name}`, message: `missing key "engine" (one of: ${Object.keys(ENGINES).join(", ")})` });
       continue;
     }
     if (!plugin) {
       const planned = PLANNED_ENGINES.includes(engine);
       problems.push({
         path: `datasources.${name}.engine`,
-        message: planned ? `engine "${engine}" is not available in this version of dbkeep` : `unknown engine "${engine}" (available: ${Object.keys(ENGINES).join(", ")})`,
+        message: planned ? `engine "${engine}" is not available in this version of dbkeep` : `unknown engine "${engine}"${near(engine, Object.keys(ENGINES))} (available: ${Object.keys(ENGINES).join(", ")})`,
       });
       continue;
     }
     const parsed = plugin.schema.safeParse(ds);
-    if (!parsed.success) problems.push(...zodProblems(parsed.error, ["datasources", name]));
+    if (!parsed.success) problems.push(...describeIssues(parsed.error.issues, { schema: plugin.schema, raw: ds, prefix: ["datasources", name], secrets: plugin.secrets }));
     else {
       problems.push(...secretProblems(parsed.data, plugin.secrets, `datasources.${name}`));
+      const long = databaseNameProblem(engine, parsed.data.database);
+      if (long) problems.push({ path: `datasources.${name}.database`, message: long });
+      const level = levelProblem(parsed.data.compression, parsed.data.compression_level);
+      if (level) problems.push({ path: `datasources.${name}.compression_level`, message: level });
       out.datasources[name] = { engine, options: parsed.data, secretFields: plugin.secrets };
     }
   }
@@ -141,11 +225,11 @@ export function validateConfig(raw: unknown, file?: string): Config {
     const type = typeof st.type === "string" ? st.type : undefined;
     const plugin = type ? STORES[type] : undefined;
     if (!type || !plugin) {
-      problems.push({ path: `stores.${name}.type`, message: type ? `unknown store type "${type}" (available: ${Object.keys(STORES).join(", ")})` : "missing type" });
+      problems.push({ path: `stores.${name}${type ? ".type" : ""}`, message: type ? `unknown store type "${type}"${near(type, Object.keys(STORES))} (available: ${Object.keys(STORES).join(", ")})` : `missing key "type" (one of: ${Object.keys(STORES).join(", ")})` });
       continue;
     }
     const parsed = plugin.schema.safeParse(st);
-    if (!parsed.success) problems.push(...zodProblems(parsed.error, ["stores", name]));
+    if (!parsed.success) problems.push(...describeIssues(parsed.error.issues, { schema: plugin.schema, raw: st, prefix: ["stores", name], secrets: plugin.secrets }));
     else {
       problems.push(...secretProblems(parsed.data, plugin.secrets, `stores.${name}`));
       out.stores[name] = { type, options: parsed.data, secretFields: plugin.secrets };
@@ -157,11 +241,11 @@ export function validateConfig(raw: unknown, file?: string): Config {
     const type = typeof n.type === "string" ? n.type : undefined;
     const plugin = type ? NOTIFIERS[type] : undefined;
     if (!type || !plugin) {
-      problems.push({ path: `notifications.${name}.type`, message: type ? `unknown notifier type "${type}" (available: ${Object.keys(NOTIFIERS).join(", ")})` : "missing type" });
+      problems.push({ path: `notifications.${name}${type ? ".type" : ""}`, message: type ? `unknown notifier type "${type}"${near(type, Object.keys(NOTIFIERS))} (available: ${Object.keys(NOTIFIERS).join(", ")})` : `missing key "type" (one of: ${Object.keys(NOTIFIERS).join(", ")})` });
       continue;
     }
     const parsed = plugin.schema.safeParse(n);
-    if (!parsed.success) problems.push(...zodProblems(parsed.error, ["notifications", name]));
+    if (!parsed.success) problems.push(...describeIssues(parsed.error.issues, { schema: plugin.schema, raw: n, prefix: ["notifications", name], secrets: plugin.secrets }));
     else {
       problems.push(...secretProblems(parsed.data, plugin.secrets, `notifications.${name}`));
       out.notifications[name] = { type, options: parsed.data, secretFields: plugin.secrets };
@@ -172,17 +256,31 @@ export function validateConfig(raw: unknown, file?: string): Config {
   for (const [name, rawJob] of Object.entries(c.jobs)) {
     const p = `jobs.${name}`;
     const parsedJob = jobSchema.safeParse(rawJob);
-    if (!parsedJob.success) problems.push(...zodProblems(parsedJob.error, ["jobs", name]));
+    if (!parsedJob.success) problems.push(...describeIssues(parsedJob.error.issues, { schema: jobSchema, raw: rawJob, prefix: ["jobs", name] }));
     // Cross-references are checked even when other keys of the job are wrong: every problem at once.
     const job = parsedJob.success ? parsedJob.data : looseJob(rawJob);
-    if (job.datasource && !(job.datasource in c.datasources)) problems.push({ path: `${p}.datasource`, message: `unknown datasource "${job.datasource}" (defined: ${defined(c.datasources)})` });
+    if (job.datasource && !broken.has("datasources") && !(job.datasource in c.datasources)) problems.push({ path: `${p}.datasource`, message: `unknown datasource "${job.datasource}" (defined: ${defined(c.datasources)})` });
     if (job.store && job.stores) problems.push({ path: p, message: "give either store or stores, not both" });
     const stores = job.stores ?? (job.store ? [job.store] : []);
-    if (stores.length === 0) problems.push({ path: `${p}.store`, message: "missing store" });
+    if (stores.length === 0) problems.push({ path: p, message: 'missing key "store" (the name of a store under stores:, or stores: [a, b])' });
     const twice = stores.filter((x, i) => stores.indexOf(x) !== i);
     if (twice.length > 0) problems.push({ path: `${p}.stores`, message: `store "${twice[0]}" is listed twice` });
     for (const s of stores) {
-      if (!(s in c.stores)) problems.push({ path: `${p}.${job.stores ? "stores" : "store"}`, message: `unknown store "${s}" (defined: ${defined(c.stores)})` });
+      if (!broken.has("stores") && !(s in c.stores)) problems.push({ path: `${p}.${job.stores ? "stores" : "store"}`, message: `unknown store "${s}" (defined: ${defined(c.stores)})` });
+    }
+    // The same check as when the job runs (planJob): the job's compression and level over the datasource's.
+    const ds = out.datasources[job.datasource];
+    const own = parsedJob.success ? parsedJob.data : undefined;
+    if (own && ds && (own.compression !== undefined || own.compression_level !== undefined)) {
+      const level = own.compression_level ?? ds.options.compression_level;
+      const bad = levelProblem(own.compression ?? ds.options.compression ?? "gzip", level);
+      if (bad) {
+        problems.push(
+          own.compression_level !== undefined
+            ? { path: `${p}.compression_level`, message: bad }
+            : { path: `${p}.compression`, message: `${bad} (the compression_level of datasources.${job.datasource})` },
+        );
+      }
     }
     for (const s of Object.keys((parsedJob.success && parsedJob.data.retention?.stores) || {})) {
       if (!stores.includes(s)) problems.push({ path: `${p}.retention.stores.${s}`, message: `the job does not write to store "${s}" (its stores: ${stores.join(", ") || "none"})` });
@@ -190,12 +288,12 @@ export function validateConfig(raw: unknown, file?: string): Config {
     const tz = parsedJob.success ? parsedJob.data.retention?.timezone : undefined;
     if (tz && !validTimeZone(tz)) problems.push({ path: `${p}.retention.timezone`, message: `unknown time zone "${tz}"` });
     for (const [i, n] of (job.notify ?? []).entries()) {
-      if (!(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
+      if (!broken.has("notifications") && !(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
     }
     if (parsedJob.success && parsedJob.data.schedule && parsedJob.data.every !== undefined) problems.push({ path: p, message: "give either schedule or every, not both" });
     if (parsedJob.success) problems.push(...selectiveJobProblems(parsedJob.data, c.datasources[job.datasource]?.engine, p));
     const vds = parsedJob.success ? parsedJob.data.verify_datasource : undefined;
-    if (vds && !(vds in c.datasources)) problems.push({ path: `${p}.verify_datasource`, message: `unknown datasource "${vds}" (defined: ${defined(c.datasources)})` });
+    if (vds && !broken.has("datasources") && !(vds in c.datasources)) problems.push({ path: `${p}.verify_datasource`, message: `unknown datasource "${vds}" (defined: ${defined(c.datasources)})` });
     if (parsedJob.success) out.jobs[name] = { ...parsedJob.data, stores };
   }
   if (c.timezone && !validTimeZone(c.timezone)) problems.push({ path: "timezone", message: `unknown time zone "${c.timezone}"` });
@@ -230,6 +328,12 @@ function looseJob(raw: Record<string, unknown>): Pick<JobConfig, "datasource" | 
     ? raw.notify.flatMap((n: unknown) => (n && typeof n === "object" && typeof (n as { notifier?: unknown }).notifier === "string" ? [{ notifier: (n as { notifier: string }).notifier, on: "failure" as const }] : []))
     : undefined;
   return { datasource: str(raw.datasource) ?? "", store: str(raw.store), stores, notify };
+}
+
+/** ` (did you mean "x"?)` when `word` is a near miss of one of `known`. */
+function near(word: string, known: string[]): string {
+  const m = didYouMean(word, known);
+  return m ? ` (did you mean "${m}"?)` : "";
 }
 
 function validTimeZone(tz: string): boolean {
@@ -270,6 +374,23 @@ function literalSecrets(config: Config): string[] {
     for (const f of ENCRYPTION_SECRETS) if (e?.[f] !== undefined) found.push(`${path}.${f}`);
   }
   return found;
+}
+
+/**
+ * The secrets a section gives (as a literal, `_env` or `_file`) that cannot be read now, as the errors reading them
+ * raised: an unset variable, a missing or unreadable file. Checked before a backup starts, so that such a config
+ * error stops it before any work, with exit 2.
+ */
+export function unreadableSecrets(section: Section, path: string): DbkeepError[] {
+  const errors: DbkeepError[] = [];
+  for (const f of section.secretFields) {
+    try {
+      resolveSecret(section, f, path);
+    } catch (err) {
+      errors.push(err instanceof DbkeepError ? err : new DbkeepError("SECRET_MISSING", `${path}.${f}: ${(err as Error).message}`));
+    }
+  }
+  return errors;
 }
 
 /**

@@ -103,7 +103,7 @@ export const encryptionSchema = z
 export type EncryptionConfig = z.infer<typeof encryptionSchema>;
 
 export const jobSchema = z.strictObject({
-  datasource: z.string().min(1),
+  datasource: z.string().min(1).describe("the name of a datasource under datasources:"),
   store: z.string().min(1).optional(),
   stores: z.array(z.string().min(1)).min(1).optional(),
   /** With several stores: "all" (default) fails the job when one store failed; "any" only when every store did. */

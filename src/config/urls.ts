@@ -1,7 +1,10 @@
 import { DbkeepError } from "../core/errors.js";
+import type * as z from "zod";
+import { maskUrlCredentials } from "../core/redact.js";
+import { describeIssues } from "./problems.js";
 import { ENGINES } from "../engines/registry.js";
 import { STORES } from "../stores/registry.js";
-import type { Section } from "./load.js";
+import { databaseNameProblem, type Section } from "./load.js";
 
 /** True for what looks like a URL or a path rather than a job name. */
 export function isLocation(arg: string): boolean {
@@ -194,10 +197,7 @@ function storeSection(options: Record<string, unknown>, url: string): Section & 
   const plugin = STORES[type]!;
   const parsed = plugin.schema.safeParse(options);
   if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    const key = i?.path.join(".") ?? "";
-    const msg = i?.code === "unrecognized_keys" ? `unknown parameter ${i.keys.map((k) => `"${k}"`).join(", ")}` : `${key ? key + ": " : ""}${i?.message ?? "invalid"}`;
-    throw usage(`invalid ${type} store URL ${redactUrl(url)}: ${msg}`, `parameters are the store's keys: see docs/stores/${type}.md`);
+    throw usage(`invalid ${type} store URL ${redactUrl(url)}: ${urlProblems(plugin.schema, options, parsed.error.issues, plugin.secrets)}`, `parameters are the store's keys: see docs/stores/${type}.md`);
   }
   return { type, options: parsed.data, secretFields: plugin.secrets };
 }
@@ -214,16 +214,22 @@ function params(q: URLSearchParams): Record<string, unknown> {
 
 function finish(engine: string, options: Record<string, unknown>, warnings: string[]): Section & { engine: string; warnings: string[] } {
   const plugin = ENGINES[engine]!;
+  const long = databaseNameProblem(engine, options.database);
+  if (long) throw usage(long, "choose a shorter name: PostgreSQL keeps at most 63 bytes of a name, MySQL and MariaDB allow 64 characters");
   const parsed = plugin.schema.safeParse(options);
   if (!parsed.success) {
-    const i = parsed.error.issues[0];
-    const key = i?.path.join(".") ?? "";
-    const msg = i?.code === "unrecognized_keys" ? `unknown parameter ${i.keys.map((k) => `"${k}"`).join(", ")}` : `${key}: ${i?.message ?? "invalid"}`;
-    throw usage(`invalid ${engine} URL: ${msg}`, "parameters are the datasource's keys, e.g. ?format=custom&compression=zstd");
+    throw usage(`invalid ${engine} URL: ${urlProblems(plugin.schema, options, parsed.error.issues, plugin.secrets)}`, "parameters are the datasource's keys, e.g. ?format=custom&compression=zstd");
   }
   return { engine, options: parsed.data, secretFields: plugin.secrets, warnings };
 }
 
+/** What is wrong with a URL's parameters, in the words of a config problem ("unknown parameter" for a key). */
+function urlProblems(schema: z.ZodType, options: Record<string, unknown>, issues: readonly z.core.$ZodIssue[], secrets: readonly string[]): string {
+  return describeIssues(issues, { schema, raw: options, prefix: [], secrets })
+    .map((p) => `${p.path ? `${p.path}: ` : ""}${p.message.replace(/^unknown (top-level )?key /, "unknown parameter ")}`)
+    .join("; ");
+}
+
 export function redactUrl(url: string): string {
-  return url.replace(/(:\/\/[^:/?#@]*):[^@/?#]*@/, "$1:***@");
+  return maskUrlCredentials(url);
 }

@@ -19,7 +19,10 @@ export interface DaemonOptions {
   shutdown: AbortSignal;
   listen?: string;
   historyPath: string;
-  /** Run every scheduled job once, then exit (BACKUP_INTERVAL_SECONDS=0 in sidecar mode). */
+  /**
+   * Run every scheduled job once, now, whatever its schedule and the run history say, then exit
+   * (BACKUP_INTERVAL_SECONDS=0 in sidecar mode, `daemon --once`).
+   */
   once?: boolean;
   now?: () => Date;
 }
@@ -28,6 +31,9 @@ interface Running {
   abort: AbortController;
   done: Promise<void>;
 }
+
+/** What runDaemon resolves with in once mode when a signal stopped it before every run had ended. */
+export const STOPPED_EARLY = 143;
 
 /**
  * `dbkeep daemon`: runs each job on its schedule, never two runs of one job at once (a run due while the previous
@@ -45,6 +51,7 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
   let config = o.loadConfig();
   let ready = false;
   let stopping = false;
+  let failures = 0;
 
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
@@ -81,6 +88,7 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
         result = { job, ok: false, attempts: 1, seconds: (now().getTime() - startedAt.getTime()) / 1000, error: e, store: "" };
       }
       m.running = false;
+      if (!result.ok) failures++;
       m.results[result.ok ? "success" : "failure"]++;
       m.lastDuration = result.seconds;
       m.lastAttempts = result.attempts;
@@ -165,9 +173,11 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
       if (schedule) {
         const last = history.lastStart(job);
         let first: Date;
-        if (j.every !== undefined) first = last ? new Date(Math.max(now().getTime(), last.getTime() + durationSeconds(j.every)! * 1000)) : now();
+        // Once means one run now: not a day after the last run the history knows of (which ran nothing and waited).
+        if (o.once) first = now();
+        else if (j.every !== undefined) first = last ? new Date(Math.max(now().getTime(), last.getTime() + durationSeconds(j.every)! * 1000)) : now();
         else first = schedule.next(now()) ?? new Date(8.64e15);
-        if (initial && j.catch_up && j.schedule && last && schedule.missedBetween(last, now())) {
+        if (!o.once && initial && j.catch_up && j.schedule && last && schedule.missedBetween(last, now())) {
           log.info({ job, last_run: last.toISOString() }, `${job} missed a scheduled run while the daemon was down: running it now`);
           first = now();
         }
@@ -287,12 +297,14 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
   arm(true);
   log.info({ listen: o.listen ?? config.daemon.listen, jobs: scheduled }, "dbkeep daemon started");
 
-  // once: wait for every first run, then stop; otherwise wait for the shutdown signal.
+  // once: wait for every first run, or for the shutdown signal, whichever comes first; otherwise for the signal.
+  const shutdown = new Promise<void>((resolve) => (o.shutdown.aborted ? resolve() : o.shutdown.addEventListener("abort", () => resolve(), { once: true })));
   if (o.once) {
-    while (timers.size > 0 || running.size > 0) await new Promise((r) => setTimeout(r, 100));
+    while ((timers.size > 0 || running.size > 0) && !o.shutdown.aborted) await Promise.race([shutdown, new Promise((r) => setTimeout(r, 100))]);
   } else {
-    await new Promise<void>((resolve) => (o.shutdown.aborted ? resolve() : o.shutdown.addEventListener("abort", () => resolve(), { once: true })));
+    await shutdown;
   }
+  const stoppedEarly = o.once && (timers.size > 0 || running.size > 0);
 
   stopping = true;
   for (const t of timers) clearTimeout(t);
@@ -312,7 +324,9 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
   await new Promise<void>((r) => server.close(() => r()));
   history.close();
   log.info("dbkeep daemon stopped");
-  return 0;
+  // A daemon stopped by SIGTERM has done its work: 0. A single run (once) reports its outcome, as `backup` does.
+  if (!o.once) return 0;
+  return stoppedEarly ? STOPPED_EARLY : failures > 0 ? 1 : 0;
 }
 
 async function listen(address: string, metrics: Metrics, ready: () => boolean, log: Logger): Promise<Server> {

@@ -1,5 +1,5 @@
 import { DbkeepError } from "../core/errors.js";
-import { redact, registerSecret } from "../core/redact.js";
+import { maskValues, redact, registerSecret } from "../core/redact.js";
 import { VERSION } from "../core/version.js";
 
 export interface HttpRequest {
@@ -24,6 +24,34 @@ export interface HttpAnswer {
  */
 export function shownUrl(url: URL): string {
   return url.origin;
+}
+
+/**
+ * The parts of a URL that may hold its credential, for masking in what a service answers: a receiver that echoes the
+ * request ("Cannot POST /services/T0/B0/XXXX", "unknown topic mytopic-secret") must not carry them into a message.
+ * The path and the query, whole and piece by piece, as sent, decoded and fully encoded.
+ */
+export function secretPartsOf(url: URL): string[] {
+  const parts = new Set<string>();
+  const add = (v: string) => {
+    if (!v) return;
+    parts.add(v);
+    try {
+      const plain = decodeURIComponent(v);
+      parts.add(plain);
+      parts.add(encodeURIComponent(plain));
+    } catch {
+      // Not valid percent-encoding: the raw text is masked.
+    }
+  };
+  if (url.pathname !== "/") add(url.pathname + url.search);
+  add(url.pathname.replace(/^\/+|\/+$/g, ""));
+  add(url.search.slice(1));
+  for (const segment of url.pathname.split("/")) add(segment);
+  for (const [, value] of url.searchParams) add(value);
+  if (url.username) add(url.username);
+  if (url.password) add(url.password);
+  return [...parts].filter((p) => p !== "/" && p.length > 1);
 }
 
 export function parseUrl(notifier: string, raw: string, field = "url"): URL {
@@ -56,6 +84,8 @@ const HINTS: Record<number, string> = {
  */
 export async function send(req: HttpRequest): Promise<HttpAnswer> {
   const url = parseUrl(req.notifier, req.url);
+  const hidden = secretPartsOf(url);
+  const clean = (text: string) => redact(maskValues(text, hidden));
   const method = (req.method ?? "POST").toUpperCase();
   const headers: Record<string, string> = { "user-agent": `dbkeep/${VERSION}`, ...req.headers };
   // fetch refuses URLs with credentials; user:password@ in a URL (ntfy, a proxy) becomes Basic auth.
@@ -83,7 +113,7 @@ export async function send(req: HttpRequest): Promise<HttpAnswer> {
     }
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     const reason = cause?.code ?? cause?.message ?? (err as Error).message;
-    return new DbkeepError("NOTIFY_FAILED", redact(`${prefix} ${where}: cannot connect (${reason})`), {
+    return new DbkeepError("NOTIFY_FAILED", redact(`${prefix} ${where}: cannot connect (${clean(String(reason))})`), {
       hint: "check the host name and port, and that this machine may reach it",
       retryable: true,
       cause: err,
@@ -99,7 +129,8 @@ export async function send(req: HttpRequest): Promise<HttpAnswer> {
     throw failed(err);
   }
   if (res.status >= 200 && res.status < 300) return { status: res.status, body };
-  const said = body.replace(/\s+/g, " ").trim().slice(0, 200);
+  // Masked before it is cut short: a secret cut in half would no longer be recognised.
+  const said = clean(body.slice(0, 8192).replace(/\s+/g, " ").trim()).slice(0, 200);
   const retryable = res.status >= 500 || res.status === 429;
   throw new DbkeepError("NOTIFY_FAILED", redact(`${prefix} ${where} answered HTTP ${res.status}${said ? `: ${said}` : ""}`), {
     hint: HINTS[res.status] ?? (retryable ? "the service failed; dbkeep retries later" : "the service refused the message"),

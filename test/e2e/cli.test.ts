@@ -122,6 +122,28 @@ describe("CLI: config mode", () => {
   });
 });
 
+describe("CLI: sidecar mode (configuration from the environment alone)", () => {
+  it("dbkeep backup without a job name runs the one job, as a CronJob's command; a config file still needs names", () => {
+    const cwd = tempDir();
+    copyFileSync(join(ROOT, "examples/app.db"), join(cwd, "app.db"));
+    const env = { DBKEEP_SOURCE: `sqlite:${join(cwd, "app.db")}`, DBKEEP_STORE: join(cwd, "backups"), DBKEEP_JOB: "app-sidecar" };
+    const r = dbkeep(["backup"], { cwd, env });
+    expect(r.stderr).not.toContain("error:");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^app-\d{8}-\d{6}\s.*local:store\s+app\/app-\d{8}-\d{6}\.db\.gz\n$/);
+    const listed = JSON.parse(dbkeep(["list", "./backups", "--json"], { cwd }).stdout) as { backups: { job: string }[] };
+    expect(listed.backups.map((b) => b.job)).toEqual(["app-sidecar"]);
+    const restored = dbkeep(["restore", "./backups", "latest", "--to", "sqlite:./restored.db"], { cwd });
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(sqliteContent(join(cwd, "restored.db"))).toEqual(sqliteContent(join(cwd, "app.db")));
+    // With a config file, naming the jobs (or --all) stays required.
+    const cfg = sqliteConfig(cwd);
+    const named = dbkeep(["-c", cfg, "backup"], { cwd, env });
+    expect(named.stderr).toContain("error: name the jobs to run, or --all");
+    expect(named.code).toBe(2);
+  });
+});
+
 describe("CLI: errors and help", () => {
   it("every command has --help with examples", () => {
     for (const cmd of [[], ["backup"], ["list"], ["restore"], ["prune"], ["config", "check"]]) {
@@ -193,6 +215,33 @@ describe("CLI: errors and help", () => {
     expect(r.stderr).toContain("holds a literal secret at stores.r.env.AWS_SECRET_ACCESS_KEY");
     expect(r.stderr).toContain("holds a literal secret at stores.c.env.RCLONE_CONFIG_X_SECRET_ACCESS_KEY");
     expect(r.stderr).not.toContain("stores.r.env.AWS_ACCESS_KEY_ID");
+  });
+
+  it("config check shows a notifier's URL as scheme and host only: its path and query hold the credential", () => {
+    const dir = tempDir();
+    const file = join(dir, "dbkeep.yaml");
+    writeFileSync(file, [
+      "datasources:\n  a: { engine: sqlite, path: ./app.db }",
+      "stores:\n  s: { type: s3, bucket: b, endpoint: 'https://s3.example.com/base' }",
+      "notifications:",
+      "  hook: { type: webhook, url: 'https://hooks.example.com/dbkeep/in?token=wh-token-in-query-1', headers: { X-Api-Key: header-key-2, X-Team: ops } }",
+      "  chat: { type: slack, url: 'https://hooks.slack.com/services/T0/B0/slack-path-token-3' }",
+      "  tg: { type: telegram, bot_token: '123:tg-token-4', chat_id: 1, api_url: 'https://tg.example.com/custom/bot-api' }",
+      "  push: { type: ntfy, url_env: DBKEEP_E2E_NTFY }",
+      "jobs:\n  j: { datasource: a, store: s }\n",
+    ].join("\n"), { mode: 0o600 });
+    const r = dbkeep(["-c", file, "config", "check", "--json"], { env: { DBKEEP_E2E_NTFY: "https://ntfy.example.com/topic-secret-5" } });
+    expect(r.code, r.stderr).toBe(0);
+    for (const secret of ["wh-token-in-query-1", "header-key-2", "slack-path-token-3", "tg-token-4", "topic-secret-5", "/dbkeep/in", "/services/"]) {
+      expect(r.stdout + r.stderr, secret).not.toContain(secret);
+    }
+    const doc = JSON.parse(r.stdout) as { notifications: Record<string, Record<string, unknown>>; stores: Record<string, Record<string, unknown>> };
+    expect(doc.notifications.hook).toMatchObject({ url: "https://hooks.example.com/***", headers: { "X-Api-Key": "***", "X-Team": "ops" } });
+    expect(doc.notifications.chat!.url).toBe("***");
+    expect(doc.notifications.tg).toMatchObject({ bot_token: "***", api_url: "https://tg.example.com/***" });
+    expect(doc.notifications.push!.url_env).toBe("DBKEEP_E2E_NTFY (set)");
+    // A store's endpoint is no notifier URL: it is shown as it is.
+    expect(doc.stores.s!.endpoint).toBe("https://s3.example.com/base");
   });
 
   it("without a TTY, logs are JSON lines; --log-format text makes them readable", () => {

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, CLI_ENV, createDb, dbkeep, dropDb, pgAvailable, pgQuery, ROOT, tempDir } from "../helpers/env.js";
+import { CLI, CLI_ENV, createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, ROOT, tempDir } from "../helpers/env.js";
 
 const PGDB = "dbkeep_it_daemon";
 const available = await pgAvailable();
@@ -51,6 +51,16 @@ function manifests(dir: string): { id: string; stored_bytes: number; finished_at
       .sort((a, b) => (a.finished_at < b.finished_at ? -1 : 1));
   } catch {
     return [];
+  }
+}
+
+/** What a stopped run left in a store directory besides the job's last-run record (a directory removed: nothing). */
+function leftovers(dir: string): string[] {
+  try {
+    return readdirSync(dir, { recursive: true }).map(String).filter((f) => f !== ".dbkeep-last-run.json");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
   }
 }
 
@@ -154,8 +164,7 @@ describe.skipIf(!available)("dbkeep daemon", () => {
       d.child.kill("SIGTERM");
       expect(await d.exited).toBe(0);
       expect(d.log()).toContain("grace period over: stopping running jobs");
-      const left = readdirSync(join(dir, "backups", PGDB)).filter((f) => f !== ".dbkeep-last-run.json");
-      expect(left).toEqual([]);
+      expect(leftovers(join(dir, "backups", PGDB))).toEqual([]);
     } finally {
       d.child.kill("SIGKILL");
     }
@@ -176,5 +185,53 @@ describe.skipIf(!available)("dbkeep daemon", () => {
     const once = startDaemon([], { DBKEEP_SOURCE: `sqlite:${join(dir, "app.db")}`, DBKEEP_STORE: join(dir, "once"), BACKUP_INTERVAL_SECONDS: "0", DBKEEP_STATE_DIR: join(dir, "state2") }, dir);
     expect(await once.exited).toBe(0);
     expect(manifests(join(dir, "once/app"))).toHaveLength(1);
+  });
+
+  it("BACKUP_INTERVAL_SECONDS=0 runs now even when the history has a run from a minute ago, and exits", async () => {
+    const dir = tempDir();
+    copyFileSync(join(ROOT, "examples/app.db"), join(dir, "app.db"));
+    const env = { DBKEEP_SOURCE: `sqlite:${join(dir, "app.db")}`, DBKEEP_STORE: join(dir, "backups"), BACKUP_INTERVAL_SECONDS: "0", DBKEEP_STATE_DIR: join(dir, "state") };
+    for (let run = 1; run <= 3; run++) {
+      // Backup ids have a resolution of one second.
+      await new Promise((r) => setTimeout(r, 1100));
+      const once = startDaemon([], env, dir);
+      const code = await Promise.race([once.exited, new Promise<string>((r) => setTimeout(() => r("still running after 60 s"), 60_000))]);
+      once.child.kill("SIGKILL");
+      expect(code, once.log()).toBe(0);
+      expect(manifests(join(dir, "backups/app"))).toHaveLength(run);
+    }
+    const h = JSON.parse(dbkeep(["history", "--json"], { cwd: dir, env }).stdout) as { runs: { ok: boolean; trigger: string }[] };
+    expect(h.runs.map((r) => [r.ok, r.trigger])).toEqual([[true, "schedule"], [true, "schedule"], [true, "schedule"]]);
+  });
+
+  it("a single run (BACKUP_INTERVAL_SECONDS=0) that fails exits 1, as dbkeep backup would", async () => {
+    const dir = tempDir();
+    const once = startDaemon([], { DBKEEP_SOURCE: pgUrl("dbkeep_it_daemon_missing_db"), DBKEEP_STORE: join(dir, "backups"), BACKUP_INTERVAL_SECONDS: "0", DBKEEP_STATE_DIR: join(dir, "state") }, dir);
+    expect(await once.exited).toBe(1);
+    expect(once.log()).toContain("dbkeep_it_daemon_missing_db");
+  });
+
+  it("SIGTERM stops a single run within DBKEEP_SHUTDOWN_GRACE: the dump is stopped, nothing partial is left, exit 143", async () => {
+    const dir = tempDir();
+    const store = join(dir, "backups");
+    const d = startDaemon([], { DBKEEP_SOURCE: pgUrl(PGDB, "compression=zstd&level=19"), DBKEEP_STORE: store, BACKUP_INTERVAL_SECONDS: "0", DBKEEP_SHUTDOWN_GRACE: "1", DBKEEP_STATE_DIR: join(dir, "state") }, dir);
+    try {
+      await until("the dump to be writing", () => {
+        try {
+          return readdirSync(join(store, PGDB)).some((f) => f.includes(".dbkeep-partial-"));
+        } catch {
+          return false;
+        }
+      });
+      const signalled = Date.now();
+      d.child.kill("SIGTERM");
+      expect(await d.exited).toBe(143);
+      // One second of grace, then the time to stop pg_dump and remove the partial upload; not a timing test.
+      expect(Date.now() - signalled).toBeLessThan(20_000);
+      expect(d.log()).toContain("grace period over: stopping running jobs");
+      expect(leftovers(join(store, PGDB))).toEqual([]);
+    } finally {
+      d.child.kill("SIGKILL");
+    }
   });
 });

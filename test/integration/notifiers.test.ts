@@ -23,6 +23,8 @@ const SECRETS = {
   ntfyToken: "tk_ntfysecret42",
   gotifyToken: "gotify-secret-JkL",
   pingUuid: "hc-secret-0f3c2b1a",
+  webhookQueryToken: "wh-query-secret-5521",
+  ntfyTopic: "alerts-topic-secret-8e",
 };
 const secretValues = Object.values(SECRETS);
 
@@ -464,6 +466,33 @@ describe("chat and push services", () => {
     expect((JSON.parse(r.body) as { message: string }).message).toContain("pg_dump failed");
     expectNoSecret(r.body);
   });
+});
+
+describe("services that echo the request back", () => {
+  // A proxy or a service answering an error may repeat the path and query it was sent, whole or in parts. The
+  // credential in them (the webhook's path, Telegram's /bot<token>/, a ?token=, an ntfy topic) must not get into the
+  // message, whether the URL came as a literal, from url_env or from a file.
+  const cases: [string, () => Record<string, unknown>, () => string[]][] = [
+    ["slack (url_env)", () => ({ type: "slack", url_env: "DBKEEP_TEST_SLACK_URL" }), () => [`/services/T0001/B0001/${SECRETS.slackToken}`, SECRETS.slackToken]],
+    ["discord", () => ({ type: "discord", url: `${http.url}/api/webhooks/42/${SECRETS.discordToken}` }), () => [`/api/webhooks/42/${SECRETS.discordToken}`, SECRETS.discordToken]],
+    ["teams", () => ({ type: "teams", url: `${http.url}/webhookb2/${SECRETS.teamsToken}` }), () => [`/webhookb2/${SECRETS.teamsToken}`, SECRETS.teamsToken]],
+    ["telegram", () => ({ type: "telegram", bot_token: SECRETS.botToken, chat_id: 1, api_url: http.url }), () => [`/bot${SECRETS.botToken}/sendMessage`, `bot${encodeURIComponent(SECRETS.botToken)}`]],
+    ["ntfy", () => ({ type: "ntfy", url: `${http.url}/${SECRETS.ntfyTopic}` }), () => [`/${SECRETS.ntfyTopic}`, `topic ${SECRETS.ntfyTopic} is reserved`]],
+    ["healthchecks", () => ({ type: "healthchecks", url: `${http.url}/ping/${SECRETS.pingUuid}` }), () => [`/ping/${SECRETS.pingUuid}/fail`, `check ${SECRETS.pingUuid} not found`]],
+    ["webhook with ?token=", () => ({ type: "webhook", url: `${http.url}/hook?token=${SECRETS.webhookQueryToken}&x=1` }), () => [`/hook?token=${SECRETS.webhookQueryToken}&x=1`, `token=${SECRETS.webhookQueryToken}`, `"${SECRETS.webhookQueryToken}" has expired`]],
+  ];
+  for (const [name, options, echoes] of cases) {
+    it(`${name}: the echoed path and query stay out of the message`, async () => {
+      http.reset();
+      const n = await notifierFor(options());
+      for (const echo of echoes()) {
+        http.answerNext(1, 404, `Cannot POST ${echo}; nothing here`);
+        const e = await rejection(n.notify(failure));
+        expect(e.message).toMatch(/answered HTTP 404: Cannot POST .*\*\*\*.*; nothing here$/);
+        expect(e.message).toContain(http.url);
+      }
+    });
+  }
 });
 
 describe("healthchecks", () => {

@@ -30,6 +30,34 @@ describe("one-off URLs", () => {
     expect(() => sourceFromUrl("postgres://h/db?colour=blue")).toThrow(/unknown parameter "colour"/);
   });
 
+  it("names a parameter it does not know, with the one that was meant, and explains a wrong value", () => {
+    expect(() => sourceFromUrl("postgres://h/db?formt=custom")).toThrow('invalid postgres URL: unknown parameter "formt" (did you mean "format"?)');
+    expect(() => sourceFromUrl("postgres://h/db?format=custm")).toThrow('invalid postgres URL: format: expected one of "plain", "custom", "directory", got "custm" (did you mean "custom"?)');
+    expect(() => storeFromUrl("s3://bkt?regon=eu-west-1")).toThrow(/invalid s3 store URL s3:\/\/bkt\?regon=eu-west-1: unknown parameter "regon" \(did you mean "region"\?\)/);
+  });
+
+  it("refuses a database name the server would cut short, before anything connects", () => {
+    const long = `${"x".repeat(60)}_restored`;
+    expect(() => sourceFromUrl(`postgres://h/${long}`)).toThrow(`database name "${"x".repeat(20)}..." is 69 bytes long; PostgreSQL keeps only the first 63 and would take it for another database`);
+    expect(() => sourceFromUrl(`mysql://h/${"y".repeat(65)}`)).toThrow("is 65 characters long; MySQL and MariaDB allow at most 64");
+    expect(sourceFromUrl(`postgres://h/${"x".repeat(63)}`).options.database).toBe("x".repeat(63));
+  });
+
+  it("masks the password of a long URL in messages, at once", () => {
+    const url = `postgres://app:topsecret@db/?${"a".repeat(300_000)}=${"b".repeat(300_000)}`;
+    const t = performance.now();
+    let message = "";
+    try {
+      sourceFromUrl(url);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain("postgres://app:***@db/");
+    expect(message).not.toContain("topsecret");
+    // The regular expression this replaced needed minutes on inputs like these; a generous bound.
+    expect(performance.now() - t).toBeLessThan(2000);
+  });
+
   it("maps directories and file: URLs to local stores", () => {
     expect(storeFromUrl("./backups").options).toEqual({ type: "local", path: "./backups" });
     expect(storeFromUrl("file:///var/backups").options).toEqual({ type: "local", path: "/var/backups" });

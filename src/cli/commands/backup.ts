@@ -5,8 +5,10 @@ import { pruneJob, runJob, type JobPlan, type JobResult } from "../../core/jobs.
 import { History, historyPath } from "../../core/history.js";
 import { isLocation } from "../../config/urls.js";
 import { encryptionFromFlags } from "../../crypto/settings.js";
-import { oneOffPlan, type Context } from "../context.js";
+import { checkSecrets, oneOffPlan, type Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
+import { BACKUP_TYPES, integer, oneOf, wholeNumber } from "../options.js";
+import { COMPRESSIONS } from "../../core/compression.js";
 
 interface BackupFlags {
   all?: boolean;
@@ -35,12 +37,12 @@ export function registerBackup(program: Command, ctx: () => Context): void {
     .option("--all", "run every job of the config")
     .option("--to <store>", "one-off mode: store URL or directory to back up into (repeatable: one dump, several stores)", collect)
     .option("--prune", "apply the job's retention after a successful backup")
-    .option("--parallel <n>", "run up to N jobs at once", "1")
+    .option("--parallel <n>", "run up to N jobs at once", wholeNumber(1), "1")
     .option("--format <format>", "one-off mode: dump format (plain, custom, directory)")
-    .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none")
-    .option("--level <n>", "one-off mode: compression level")
+    .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none", oneOf(COMPRESSIONS))
+    .option("--level <n>", "one-off mode: compression level", integer)
     .option("--verify", "read the backup back and check it after upload")
-    .option("--type <kind>", "label the backup (e.g. daily, weekly); manual backups are never pruned")
+    .option("--type <kind>", `label the backup: ${BACKUP_TYPES.join(", ")}; manual backups are never pruned`, oneOf(BACKUP_TYPES))
     .option("--json", "print the results as one JSON document")
     .option("-r, --recipient <age1...>", "one-off mode: encrypt to this age public key (repeatable)", collect)
     .option("-R, --recipients-file <file>", "one-off mode: encrypt to the age public keys in this file")
@@ -63,7 +65,8 @@ Examples:
     .action(async (targets: string[], flags: BackupFlags) => {
       const c = ctx();
       const plans = withTables(planBackups(c, targets, flags), flags.table);
-      const parallel = Math.max(1, Number.parseInt(flags.parallel ?? "1", 10) || 1);
+      checkSecrets(plans);
+      const parallel = Number(flags.parallel ?? "1");
       // Runs of configured jobs go into the same history as the daemon's (`dbkeep history`).
       const history = plans.some((p) => !p.oneOff) ? openHistory(c) : undefined;
       const results = await runPool(plans, parallel, async (plan) => {
@@ -125,7 +128,8 @@ function planBackups(c: Context, targets: string[], flags: BackupFlags): JobPlan
     throw new DbkeepError("USAGE", "--recipient, --recipients-file and --passphrase-env go with a source URL", { hint: "jobs of the config are encrypted by their encryption block" });
   }
   const config = c.config();
-  const names = flags.all ? Object.keys(config.jobs) : targets;
+  // Sidecar mode builds exactly one job from the environment: `dbkeep backup` alone runs it (a CronJob's command).
+  const names = flags.all || (targets.length === 0 && c.sidecar) ? Object.keys(config.jobs) : targets;
   if (names.length === 0) {
     throw new DbkeepError("USAGE", "name the jobs to run, or --all", { hint: `jobs: ${Object.keys(config.jobs).join(", ") || "none defined"}` });
   }

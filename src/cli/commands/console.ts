@@ -9,6 +9,7 @@ import { runConsole } from "../../query/console.js";
 import { createConsoleBackupOps } from "../../query/console-ops.js";
 import { resolveDatasource, type ResolvedDatasource } from "../../query/datasource.js";
 import { oneOffPlan, type Context } from "../context.js";
+import { wholeNumber } from "../options.js";
 
 interface ConsoleFlags {
   to?: string;
@@ -23,7 +24,7 @@ export function registerConsole(program: Command, ctx: () => Context): void {
     .argument("<datasource>", "datasource name from the config, or a URL (postgres://..., mysql://..., sqlite:./app.db)")
     .option("--to <store>", "store URL or directory for backup, list and restore (default: the store of the datasource's job)")
     .option("--job <name>", "the job whose store and settings backup, list and restore use (when several jobs back up this datasource)")
-    .option("--max-rows <n>", "rows a sql command shows at most", "100")
+    .option("--max-rows <n>", "rows a sql command shows at most", wholeNumber(1), "100")
     .addHelpText(
       "after",
       `

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { History, historyPath } from "../../core/history.js";
 import type { Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
+import { wholeNumber } from "../options.js";
 
 export function registerHistory(program: Command, ctx: () => Context): void {
   program
@@ -9,7 +10,7 @@ export function registerHistory(program: Command, ctx: () => Context): void {
     .description("show past runs (from the daemon and from dbkeep backup) with results, durations, sizes and errors")
     .argument("[job]", "only this job")
     .option("--json", "print JSON")
-    .option("--limit <n>", "at most this many runs", "50")
+    .option("--limit <n>", "at most this many runs", wholeNumber(1), "50")
     .addHelpText(
       "after",
       `

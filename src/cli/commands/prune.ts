@@ -6,6 +6,7 @@ import { durationSeconds } from "../../config/schema.js";
 import type { Context } from "../context.js";
 import { table } from "../format.js";
 import { openTarget, targetStores } from "./list.js";
+import { duration, isoDate, wholeNumber } from "../options.js";
 
 interface PruneFlags {
   dryRun?: boolean;
@@ -24,9 +25,9 @@ export function registerPrune(program: Command, ctx: () => Context): void {
     .argument("<target>", "job name, or store URL / directory (with --keep-last)")
     .option("--dry-run", "show what would be kept and deleted, and why; delete nothing")
     .option("--json", "print the decisions as JSON")
-    .option("--keep-last <n>", "keep the N newest backups (overrides the job's keep_last)")
-    .option("--now <iso>", "evaluate the policy as if it were this time (with --dry-run)")
-    .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this (default: the job's orphan_grace, else 1h)")
+    .option("--keep-last <n>", "keep the N newest backups (overrides the job's keep_last)", wholeNumber(1))
+    .option("--now <iso>", "evaluate the policy as if it were this time (with --dry-run)", isoDate)
+    .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this (default: the job's orphan_grace, else 1h)", duration)
     .option("--force", "prune even though the job's last backup failed, and delete damaged backups too")
     .option("--store <name>", "prune only this store of the job (default: each of its stores, with its own policy)")
     .addHelpText(

@@ -6,6 +6,7 @@ import { resolveDatasource } from "../../query/datasource.js";
 import { checkStatement, queryToFile, streamQuery, type OutputFormat, type QuerySummary } from "../../query/run.js";
 import type { BinaryEncoding } from "../../query/cells.js";
 import type { Context } from "../context.js";
+import { wholeNumber } from "../options.js";
 
 interface QueryFlags {
   csv?: string | boolean;
@@ -33,7 +34,7 @@ export function registerQuery(program: Command, ctx: () => Context): void {
     .option("-o, --output <file>", "write the result into FILE instead of stdout")
     .addOption(new Option("--binary <encoding>", "binary columns (bytea, BLOB) as hex or base64").choices(["hex", "base64"]).default("hex"))
     .option("--no-header", "CSV: no header record")
-    .option("--max-rows <n>", "--table: rows shown at most", "1000")
+    .option("--max-rows <n>", "--table: rows shown at most", wholeNumber(1), "1000")
     .option("--allow-write", "allow a statement that changes data, schema or settings")
     .option("-y, --yes", "with --allow-write: do not ask for confirmation")
     .addHelpText(

@@ -11,6 +11,7 @@ import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import type { Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
 import { openTarget, targetStores } from "./list.js";
+import { wholeNumber } from "../options.js";
 
 interface RestoreFlags {
   to?: string;
@@ -31,7 +32,7 @@ export function registerRestore(program: Command, ctx: () => Context): void {
     .argument("[backup]", "backup id or file name, or latest", "latest")
     .option("--to <datasource>", "restore into this datasource of the config, or a database URL")
     .option("--auto-confirm", "replace existing tables in the target without asking")
-    .option("--jobs <n>", "parallel restore jobs (pg_restore -j) for custom and directory dumps")
+    .option("--jobs <n>", "parallel restore jobs (pg_restore -j) for custom and directory dumps", wholeNumber(1))
     .option("--globals", "PostgreSQL: also restore the roles and tablespaces saved with globals: true")
     .option("--json", "print the result as JSON")
     .option("-i, --identity <file>", "decrypt with the age identity (secret key) in this file")
