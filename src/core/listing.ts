@@ -63,6 +63,11 @@ export interface DamagedBackup {
   objects: StoreObject[];
   /** `dbkeep repair` can make its manifest again (data and sidecar present, the manifest unreadable or missing). */
   repairable: boolean;
+  /**
+   * Its manifest is fine and its objects have the right sizes: only a restore or verify found its data not
+   * matching (a damage note). Named explicitly, it may be checked again; "latest" of a restore passes it over.
+   */
+  noted?: boolean;
 }
 
 export interface Leftover {
@@ -260,7 +265,8 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
         problems.push(`${note?.by ?? "a check"} found its data damaged${note?.found_at ? ` on ${note.found_at}` : ""}${note?.error ? `: ${note.error}` : ""}`);
       }
       if (problems.length) {
-        out.damaged.push({ id: m.id, dir: g.dir, at: m.started_at, ...(m.job ? { job: m.job } : {}), manifest: m, manifestKey, problems, objects: [g.manifest, ...g.objects], repairable: false });
+        const noted = problems.length === notes.length;
+        out.damaged.push({ id: m.id, dir: g.dir, at: m.started_at, ...(m.job ? { job: m.job } : {}), manifest: m, manifestKey, problems, objects: [g.manifest, ...g.objects], repairable: false, ...(noted ? { noted } : {}) });
         continue;
       }
       out.backups.push(m);
@@ -331,8 +337,16 @@ export function ofJob(listing: Listing, job: string | undefined): Listing {
  * Finds a backup by id, data file name, manifest name, or "latest" (the newest complete one). A reference to a
  * damaged backup fails with what is wrong with it, never with "not found".
  */
-export function resolveBackup(listing: Pick<Listing, "backups" | "damaged">, ref: string | undefined, where: string): { manifest: Manifest; skipped: DamagedBackup[] } {
+export function resolveBackup(
+  listing: Pick<Listing, "backups" | "damaged">,
+  ref: string | undefined,
+  where: string,
+  o: { latestMayBeNoted?: boolean } = {},
+): { manifest: Manifest; skipped: DamagedBackup[]; recheck?: DamagedBackup } {
   if (!ref || ref === "latest") {
+    // verify looks at the newest backup even when an earlier check found it damaged: that is what it checks again.
+    const noted = o.latestMayBeNoted ? listing.damaged.find((d) => d.noted && d.manifest && (!listing.backups[0] || d.at > listing.backups[0].started_at)) : undefined;
+    if (noted) return { manifest: noted.manifest!, skipped: [], recheck: noted };
     const m = listing.backups[0];
     if (!m) {
       if (listing.damaged.length) {
@@ -347,6 +361,8 @@ export function resolveBackup(listing: Pick<Listing, "backups" | "damaged">, ref
   const m = findBackup(listing.backups, ref);
   if (m) return { manifest: m, skipped: [] };
   const d = listing.damaged.find((x) => x.id === ref || x.objects.some((o) => o.key === ref || name(o.key) === ref));
+  // Named explicitly, a backup only a check found damaged is checked again by the restore or verify that reads it.
+  if (d?.noted && d.manifest) return { manifest: d.manifest, skipped: [], recheck: d };
   if (d) throw new DbkeepError("CORRUPT_BACKUP", `backup ${d.id} in ${where} is damaged: ${d.problems.join("; ")}`, { hint: damagedHint(d) });
   throw new DbkeepError("BACKUP_NOT_FOUND", `backup ${ref} not found in ${where}`, { hint: "dbkeep list shows the backups there" });
 }

@@ -165,7 +165,7 @@ exec '${real}' "$@"
     expect(dumpCall, log).toBeDefined();
     expect(dumpCall).toContain("--single-transaction");
     const optionFile = /--defaults-extra-file=(\S+)/.exec(dumpCall!)?.[1];
-    expect(optionFile).toMatch(new RegExp(`^${tmp}/dbkeep-mysql-\\w+/client\\.cnf$`));
+    expect(optionFile).toMatch(new RegExp(`^${tmp}/dbkeep-mysql-[\\w-]+/client\\.cnf$`));
     // Every call that got the option file saw it private: the file 0600, its directory 0700.
     const modes = log.split("\n").filter((l) => l.startsWith("MODE "));
     expect(modes.length).toBeGreaterThan(1);

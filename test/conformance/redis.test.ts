@@ -8,6 +8,7 @@ import { dbkeep, tempDir } from "../helpers/env.js";
 import { freePort, loadFiller, loadFixture, redisAvailable, snapshotRedis, startRedis, withRedis, type TestRedis } from "../helpers/redis.js";
 import { engineConformance } from "./engine.suite.js";
 import { runWatchingChildren } from "../helpers/proc.js";
+import { resealManifest } from "../helpers/manifest.js";
 
 const available = redisAvailable();
 const SECRET = "Redis-Secret-pw-4711";
@@ -71,7 +72,7 @@ function damage(dir: string, m: Listed, at: (data: Buffer) => number, fixChecksu
   const manifestFile = join(root, m.key.slice(0, m.key.lastIndexOf("/")), `${m.id}.manifest.json`);
   const manifest = JSON.parse(readFileSync(manifestFile, "utf8")) as { sha256: string };
   manifest.sha256 = sha;
-  writeFileSync(manifestFile, JSON.stringify(manifest, null, 2));
+  writeFileSync(manifestFile, resealManifest(manifest as Record<string, unknown>));
   writeFileSync(join(root, m.checksum_key), `${sha}  ${m.key.split("/").pop()}\n`);
 }
 

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { dbkeep, ROOT, tempDir } from "../helpers/env.js";
+import { resealManifest } from "../helpers/manifest.js";
 
 const MARKER = `dbkeep-marker-${randomBytes(6).toString("hex")}`;
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -221,9 +222,11 @@ describe("CLI: encrypted backups (SQLite)", () => {
     const [m] = listed(store);
     const data = join(store, m!.key);
     const original = readFileSync(data);
+    // A restore that finds the data damaged records it (list shows the backup damaged, "latest" passes it over);
+    // named by its id, the backup is checked again as it is read.
     for (const at of [40, original.length - 30]) {
       flipByte(data, at);
-      const r = dbkeep(["restore", store, "latest", "--to", `sqlite:${target}`, "--auto-confirm", "-i", a.file]);
+      const r = dbkeep(["restore", store, m!.id, "--to", `sqlite:${target}`, "--auto-confirm", "-i", a.file]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain("does not match its manifest");
       untouched();
@@ -234,19 +237,22 @@ describe("CLI: encrypted backups (SQLite)", () => {
     flipByte(data, original.length - 30);
     const forged = sha256(readFileSync(data));
     const manifestFile = join(store, m!.key.replace(/\.db\.zst\.age$/, ".manifest.json"));
-    writeFileSync(manifestFile, readFileSync(manifestFile, "utf8").replace(m!.sha256, forged));
+    writeFileSync(manifestFile, resealManifest(readFileSync(manifestFile, "utf8").replace(m!.sha256, forged)));
     writeFileSync(join(store, m!.checksum_key), `${forged}  ${m!.key.split("/").pop()}\n`);
-    const r = dbkeep(["restore", store, "latest", "--to", `sqlite:${target}`, "--auto-confirm", "-i", a.file]);
+    const r = dbkeep(["restore", store, m!.id, "--to", `sqlite:${target}`, "--auto-confirm", "-i", a.file]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: cannot decrypt app\/app-\d{8}-\d{6}\.db\.zst\.age: the data is damaged, truncated or was changed: chunk \d+ \(after \d+ bytes of plaintext\) failed authentication$/m);
     untouched();
     writeFileSync(data, original);
-    writeFileSync(manifestFile, readFileSync(manifestFile, "utf8").replace(forged, m!.sha256));
+    writeFileSync(manifestFile, resealManifest(readFileSync(manifestFile, "utf8").replace(forged, m!.sha256)));
     writeFileSync(join(store, m!.checksum_key), `${m!.sha256}  ${m!.key.split("/").pop()}\n`);
 
-    const ok = dbkeep(["restore", store, "latest", "--to", `sqlite:${target}`, "--auto-confirm", "-i", a.file]);
+    expect(dbkeep(["list", store]).code).toBe(1);
+    const ok = dbkeep(["restore", store, m!.id, "--to", `sqlite:${target}`, "--auto-confirm", "-i", a.file]);
     expect(ok.stderr).not.toContain("error:");
     expect(ok.code).toBe(0);
+    // It passed: the note is gone, and the backup is listed as complete again.
+    expect(listed(store).map((b) => b.id)).toEqual([m!.id]);
     expect(markerIn(target)).toBe(MARKER);
   });
 

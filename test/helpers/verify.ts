@@ -4,6 +4,7 @@ import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync
 import { join } from "node:path";
 import { expect } from "vitest";
 import { z } from "zod";
+import { resealManifest } from "./manifest.js";
 
 /** The report's JSON shape as docs/verify.md documents it: every run's --json output is checked against it. */
 const check = z.strictObject({
@@ -72,7 +73,7 @@ export function editManifest(store: string, edit: (m: Record<string, unknown>) =
   const p = manifestPath(store);
   const m = JSON.parse(readFileSync(p, "utf8")) as Record<string, unknown>;
   edit(m);
-  writeFileSync(p, JSON.stringify(m, null, 2));
+  writeFileSync(p, resealManifest(m));
 }
 
 /**
@@ -90,7 +91,7 @@ export function rewriteDump(store: string, edit: (text: string) => string): void
   writeFileSync(data, after);
   m.sha256 = createHash("sha256").update(after).digest("hex");
   m.raw_bytes = m.stored_bytes = after.length;
-  writeFileSync(mp, JSON.stringify(m, null, 2));
+  writeFileSync(mp, resealManifest(m as unknown as Record<string, unknown>));
   writeFileSync(join(store, m.checksum_key), `${m.sha256}  ${m.key.split("/").pop()}\n`);
 }
 

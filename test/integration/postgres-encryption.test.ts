@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
+import { resealManifest } from "../helpers/manifest.js";
 
 const SRC = "dbkeep_it_enc_src";
 const DST = "dbkeep_it_enc_dst";
@@ -104,7 +105,7 @@ jobs:
       bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
       writeFileSync(data, bytes);
       const forged = createHash("sha256").update(bytes).digest("hex");
-      writeFileSync(manifestFile, readFileSync(manifestFile, "utf8").replace(m!.sha256, forged));
+      writeFileSync(manifestFile, resealManifest(readFileSync(manifestFile, "utf8").replace(m!.sha256, forged)));
       writeFileSync(join(store, m!.checksum_key), `${forged}  ${m!.key.split("/").pop()}\n`);
       const r = dbkeep(["-c", cfg, "restore", "src-backup", "--to", "dst", "--auto-confirm"]);
       expect(r.code).toBe(1);

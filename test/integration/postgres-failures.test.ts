@@ -62,7 +62,7 @@ describe.skipIf(!available)("PostgreSQL: killed and corrupted backups", () => {
 
     expect(backupsIn(store)).toEqual(before);
     const all = dbkeep(["list", store, "--all"]);
-    expect(all.stdout).toMatch(/incomplete .*dbkeep-partial-.*interrupted upload/);
+    expect(all.stdout).toMatch(/incomplete .*dbkeep-partial-.*(never committed|interrupted upload)/);
 
     const restored = dbkeep(["restore", store, before[0]!, "--to", pgUrl(DST), "--auto-confirm"]);
     expect(restored.stderr).not.toContain("error:");
@@ -73,11 +73,11 @@ describe.skipIf(!available)("PostgreSQL: killed and corrupted backups", () => {
     const next = dbkeep(["backup", pgUrl(SRC), "--to", store, "--compression", "zstd"]);
     expect(next.code).toBe(0);
     expect(backupsIn(store)).toHaveLength(2);
-
+    // The next backup removed what the killed one left (its process is gone): prune finds nothing more.
+    expect(readdirSync(dir).some((f) => f.includes(".dbkeep-partial-") || f.includes(".pending-"))).toBe(false);
     const pruned = dbkeep(["prune", store, "--orphan-grace", "0s"]);
     expect(pruned.code).toBe(0);
-    expect(pruned.stdout).toContain("leftover");
-    expect(readdirSync(dir).some((f) => f.includes(".dbkeep-partial-"))).toBe(false);
+    expect(pruned.stdout).not.toContain("leftover");
     expect(backupsIn(store)).toHaveLength(2);
   });
 
@@ -100,6 +100,14 @@ describe.skipIf(!available)("PostgreSQL: killed and corrupted backups", () => {
       expect(await contentOf(DST)).toEqual(before);
       const leftovers = await pgQuery<{ datname: string }>("postgres", "SELECT datname FROM pg_database WHERE datname LIKE $1", [`${DST}_dbkeep_%`]);
       expect(leftovers).toEqual([]);
+      // The restore recorded what it found: the backup is listed as damaged now (exit 1), and prune --force deletes it.
+      const listed = dbkeep(["list", store, "--json"]);
+      expect(listed.code).toBe(1);
+      expect((JSON.parse(listed.stdout) as { damaged: { id: string; problems: string[] }[] }).damaged).toEqual([
+        { id: backup, taken_at: expect.any(String), problems: [expect.stringMatching(/restore found its data damaged/)], repairable: false, keys: expect.any(Array) },
+      ]);
+      expect(dbkeep(["prune", store, "--force", "--keep-last", "100"]).code).toBe(0);
+      expect(dbkeep(["list", store]).code).toBe(0);
     });
   }
 

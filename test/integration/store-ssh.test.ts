@@ -117,12 +117,16 @@ describe.skipIf(!available)("dbkeep with an ssh store (OpenSSH sshd on loopback)
     const backups = (JSON.parse(list.stdout) as { backups: { key: string }[] }).backups;
     expect(backups).toHaveLength(1);
     expect(backups[0]!.key).toMatch(/app-\d{8}-\d{6}\.db$/);
-    // The killed upload is reported as an interrupted upload, and only as that.
+    // The killed upload is reported as a run that never committed: its temporary file and its pending marker (the
+    // run could not remove it with the connection gone), and only those.
     const all = dbkeep(["-c", cfg, "list", "app-backup", "--all", "--json"]);
     expect(all.code).toBe(0);
-    const incomplete = (JSON.parse(all.stdout) as { incomplete: { key: string; partial: boolean }[] }).incomplete;
-    expect(incomplete.length).toBeGreaterThan(0);
-    for (const o of incomplete) expect(o).toMatchObject({ key: expect.stringMatching(/\/\.app-\d{8}-\d{6}(-\d+)?\.db\.dbkeep-partial-[0-9a-f]+$/), partial: true });
+    const incomplete = (JSON.parse(all.stdout) as { incomplete: { key: string; partial: boolean; why: string }[] }).incomplete;
+    expect(incomplete.some((o) => o.partial)).toBe(true);
+    for (const o of incomplete) {
+      if (o.partial) expect(o).toMatchObject({ key: expect.stringMatching(/\/\.app-\d{8}-\d{6}(-\d+)?\.db\.dbkeep-partial-[0-9a-f-]+$/), why: "uncommitted" });
+      else expect(o).toMatchObject({ key: expect.stringMatching(/\/app-\d{8}-\d{6}(-\d+)?\.pending-[0-9a-f]+\.json$/), why: "uncommitted" });
+    }
     // What the killed run left is only ever a partial, never a file under a final name.
     const names = files(path).filter((f) => !f.includes(".dbkeep-partial-"));
     expect(names.filter((f) => f.endsWith(".manifest.json"))).toHaveLength(1);

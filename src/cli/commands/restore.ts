@@ -3,7 +3,7 @@ import { isLocation, sourceFromUrl } from "../../config/urls.js";
 import { DbkeepError, isDbkeepError } from "../../core/errors.js";
 import { openEngine, type JobPlan } from "../../core/jobs.js";
 import type { Manifest } from "../../core/manifest.js";
-import { listFor, noteDamage, resolveBackup } from "../../core/listing.js";
+import { clearDamage, listFor, noteDamage, resolveBackup } from "../../core/listing.js";
 import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
 import { sweepTempDirs } from "../../core/tempdir.js";
@@ -118,6 +118,8 @@ one is refused before the target is touched.`,
           } finally {
             progress.clear();
           }
+          // A backup an earlier check had found damaged passed this time: the note goes.
+          await clearDamage(store, m);
           if (flags.json) process.stdout.write(JSON.stringify({ backup: m.id, store: store.name, target: result.target, seconds: result.seconds, bytes: result.storedBytes, replaced: result.replaced }, null, 2) + "\n");
           else process.stdout.write(`restored ${m.id} from ${store.name} into ${result.target} (${formatBytes(m.raw_bytes)} in ${formatDuration(result.seconds)})\n`);
           return;
@@ -140,7 +142,8 @@ async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, tar
       });
     }
   }
-  const { manifest, skipped } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`);
+  const { manifest, skipped, recheck } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`);
+  if (recheck) c.log.warn({ backup: manifest.id }, `an earlier check found ${manifest.id} damaged (${recheck.problems.join("; ")}); it is checked again as it is read, and the target changes only if it passes`);
   if (skipped.length) {
     c.log.warn(
       { damaged: skipped.map((d) => d.id) },

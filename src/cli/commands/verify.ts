@@ -54,7 +54,8 @@ database behind; the next run drops it. Exit code 1 when a check failed.`,
       const { plan, store, prefix } = await openTarget(c, target, flags.store);
       try {
         const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
-        const { manifest: m, skipped } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`);
+        const { manifest: m, skipped, recheck } = resolveBackup(listing, ref, `${store.name}${prefix ? ` under ${prefix}` : ""}`, { latestMayBeNoted: true });
+        if (recheck) c.log.warn({ backup: m.id }, `an earlier check found ${m.id} damaged (${recheck.problems.join("; ")}); checking it again`);
         if (skipped.length) c.log.warn({ damaged: skipped.map((d) => d.id) }, `newer backups are damaged (${skipped.map((d) => `${d.id}: ${d.problems[0]}`).join("; ")}): verifying ${m.id}`);
         const warn = (w: string) => c.log.warn(w);
         const settings = { ...settingsOf(plan), ...(flags.scratchCluster ? { scratch_cluster: true } : {}) };
