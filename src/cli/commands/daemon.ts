@@ -8,7 +8,7 @@ export function registerDaemon(program: Command, ctx: () => Context): void {
   program
     .command("daemon")
     .description("run every job on its schedule, serve /healthz, /readyz and /metrics, keep a run history")
-    .option("--listen <host:port>", "address for /healthz, /readyz and /metrics (default: daemon.listen, else 127.0.0.1:9187)")
+    .option("--listen <host:port>", "address for /healthz, /readyz and /metrics (default: $DBKEEP_LISTEN, else daemon.listen, else 127.0.0.1:9187)")
     .option("--once", "run every scheduled job once, then exit")
     .addHelpText(
       "after",
@@ -26,6 +26,8 @@ daemon.shutdown_grace, then stops them cleanly, and exits 0. For cron or a Kuber
     .action(async (flags: { listen?: string; once?: boolean }) => {
       const c = ctx();
       c.handlesSignals = true;
+      // $DBKEEP_LISTEN applies with a config file too: the container image sets it to 0.0.0.0:9187.
+      const listen = flags.listen ?? process.env.DBKEEP_LISTEN;
       let initial: Config | undefined = c.config();
       const historyFile = historyPath(initial.daemon.history);
       // The first load already happened (and warned); later loads are SIGHUP reloads.
@@ -38,7 +40,7 @@ daemon.shutdown_grace, then stops them cleanly, and exits 0. For cron or a Kuber
         loadConfig: load,
         log: c.log,
         shutdown: c.signal,
-        ...(flags.listen ? { listen: flags.listen } : {}),
+        ...(listen ? { listen } : {}),
         historyPath: historyFile,
         once: flags.once ?? c.sidecarOnce,
       });
