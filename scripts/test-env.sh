@@ -69,3 +69,8 @@ if mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
 else
   log "MariaDB is NOT reachable on 127.0.0.1:3306 (tests that need it fail under CI=true)"
 fi
+
+# The container tests (test/container): podman, runc, debootstrap and the base image they build deploy/Dockerfile on.
+if ! bash scripts/test-container.sh setup; then
+  log "the container tests cannot build their image (they fail under CI=true)"
+fi
