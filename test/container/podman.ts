@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
+import { get } from "node:http";
 import { chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -109,6 +110,24 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined> | 
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/**
+ * GET from the host, on a fresh connection each time (fetch would reuse a kept-alive socket that the server closed
+ * while a synchronous podman call held this process); undefined when nothing answers.
+ */
+export function httpGet(url: string): Promise<{ status: number; body: string } | undefined> {
+  return new Promise((resolve) => {
+    const req = get(url, { agent: false, timeout: 5000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", () => resolve(undefined));
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(undefined));
+  });
 }
 
 declare module "vitest" {
