@@ -46,6 +46,8 @@ install_packages() {
 
 make_base() {
   if podman image exists "$BASE_IMAGE"; then return 0; fi
+  # Bases of an older recipe or another Node: removed, with the layers built on them.
+  podman images --format '{{.Repository}}:{{.Tag}}' | grep "^${BASE_IMAGE%%:*}:" | xargs -r podman rmi -f >/dev/null 2>&1 || true
   local rootfs started
   started=$(date +%s)
   rootfs=$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")
