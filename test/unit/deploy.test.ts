@@ -23,7 +23,8 @@ const IMAGE_PORT = Number(/^EXPOSE (\d+)$/m.exec(finalStage)![1]);
 
 /** dbkeep's commands, as its --help lists them, and each command's options. */
 const topHelp = dbkeep(["--help"]).stdout;
-const COMMANDS = new Set([...topHelp.slice(topHelp.indexOf("Commands:")).matchAll(/^ {2}([a-z][a-z-]*)/gm)].map((m) => m[1]!));
+const commandsSection = topHelp.slice(topHelp.indexOf("Commands:")).split("\n\n")[0]!;
+const COMMANDS = new Set([...commandsSection.matchAll(/^ {2}([a-z][a-z-]*)/gm)].map((m) => m[1]!));
 function optionsOf(command: string): Set<string> {
   const r = dbkeep([command, "--help"]);
   expect(r.code, r.stderr).toBe(0);
@@ -54,6 +55,7 @@ describe("deployment files", () => {
     expect(IMAGE_UID).toBe(10001);
     expect(IMAGE_PORT).toBe(9187);
     expect(COMMANDS.has("backup") && COMMANDS.has("daemon") && COMMANDS.has("restore")).toBe(true);
+    expect(COMMANDS.has("dbkeep")).toBe(false);
   });
 
   for (const file of ["compose/postgres.yaml", "compose/mariadb.yaml", "compose/redis.yaml"]) {
