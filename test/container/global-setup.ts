@@ -15,6 +15,7 @@ export default function setup(project: TestProject): void {
   if (!image) {
     const reason = `the image could not be built (scripts/test-container.sh build exited ${r.status ?? r.signal}): ${r.stderr.trim().split("\n").slice(-3).join(" / ")}`;
     if (process.env.CI === "true" || process.env.CI === "1") throw new Error(`container tests cannot run under CI: ${reason}`);
+    process.stderr.write(`[test-container] the container tests are skipped: ${reason}\n`);
     project.provide("dbkeepImage", "");
     project.provide("containerUnavailable", reason);
     return;
