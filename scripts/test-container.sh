@@ -118,7 +118,7 @@ build_image() {
   log "building $TEST_IMAGE from deploy/Dockerfile (log: $CACHE_DIR/build.log)"
   if ! podman build \
     --file deploy/Dockerfile --ignorefile deploy/Dockerfile.dockerignore \
-    --format docker --layers --network host \
+    --format docker --layers --network host --jobs 2 \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --build-arg PG_SOURCE=debian --build-arg PG_VERSIONS=15 \
     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
