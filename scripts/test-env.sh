@@ -69,3 +69,10 @@ if mariadb-admin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
 else
   log "MariaDB is NOT reachable on 127.0.0.1:3306 (tests that need it fail under CI=true)"
 fi
+
+# The container tests (test/container) build deploy/Dockerfile with podman. Their Debian packages, base image and
+# image are prepared in the background while the rest of the suite runs: on a new machine that takes minutes, and
+# the container group, run last, waits for it (scripts/test-container.sh takes a lock).
+mkdir -p /var/tmp/dbkeep-test-container
+nohup bash scripts/test-container.sh build >/var/tmp/dbkeep-test-container/prepare.log 2>&1 </dev/null &
+log "preparing the container tests' image in the background (log: /var/tmp/dbkeep-test-container/prepare.log)"

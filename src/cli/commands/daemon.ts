@@ -12,7 +12,7 @@ export function registerDaemon(program: Command, ctx: () => Context): void {
   program
     .command("daemon")
     .description("run every job on its schedule, serve /healthz, /readyz and /metrics, keep a run history")
-    .option("--listen <host:port>", "address for /healthz, /readyz and /metrics (default: daemon.listen, else 127.0.0.1:9187)", hostPort)
+    .option("--listen <host:port>", "address for /healthz, /readyz and /metrics (default: $DBKEEP_LISTEN, else daemon.listen, else 127.0.0.1:9187)", hostPort)
     .option("--once", "run every scheduled job once, now, then exit (exit code 1 when a run failed)")
     .addHelpText(
       "after",
@@ -31,6 +31,8 @@ SIGTERM stopped it first. For cron or a Kubernetes CronJob, \`dbkeep backup\` do
     .action(async (flags: { listen?: string; once?: boolean }) => {
       const c = ctx();
       c.handlesSignals = true;
+      // $DBKEEP_LISTEN applies with a config file too: the container image sets it to 0.0.0.0:9187.
+      const listen = flags.listen ?? process.env.DBKEEP_LISTEN;
       let initial: Config | undefined = c.config();
       const historyFile = historyPath(initial.daemon.history);
       // Running jobs get shutdown_grace to finish after SIGTERM, then are stopped and get the usual time to clean up.
@@ -59,7 +61,7 @@ SIGTERM stopped it first. For cron or a Kubernetes CronJob, \`dbkeep backup\` do
         loadConfig: load,
         log: c.log,
         shutdown: c.signal,
-        ...(flags.listen ? { listen: flags.listen } : {}),
+        ...(listen ? { listen } : {}),
         historyPath: historyFile,
         once,
       });
