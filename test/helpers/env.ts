@@ -65,6 +65,9 @@ export interface CliResult {
 /** Locks and the run history of the CLI runs of one test file stay in a temp dir of their own. */
 const STATE_DIR = mkdtempSync(join(tmpdir(), "dbkeep-state-"));
 export const CLI_ENV: Record<string, string> = { DBKEEP_STATE_DIR: STATE_DIR };
+// Jobs run in the test process itself (runJob) take their locks there too: test files running side by side use
+// the same job names, and must not find each other's locks.
+process.env.DBKEEP_STATE_DIR ??= STATE_DIR;
 
 /** Runs the built CLI as a user would. */
 export function dbkeep(args: string[], opts: { cwd?: string; env?: Record<string, string>; input?: string } = {}): CliResult {
