@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
-import { type Manifest } from "./manifest.js";
+import { checksumLine, type Manifest } from "./manifest.js";
 import { streamFromStore, type Progress } from "./pipeline.js";
 import { HashStage, readAll } from "./streams.js";
 import { AgeError, createAgeDecryptStream, fileKeyIdentity, readHeader, unlockHeader, X25519Identity, type Identity } from "../crypto/age.js";
@@ -64,7 +64,7 @@ async function restoreOne(spec: RestoreSpec): Promise<RestoreResult> {
       hint: "pick a target datasource of the same engine with --to",
     });
   }
-  await checkSidecar(store, m);
+  await checkSidecar(store, m, log);
   // A wrong key fails here, before the target is inspected, asked about or touched.
   const decryptWith = m.encryption ? await unlock(spec, m.key) : undefined;
   const target = `${engine.name} database ${engine.database}`;
@@ -170,8 +170,12 @@ async function checkStored(store: Store, m: Manifest, signal: AbortSignal): Prom
   }
 }
 
-/** Seed 000 restores verify the .sha256 sidecar when there is one: it must agree with the manifest. */
-async function checkSidecar(store: Store, m: Manifest): Promise<void> {
+/**
+ * Seed 000 restores verify the .sha256 sidecar when there is one: its checksum must agree with the manifest. A
+ * sidecar whose checksum agrees but whose file name or layout was changed does not stop the restore (the data is
+ * proven by the manifest's checksum); it is named, since `sha256sum -c` would fail on it, and repair writes it again.
+ */
+async function checkSidecar(store: Store, m: Manifest, log: Logger): Promise<void> {
   let text: string;
   try {
     text = (await readAll(await store.get(m.checksum_key), 4096)).toString("utf8");
@@ -179,10 +183,14 @@ async function checkSidecar(store: Store, m: Manifest): Promise<void> {
     if (err instanceof DbkeepError && err.code === "STORE_NOT_FOUND") return;
     throw err;
   }
-  const sha = text.trim().split(/\s+/)[0];
+  // The checksum is the line's first 64 characters (`sha256sum` writes it so); the rest is the name.
+  const sha = text.slice(0, 64);
   if (sha !== m.sha256) {
     throw new DbkeepError("CHECKSUM_MISMATCH", `the .sha256 sidecar of ${m.id} disagrees with its manifest`, {
       hint: "the backup's files were changed after it was written; restore another backup",
     });
+  }
+  if (text !== checksumLine(m.sha256, m.key)) {
+    log.warn({ backup: m.id, sidecar: m.checksum_key }, `the .sha256 sidecar of ${m.id} has the right checksum but was changed elsewhere (sha256sum -c would fail on it); dbkeep repair writes it again`);
   }
 }
