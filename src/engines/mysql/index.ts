@@ -3,7 +3,7 @@ import { createWriteStream } from "node:fs";
 import { access, mkdir, open, readdir } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { basename, join } from "node:path";
-import { PassThrough, type Readable, type Writable } from "node:stream";
+import { PassThrough, pipeline as streamPipeline, type Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { DbkeepError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
@@ -16,6 +16,7 @@ import { privateDir } from "../../core/private-dir.js";
 import { selectionOf } from "../../core/selection.js";
 import { createMysqlDifferential, mysqlSequenceDependencies, resolveMysqlSelection } from "./partial.js";
 import { countSql, mysqlObjects } from "./verify.js";
+import { setSequencesAside, UnqualifySequences, unqualifyMydumperSchemas } from "./sequences.js";
 import { effectiveSslMode, mysqlTlsOf, optionFileTls } from "./tls.js";
 
 export type MysqlEngineOptions = Omit<MysqlDatasource, "engine" | "password" | "password_env" | "password_file" | "compression" | "compression_level"> & {
@@ -431,7 +432,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       const t = spawnTool(client, clientArgs(s, staging), {
         env: minimalEnv(), signal: ropts.signal, timeoutMs, context: `${server}, staging ${staging}`, explain, stdio: ["pipe", "ignore", "pipe"],
       });
-      await teeIntoTool(input, t, copy);
+      // The source database's name is dropped from sequence defaults, so they resolve to the restored database.
+      await teeIntoTool(ropts.sourceDatabase ? unqualified(input, ropts.sourceDatabase) : input, t, copy);
     } finally {
       await dropQuietly(s, staging, ropts.log);
     }
@@ -480,6 +482,16 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     await t.done;
     if (!(await exists(join(dir, "metadata")))) throw new DbkeepError("CORRUPT_BACKUP", "the mydumper backup holds no metadata file");
     const databases = (await readdir(dir)).filter((f) => f.endsWith("-schema-create.sql")).map((f) => f.slice(0, -"-schema-create.sql".length));
+    // A dump of one database restored under a name of its own: sequence defaults name the restored database, and
+    // the sequences are created before the tables that draw from them.
+    const sequences = single && databases.length === 1 ? await unqualifyMydumperSchemas(dir, databases[0]!).then(() => setSequencesAside(dir, join(s.dir, "sequences"))) : [];
+    const run = async (args: string[], context: string, db?: string) => {
+      if (db && sequences.length) {
+        const client = await clientTool();
+        for (const f of sequences) await applyFile(f, client, clientArgs(s, db), context, ropts.signal);
+      }
+      await loader(args, context);
+    };
     const threads = ropts.jobs ?? opts.threads;
     const base = [
       `--defaults-file=${s.cnf}`,
@@ -488,12 +500,12 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       // myloader turns the binary log off by default, which needs SUPER and leaves replicas behind; the client does not.
       "--enable-binlog",
     ];
-    const run = (args: string[], context: string) =>
+    const loader = (args: string[], context: string) =>
       spawnTool(myloader, [...base, ...args], { env: minimalEnv(), signal: ropts.signal, timeoutMs, context, explain, stdio: ["ignore", "ignore", "pipe"] }).done;
 
     if (!single || databases.length !== 1) {
       if (single) ropts.log.warn({ target: single, databases: databases.length }, "the backup holds several databases; they are restored under their own names");
-      await run(["--overwrite-tables"], server);
+      await loader(["--overwrite-tables"], server);
       return;
     }
     const target = single;
@@ -501,13 +513,13 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     const staging = stagingName(target);
     await createStaging(s, staging, cs);
     try {
-      await run([`--database=${staging}`], `${server}, staging ${staging}`);
+      await run([`--database=${staging}`], `${server}, staging ${staging}`, staging);
     } finally {
       await dropQuietly(s, staging, ropts.log);
     }
     await recreateTarget(s, target, cs);
     try {
-      await run([`--database=${target}`], `${server}, database ${target}`);
+      await run([`--database=${target}`], `${server}, database ${target}`, target);
     } catch (err) {
       throw failedOnTarget(target, err);
     }
@@ -656,6 +668,14 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
  * errors (checksum mismatch, corrupt frame), the tool is killed rather than given an end of input, on which the
  * client would run what it has read so far.
  */
+/**
+ * `input` through UnqualifySequences, joined both ways: an error of the input (a damaged backup) errors the output,
+ * and the output closed early (the client failed) destroys the input, as reading the input directly would.
+ */
+function unqualified(input: Readable, db: string): Readable {
+  return streamPipeline(input, new UnqualifySequences(db), () => undefined);
+}
+
 async function teeIntoTool(input: Readable, tool: SpawnedTool, copy?: string): Promise<void> {
   const stdin = tool.child.stdin;
   if (!stdin) throw new DbkeepError("INTERNAL", "tool has no stdin");
