@@ -160,7 +160,9 @@ function usage(message: string, hint?: string): DbkeepError {
 }
 
 /** The store URLs of --cloud, the warnings about what does not map one to one, and env names for the note. */
-function cloudStores(f: DbvaultBackupFlags, warn: (m: string) => void): { urls: string[]; azureConn?: string; envNote: string[] } {
+const AZURE_PLACEHOLDER = "DBKEEP_DBVAULT_AZURE_CONN_STR";
+
+function cloudStores(f: DbvaultBackupFlags, warn: (m: string) => void): { urls: string[]; noteUrls?: string[]; azureConn?: string; envNote: string[] } {
   const envNote: string[] = [];
   const given = (pairs: [keyof DbvaultBackupFlags, string][]) => pairs.filter(([k]) => f[k] !== undefined).map(([, n]) => n);
   const s3Flags = given([["s3Bucket", "--s3-bucket"], ["s3Key", "--s3-key"], ["s3Owner", "--s3-owner"]]);
@@ -204,7 +206,11 @@ function cloudStores(f: DbvaultBackupFlags, warn: (m: string) => void): { urls: 
         registerSecret(f.azureConnStr);
         envNote.push("AZURE_STORAGE_CONNECTION_STRING=***");
       }
-      return { urls: [`azure://${f.azureContainer}${prefix ? `/${prefix}` : ""}`], ...(f.azureConnStr ? { azureConn: f.azureConnStr } : {}), envNote };
+      const url = `azure://${f.azureContainer}${prefix ? `/${prefix}` : ""}`;
+      if (!f.azureConnStr) return { urls: [url], envNote };
+      // The string itself never goes in a URL: the store is planned with a placeholder variable, replaced below by
+      // the value (kept in this process only).
+      return { urls: [`${url}?connection_string_env=${AZURE_PLACEHOLDER}`], noteUrls: [url], azureConn: f.azureConnStr, envNote };
     }
     case "gcp": {
       if (!f.gcpBucket) throw usage("--cloud gcp needs --gcp-bucket BUCKET");
@@ -232,10 +238,11 @@ function cloudStores(f: DbvaultBackupFlags, warn: (m: string) => void): { urls: 
 /** Reads a password from the terminal without echoing it. Ctrl-C cancels, Enter ends, Backspace erases. */
 export async function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
-  process.stderr.write(question);
   const wasRaw = stdin.isRaw;
+  // Echo off before the question shows, so that nothing typed in answer reaches the screen.
   stdin.setRawMode(true);
   stdin.resume();
+  process.stderr.write(question);
   try {
     return await new Promise<string>((resolve, reject) => {
       let value = "";
@@ -406,7 +413,12 @@ export async function dbvaultPlans(c: Context, targets: string[], f: DbvaultBack
   plan.datasource = { path: "source", section: { ...section, options: { ...section.options, ...(password !== undefined ? { password } : {}) } } };
   if (password !== undefined) registerSecret(password);
   if (cloud.azureConn) {
-    for (const s of plan.stores) if (s.section.type === "azure") s.section.options.connection_string = cloud.azureConn;
+    for (const s of plan.stores) {
+      if (s.section.options.connection_string_env !== AZURE_PLACEHOLDER) continue;
+      delete s.section.options.connection_string_env;
+      s.section.options.connection_string = cloud.azureConn;
+      s.name = s.name.replace(/\?.*$/, "");
+    }
   }
   if (enc.plan) plan.encryption = enc.plan;
 
@@ -416,7 +428,7 @@ export async function dbvaultPlans(c: Context, targets: string[], f: DbvaultBack
     "dbkeep",
     "backup",
     engine === "db2" ? "(config: engine: db2, database: " + f.database + ")" : sh(url),
-    ...stores.flatMap((s) => ["--to", sh(s)]),
+    ...[...(f.output ? [f.output] : []), ...(cloud.noteUrls ?? cloud.urls), ...(f.to ?? [])].flatMap((s) => ["--to", sh(s)]),
     ...enc.note.map(sh),
     ...(f.compression ? ["--compression", f.compression] : []),
     ...(f.level ? ["--level", f.level] : []),
