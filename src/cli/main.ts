@@ -22,6 +22,7 @@ import { registerStatus } from "./commands/status.js";
 import { registerStores } from "./commands/stores.js";
 import { registerSync } from "./commands/sync.js";
 import { Context, DEFAULT_SHUTDOWN_SECONDS, type GlobalOptions } from "./context.js";
+import { dbvaultArgv } from "./seed002.js";
 
 /** The only place that decides exit codes: 0 ok, 1 a job or operation failed, 2 usage or config error. */
 async function main(argv: string[]): Promise<number> {
@@ -90,7 +91,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync(dbvaultArgv(argv));
     if (interrupted && !context?.handlesSignals) return interrupted === "SIGINT" ? 130 : 143;
     return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {

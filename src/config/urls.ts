@@ -202,9 +202,12 @@ function storeSection(options: Record<string, unknown>, url: string): Section & 
   return { type, options: parsed.data, secretFields: plugin.secrets };
 }
 
+/** Parameters whose values are text even when they are all digits (a socket directory, an AWS account id). */
+const TEXT_PARAMS = new Set(["host", "expected_bucket_owner"]);
+
 function params(q: URLSearchParams): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of q) out[k] = /^\d+$/.test(v) && k !== "host" ? Number(v) : v === "true" ? true : v === "false" ? false : v;
+  for (const [k, v] of q) out[k] = /^\d+$/.test(v) && !TEXT_PARAMS.has(k) ? Number(v) : v === "true" ? true : v === "false" ? false : v;
   if (out.level !== undefined) {
     out.compression_level = out.level;
     delete out.level;

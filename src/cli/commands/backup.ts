@@ -9,8 +9,9 @@ import { checkSecrets, oneOffPlan, type Context } from "../context.js";
 import { formatBytes, formatDuration, table } from "../format.js";
 import { BACKUP_TYPES, integer, oneOf, wholeNumber } from "../options.js";
 import { COMPRESSIONS } from "../../core/compression.js";
+import { addDbvaultBackupOptions, dbvaultPlans, isDbvaultForm, type DbvaultBackupFlags } from "../seed002.js";
 
-interface BackupFlags {
+interface BackupFlags extends DbvaultBackupFlags {
   all?: boolean;
   to?: string[];
   prune?: boolean;
@@ -30,7 +31,7 @@ interface BackupFlags {
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function registerBackup(program: Command, ctx: () => Context): void {
-  program
+  addDbvaultBackupOptions(program
     .command("backup")
     .description("back up one or more jobs of the config, or a database given by URL")
     .argument("[targets...]", "job names, or one source URL with --to")
@@ -61,10 +62,10 @@ Examples:
   dbkeep backup --all --parallel 4 --prune
   dbkeep backup appdb-backup --type manual          # kept until deleted by hand
   dbkeep backup postgres://app@localhost/app --to ./backups --table 'public.orders*' --table users`,
-    )
+    ))
     .action(async (targets: string[], flags: BackupFlags) => {
       const c = ctx();
-      const plans = withTables(planBackups(c, targets, flags), flags.table);
+      const plans = withTables(isDbvaultForm(flags) ? await dbvaultPlans(c, targets, flags) : planBackups(c, targets, flags), flags.table);
       checkSecrets(plans);
       const parallel = Number(flags.parallel ?? "1");
       // Runs of configured jobs go into the same history as the daemon's (`dbkeep history`).

@@ -9,6 +9,7 @@ import { createAgeDecryptStream, createAgeEncryptStream, X25519Identity, type Id
 import { generateIdentityFile } from "../../crypto/keys.js";
 import { encryptionFromFlags, identitiesFor, recipientsFor } from "../../crypto/settings.js";
 import type { Context } from "../context.js";
+import { decryptDbvaultFile, KEYGEN_SAVE_NOTE } from "../seed002.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
@@ -19,6 +20,7 @@ export function registerCrypt(program: Command, _ctx: () => Context): void {
     .description("create an age identity (secret key) for encrypted backups and print its public key")
     .option("-o, --output <file>", "write the identity to this file (mode 0600; never overwritten)")
     .option("-y, --public <file>", "print the public keys of the identities in this file instead")
+    .option("-s, --save <file>", "DBVault's form of --output: write the identity to this file")
     .addHelpText(
       "after",
       `
@@ -26,24 +28,28 @@ Examples:
   dbkeep keygen -o key.txt                 # prints age1...: put it in encryption.recipients
   dbkeep keygen -y key.txt                 # the public key of an existing identity
   dbkeep keygen > key.txt
+  dbkeep keygen --save ~/.dbkeep.key       # DBVault's form; an age key, not a Fernet key
 
 Keep the identity file off the backup machine: it only needs the public key (age1...) to encrypt,
 and the identity is needed only to restore. The file is age's own format: the age tool reads it too.`,
     )
-    .action((flags: { output?: string; public?: string }) => {
+    .action((flags: { output?: string; public?: string; save?: string }) => {
       if (flags.public) {
         const ids = readIdentities(flags.public);
         process.stdout.write(ids.map((i) => (i as X25519Identity).recipient).join("\n") + "\n");
         return;
       }
       const key = generateIdentityFile();
-      if (!flags.output) {
+      if (flags.save && flags.output) throw new DbkeepError("USAGE", "give -o or --save, not both");
+      const file = flags.output ?? flags.save;
+      if (!file) {
         process.stdout.write(key.text);
         process.stderr.write(`Public key: ${key.recipient}\n`);
         return;
       }
-      writeNew(flags.output, Buffer.from(key.text), "an identity");
+      writeNew(file, Buffer.from(key.text), "an identity");
       process.stdout.write(`${key.recipient}\n`);
+      if (flags.save) process.stderr.write(`${KEYGEN_SAVE_NOTE}\n`);
     });
 
   program
@@ -71,15 +77,18 @@ Examples:
 
   program
     .command("decrypt")
-    .description("decrypt an age file: a backup's data file, or anything age encrypted")
-    .argument("<file>", "the file to decrypt, or - for standard input")
+    .description("decrypt an age file (a backup's data file, or anything age encrypted), or a DBVault .enc file (--file, --key)")
+    .argument("[file]", "the file to decrypt, or - for standard input")
     .option("-o, --output <file>", "write here (default: standard output); written only if the whole file decrypts")
     .option("-i, --identity <file>", "an identity file (repeatable)", collect)
     .option("--passphrase-env <name>", "decrypt with the passphrase in this environment variable")
+    .option("-f, --file <file>", "DBVault form: the Fernet-encrypted .enc file to decrypt (written without .enc beside it, or to -o)")
+    .option("-k, --key <key>", "DBVault form: the Fernet key it was encrypted with, or the file holding it")
     .addHelpText(
       "after",
       `
 Examples:
+  dbkeep decrypt --file ./backups/backup.sql.gz.enc --key ~/.dbvault.key   # writes ./backups/backup.sql.gz
   dbkeep decrypt backups/app/app-20260101-000000.db.gz.age -i key.txt -o app.db.gz
   dbkeep decrypt backups/app/app-20260101-000000.sql.zst.age -i key.txt | zstd -d | psql app_copy
   DBKEEP_PASSPHRASE=... dbkeep decrypt dump.sql.age --passphrase-env DBKEEP_PASSPHRASE -o dump.sql
@@ -87,7 +96,19 @@ Examples:
 A wrong identity, a changed byte or a truncated file is refused with exit code 1; with -o nothing
 is written then.`,
     )
-    .action(async (file: string, flags: { output?: string; identity?: string[]; passphraseEnv?: string }) => {
+    .action(async (arg: string | undefined, flags: { output?: string; identity?: string[]; passphraseEnv?: string; file?: string; key?: string }) => {
+      if (arg !== undefined && flags.file !== undefined) throw new DbkeepError("USAGE", "give the file once: as an argument or with --file");
+      const file = arg ?? flags.file;
+      if (file === undefined) throw new DbkeepError("USAGE", "name the file to decrypt", { hint: "dbkeep decrypt FILE.age -i key.txt -o OUT, or for DBVault files: dbkeep decrypt --file FILE.enc --key KEY" });
+      if (flags.key !== undefined) {
+        if (flags.identity?.length || flags.passphraseEnv) throw new DbkeepError("USAGE", "--key (a DBVault Fernet key) does not go with -i or --passphrase-env (age)");
+        if (file === "-") throw new DbkeepError("USAGE", "a DBVault .enc file is read twice (checked, then decrypted): give its path, not -");
+        await decryptDbvaultFile(file, flags.key, flags.output, (m) => process.stderr.write(`warning: ${m}\n`));
+        return;
+      }
+      if (flags.file !== undefined && !flags.identity?.length && !flags.passphraseEnv) {
+        throw new DbkeepError("USAGE", "--file needs --key: the Fernet key the DBVault file was encrypted with", { hint: "dbkeep decrypt --file FILE.enc --key KEY (or --key FILE holding it)" });
+      }
       const ids: Identity[] = (flags.identity ?? []).flatMap((f) => readIdentities(f));
       const pass = encryptionFromFlags("--passphrase-env", { passphrase_env: flags.passphraseEnv });
       if (pass) ids.push(...identitiesFor(pass));
