@@ -135,7 +135,9 @@ export async function openDumpSource(path: string, o: OpenOptions): Promise<Dump
     if (named && named !== compression && layers[0] !== "fernet") {
       o.log.warn({ file: path, compression }, `${path}: the name says ${named}, the content is ${compression === "none" ? "not compressed" : compression}; going by the content`);
     }
-    const content = compression === "none" ? head : await decodedHead(file, compression, o.signal);
+    const content = compression === "none" ? head : await decodedHead(file, compression, o.signal).catch((err: unknown) => {
+      throw unreadable(path, err);
+    });
     if (content.length === 0) throw new DbkeepError("USAGE", `${path} is empty${compression !== "none" ? ` once decompressed (${compression})` : ""}`);
     const kind = classify(content);
     if (!kind) {
@@ -218,8 +220,10 @@ async function decodedHead(file: string, compression: Compression, signal: Abort
       n += (c as Buffer).length;
       if (n >= HEAD) break;
     }
-  } catch {
-    // a damaged or short file: what decompressed is enough to say what it is; the check reads it all
+  } catch (err) {
+    // A damaged or short file: what decompressed may be enough to say what it is (the check reads it all); nothing
+    // at all means it cannot be read.
+    if (n === 0) throw err;
   } finally {
     src.destroy();
     dec.destroy();
