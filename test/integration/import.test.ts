@@ -346,6 +346,16 @@ describe("dbkeep import: one-off and usage", () => {
     expect(statSync(file).mtime.getTime()).toBe(when.getTime());
   });
 
+  it("restore FILE without --to goes into the datasource of the config's only job (seed 001's restore FILE)", () => {
+    const live = join(dir, "single-live.db");
+    const one = join(dir, "single.yaml");
+    writeFileSync(one, `datasources:\n  app: { engine: sqlite, path: ${live} }\nstores:\n  local: { type: local, path: ${join(dir, "single-store")} }\njobs:\n  app: { datasource: app, store: local }\n`);
+    const r = ok(dbkeep(["-c", one, "restore", join(files, "lite-20250301-000000.db.zst"), "--auto-confirm"]));
+    expect(r.stdout).toContain(`into sqlite database`);
+    expect(sqliteContent(live)).toEqual(sqliteContent(join(files, "src.db")));
+    expect(dbkeep(["-c", cfg, "restore", join(files, "lite.db")]).stderr).toContain("restoring a dump file needs --to (the config has 4 jobs)");
+  });
+
   it("--check-only checks and imports nothing; --taken-at with several files and --job with --to are usage errors", () => {
     const before = storeFiles();
     const r = ok(dbkeep(["-c", cfg, "import", join(files, "lite.db"), "--job", "lite-backup", "--check-only"]));
