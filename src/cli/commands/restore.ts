@@ -62,7 +62,7 @@ leaves the old or the new database, and what it leaves beside it (a staging data
 copy) is removed by the next restore or dbkeep doctor. SIGTERM stops it cleanly (exit 143).
 An encrypted backup needs its identity (-i, or encryption.identity_file in the config); a wrong
 one is refused before the target is touched.
-A dump file (pg_dump, mysqldump, sqlite3, redis-cli --rdb, seed 002 .enc; raw, gzip, zstd or lz4)
+A dump file (pg_dump, mysqldump, sqlite3, redis-cli --rdb; raw, gzip, zstd or lz4)
 is recognized by its content, read to its end and checked first, then restored the same way.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
