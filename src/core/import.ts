@@ -84,7 +84,7 @@ const SANDBOX_LINE = /^\/\*M!999999\\- enable the sandbox mode \*\/ ?\r?\n/;
 const NAMED_COMPRESSION: [RegExp, Compression][] = [[/\.(gz|tgz)$/i, "gzip"], [/\.(zst|zstd)$/i, "zstd"], [/\.lz4$/i, "lz4"]];
 const FERNET_RE = /^gAAAAA[A-Za-z0-9_-]{20}/;
 
-export const IMPORTABLE = "pg_dump plain, custom and directory dumps (as a directory or a tar), pg_dumpall scripts, mysqldump / mariadb-dump SQL, SQLite database files and Redis RDB snapshots, raw or compressed with gzip, zstd or lz4, or in seed 002's Fernet .enc files";
+export const IMPORTABLE = "pg_dump plain, custom and directory dumps (as a directory or a tar), pg_dumpall scripts, mysqldump / mariadb-dump SQL, SQLite database files and Redis RDB snapshots, raw or compressed with gzip, zstd or lz4";
 
 export interface OpenOptions {
   signal: AbortSignal;
