@@ -10,6 +10,7 @@ import { registerDoctor } from "./commands/doctor.js";
 import { registerQuery } from "./commands/query.js";
 import { registerConsole } from "./commands/console.js";
 import { registerHistory } from "./commands/history.js";
+import { registerImport } from "./commands/import.js";
 import { registerCrypt } from "./commands/crypt.js";
 import { registerList } from "./commands/list.js";
 import { registerNotify } from "./commands/notify.js";
@@ -79,6 +80,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerStatus(program, ctx);
   registerSync(program, ctx);
   registerDownload(program, ctx);
+  registerImport(program, ctx);
   registerStores(program, ctx);
   registerConfig(program, ctx);
   registerDaemon(program, ctx);

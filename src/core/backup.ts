@@ -29,6 +29,8 @@ export interface BackupSpec {
   onProgress?: (p: Progress) => void;
   /** age recipients: the dump and its extras are encrypted after compression, and their names get `.age`. */
   encryption?: Recipient[];
+  /** A dump made by another tool (core/import.ts): recorded in the manifest as `imported`. */
+  imported?: Manifest["imported"];
 }
 
 /** What one store of a backup ended with. */
@@ -68,7 +70,7 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
     signal: spec.signal,
   });
   const names = spec.stores.map((s) => s.name).join(", ");
-  log.info({ store: names, key: keys.data }, `backing up ${engine.name} database ${engine.database}`);
+  log.info({ store: names, key: keys.data }, spec.imported ? `importing ${spec.imported.file} as a backup of ${engine.name} database ${engine.database}` : `backing up ${engine.name} database ${engine.database}`);
   const results: StoreResult[] = spec.stores.map((store) => ({ store, ok: true }));
   // What this run wrote in each store, the marker first: removed again, newest first, if the store fails.
   const written = new Map<Store, string[]>(spec.stores.map((s) => [s, markers.has(s) ? [markers.get(s)!] : []]));
@@ -196,6 +198,7 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
       ...(extras.length ? { extras } : {}),
       ...(info.selection ? { selection: info.selection } : {}),
       ...(info.differential ? { differential: info.differential } : {}),
+      ...(spec.imported ? { imported: spec.imported } : {}),
       dbkeep_version: VERSION,
     };
     await each(async (store) => {

@@ -78,6 +78,19 @@ export const manifestEncryptionSchema = z.object({
 });
 export type ManifestEncryption = z.infer<typeof manifestEncryptionSchema>;
 
+export const importedSchema = z.object({
+  /** The file's name (without its directory). */
+  file: z.string(),
+  bytes: z.number(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** How the file was packed around the dump, outermost first, e.g. ["fernet", "gzip"]; empty for a bare dump. */
+  layers: z.array(z.string()),
+  /** Where the time the backup was taken comes from. */
+  taken_from: z.enum(["--taken-at", "file name", "file mtime"]),
+  at: z.string(),
+});
+export type ManifestImported = z.infer<typeof importedSchema>;
+
 /** The JSON manifest, written last: a backup exists only when its manifest does. Never holds a secret. */
 export const manifestSchema = z.object({
   manifest_version: z.union([z.literal(MANIFEST_VERSION), z.literal(MANIFEST_VERSION_SELECTIVE)]),
@@ -111,6 +124,11 @@ export const manifestSchema = z.object({
   selection: selectionSchema.optional(),
   /** A full backup a differential can build on, or a differential (see docs/partial-and-differential.md). */
   differential: differentialSchema.optional(),
+  /**
+   * Set by `dbkeep import` on a backup made by another tool and adopted into the store: the file it came from as it
+   * was (name, size, SHA-256, how it was wrapped), and when it was adopted. `started_at` is when it was taken.
+   */
+  imported: importedSchema.optional(),
   /** Set by `dbkeep repair` on a manifest it made again from the data object and its sidecar. */
   repaired: z.object({ at: z.string(), reason: z.string() }).optional(),
   dbkeep_version: z.string(),

@@ -12,6 +12,7 @@ import type { Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
 import { openTarget, targetStores } from "./list.js";
 import { wholeNumber } from "../options.js";
+import { isDumpFile, restoreDumpFile } from "./import.js";
 
 interface RestoreFlags {
   to?: string;
@@ -22,13 +23,15 @@ interface RestoreFlags {
   identity?: string;
   passphraseEnv?: string;
   store?: string;
+  keyEnv?: string;
+  keyFile?: string;
 }
 
 export function registerRestore(program: Command, ctx: () => Context): void {
   program
     .command("restore")
     .description("restore a backup (the latest by default) into the job's datasource or another target")
-    .argument("<target>", "job name, or store URL / directory")
+    .argument("<target>", "job name, store URL / directory, or a dump file (see dbkeep import --help)")
     .argument("[backup]", "backup id or file name, or latest", "latest")
     .option("--to <datasource>", "restore into this datasource of the config, or a database URL")
     .option("--auto-confirm", "replace existing tables in the target without asking")
@@ -38,6 +41,8 @@ export function registerRestore(program: Command, ctx: () => Context): void {
     .option("-i, --identity <file>", "decrypt with the age identity (secret key) in this file")
     .option("--passphrase-env <name>", "decrypt with the passphrase in this environment variable")
     .option("--store <name>", "read from this store of the job (default: the first, in the job's order, that holds the backup intact)")
+    .option("--key-env <name>", "a seed 002 .enc dump file: its Fernet key, in this environment variable")
+    .option("--key-file <path>", "a seed 002 .enc dump file: its Fernet key, in this file")
     .addHelpText(
       "after",
       `
@@ -48,6 +53,7 @@ Examples:
   dbkeep restore appdb-backup                      # latest, into the job's own datasource
   dbkeep restore appdb-backup app-20260210-143000.sql.gz --to staging-db --auto-confirm
   dbkeep restore appdb-backup latest --store offsite --to staging-db
+  dbkeep restore ./old/app.dump --to postgres://app@localhost/app_copy   # a dump file made by pg_dump
 
 The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
 backup was read, verified and restored beside it, so a damaged backup never changes the target.
@@ -55,10 +61,13 @@ PostgreSQL swaps the restored database in with one transaction: a restore killed
 leaves the old or the new database, and what it leaves beside it (a staging database, a temp
 copy) is removed by the next restore or dbkeep doctor. SIGTERM stops it cleanly (exit 143).
 An encrypted backup needs its identity (-i, or encryption.identity_file in the config); a wrong
-one is refused before the target is touched.`,
+one is refused before the target is touched.
+A dump file (pg_dump, mysqldump, sqlite3, redis-cli --rdb; raw, gzip, zstd or lz4)
+is recognized by its content, read to its end and checked first, then restored the same way.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
       const c = ctx();
+      if (isDumpFile(target)) return restoreDumpFile(c, target, ref, flags, (fallback) => targetPlan(c, fallback, flags.to));
       await sweepTempDirs();
       // A job with several stores: the first store, in the job's order, that holds the backup intact.
       const names = targetStores(c, target, flags.store);
@@ -154,7 +163,7 @@ async function pick(c: Context, store: Store, prefix: string, plan: JobPlan, tar
 }
 
 /** The datasource to restore into: --to (a datasource of the config or a URL), else the job's own. */
-function targetPlan(c: Context, plan: JobPlan, to: string | undefined): Pick<JobPlan, "datasource" | "oneOff"> {
+function targetPlan(c: Context, plan: Pick<JobPlan, "datasource" | "oneOff">, to: string | undefined): Pick<JobPlan, "datasource" | "oneOff"> {
   if (to && isLocation(to)) {
     const source = sourceFromUrl(to);
     for (const w of source.warnings) c.log.warn(w);
