@@ -39,7 +39,7 @@ SIGTERM stopped it first. For cron or a Kubernetes CronJob, \`dbkeep backup\` do
       const setDeadline = (config: Config) => (c.shutdownSeconds = (durationSeconds(config.daemon.shutdown_grace) ?? 60) + DEFAULT_SHUTDOWN_SECONDS);
       setDeadline(initial);
       const once = flags.once ?? c.sidecarOnce;
-      const scheduled = Object.entries(initial.jobs).filter(([, j]) => j.schedule || j.every !== undefined).map(([name]) => planJob(initial!, name));
+      const scheduled = Object.entries(initial.jobs).filter(([, j]) => j.schedule || j.schedules || j.every !== undefined).map(([name]) => planJob(initial!, name));
       if (once) checkSecrets(scheduled);
       else {
         // A long-running daemon still starts: the other jobs run, and the failing one fails each run (and notifies).
