@@ -61,6 +61,8 @@ export interface JobPlan {
   verification?: { settings: VerificationConfig; datasource?: { path: string; section: Section & { engine: string } } };
   retry: RetryPolicy;
   retention?: RetentionConfig;
+  /** prune_after_backup: apply the retention after each successful backup. */
+  pruneAfterBackup?: boolean;
   timezone: string;
   oneOff: boolean;
   /** Seconds after which the whole run is stopped. */
@@ -116,6 +118,7 @@ export function planJob(config: Config, name: string): JobPlan {
       ...(job.retry?.max_delay !== undefined ? { maxDelaySeconds: durationSeconds(job.retry.max_delay)! } : {}),
     },
     ...(job.retention ? { retention: job.retention } : {}),
+    ...(job.prune_after_backup ? { pruneAfterBackup: true } : {}),
     timezone: job.retention?.timezone ?? config.timezone,
     oneOff: false,
     ...(job.timeout !== undefined ? { timeoutSeconds: durationSeconds(job.timeout)! } : {}),

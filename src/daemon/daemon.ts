@@ -85,6 +85,7 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
       try {
         const plan = planJob(config, job);
         result = await runJob(plan, { log, signal: abort.signal, now, ...(type ? { type } : {}) });
+        if (result.ok && plan.pruneAfterBackup) await runPrune(job);
       } catch (err) {
         const e = toDbkeepError(err);
         result = { job, ok: false, attempts: 1, seconds: (now().getTime() - startedAt.getTime()) / 1000, error: e, store: "" };
