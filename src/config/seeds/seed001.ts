@@ -77,8 +77,8 @@ export function seed001Config(env: NodeJS.ProcessEnv): { raw: Record<string, unk
       prefix: env.GCS_BACKUP_PREFIX ?? "backups/postgres",
       ...(credentials ? { credentials_file: credentials } : {}),
       max_attempts: Math.max(1, whole(env, "GCS_UPLOAD_RETRY_MAX", 3, 1, 20)),
-      // Google's own variable for an emulator (the client libraries read it too).
-      ...(env.STORAGE_EMULATOR_HOST ? { endpoint: /^https?:\/\//.test(env.STORAGE_EMULATOR_HOST) ? env.STORAGE_EMULATOR_HOST : `http://${env.STORAGE_EMULATOR_HOST}` } : {}),
+      // An emulator or a private endpoint (dbkeep's own variable; seed 001 always talks to storage.googleapis.com).
+      ...(env.DBKEEP_GCS_ENDPOINT ? { endpoint: env.DBKEEP_GCS_ENDPOINT } : {}),
     };
   }
   const local = { daily: { keep_last: whole(env, "BACKUP_RETENTION_DAILY", 7) }, weekly: { keep_last: whole(env, "BACKUP_RETENTION_WEEKLY", 4) } };
