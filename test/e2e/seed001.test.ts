@@ -222,6 +222,44 @@ describe.skipIf(!pgUp && !IN_CI)("seed 001's environment and commands", () => {
     expect(bad.stdout).toMatch(/✗|error|does not exist/i);
   });
 
+  it("the daemon arms seed 001's two schedules (daily 02:00 UTC, weekly Sunday 03:00 UTC) and runs each with its type", async () => {
+    const { seed001Config } = await import("../../src/config/seeds/seed001.js");
+    const { validateConfig } = await import("../../src/config/load.js");
+    const { runDaemon } = await import("../../src/daemon/daemon.js");
+    const { createLogger } = await import("../../src/core/log.js");
+    const { PassThrough } = await import("node:stream");
+    // In this process, without GCS and the password (trust auth): the schedules are what is looked at.
+    const all: Record<string, string> = { ...seed, ...RETENTION, DBKEEP_STORE: join(dir, "daemon-store") };
+    const { GCS_BUCKET_NAME: _g, POSTGRES_PASSWORD: _p, ...env } = all;
+    const daemon = async (schedules: { schedule: string; type: string }[] | undefined, ms: number) => {
+      const { raw } = seed001Config(env);
+      if (schedules) (raw.jobs as Record<string, Record<string, unknown>>).backup!.schedules = schedules;
+      const lines: Record<string, unknown>[] = [];
+      const stream = new PassThrough();
+      stream.on("data", (d: Buffer) => lines.push(...d.toString().trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>)));
+      const stop = new AbortController();
+      setTimeout(() => stop.abort(), ms);
+      const code = await runDaemon({ loadConfig: () => validateConfig(raw, "environment"), log: createLogger({ format: "json", stream }), shutdown: stop.signal, listen: "127.0.0.1:0", historyPath: join(dir, `history-${randomBytes(3).toString("hex")}.db`) });
+      expect(code).toBe(0);
+      return lines;
+    };
+    const armed = (await daemon(undefined, 300)).filter((l) => typeof l.type === "string" && l.next);
+    const next = Object.fromEntries(armed.map((l) => [l.type, new Date(String(l.next))]));
+    expect(next.daily!.toISOString()).toMatch(/T02:00:00\.000Z$/);
+    expect(next.weekly!.toISOString()).toMatch(/T03:00:00\.000Z$/);
+    expect(next.weekly!.getUTCDay()).toBe(0);
+    expect(next.daily!.getTime() - Date.now()).toBeLessThanOrEqual(86_400_000);
+
+    // The same daemon with the two schedules a few seconds apart: each run records its schedule's type.
+    await daemon([{ schedule: "*/4 * * * * *", type: "daily" }, { schedule: "2-58/4 * * * * *", type: "weekly" }], 6500);
+    const { listBackups } = await import("../../src/core/listing.js");
+    const { createLocalStore } = await import("../../src/stores/local/index.js");
+    const local = createLocalStore({ path: join(dir, "daemon-store") }, "local");
+    const types = (await listBackups(local, "postgres_db/")).backups.map((b) => b.type);
+    expect(types).toContain("daily");
+    expect(types).toContain("weekly");
+  });
+
   it("`backup --type bogus` exits 2 and backs nothing up; unsupported and misspelt seed variables are named with what to use instead", async () => {
     const n = (await listed()).length;
     const bogus = await run(["backup", "--type", "bogus"]);
