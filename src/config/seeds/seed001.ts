@@ -81,8 +81,8 @@ export function seed001Config(env: NodeJS.ProcessEnv): { raw: Record<string, unk
       ...(env.DBKEEP_GCS_ENDPOINT ? { endpoint: env.DBKEEP_GCS_ENDPOINT } : {}),
     };
   }
-  const local = { daily: { keep_last: whole(env, "BACKUP_RETENTION_DAILY", 7) }, weekly: { keep_last: whole(env, "BACKUP_RETENTION_WEEKLY", 4) } };
-  const cloud = flag(env, "GCS_RETENTION_ENABLED") ? { types: { daily: { keep_last: whole(env, "GCS_RETENTION_DAILY", 30) }, weekly: { keep_last: whole(env, "GCS_RETENTION_WEEKLY", 90) } } } : {};
+  const local = { daily: { keep_last: whole(env, "BACKUP_RETENTION_DAILY", 7, 1) }, weekly: { keep_last: whole(env, "BACKUP_RETENTION_WEEKLY", 4, 1) } };
+  const cloud = flag(env, "GCS_RETENTION_ENABLED") ? { types: { daily: { keep_last: whole(env, "GCS_RETENTION_DAILY", 30, 1) }, weekly: { keep_last: whole(env, "GCS_RETENTION_WEEKLY", 90, 1) } } } : {};
   const job: Record<string, unknown> = {
     datasource: "source",
     stores: Object.keys(stores),
