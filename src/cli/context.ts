@@ -11,6 +11,8 @@ import { identitiesFor, recipientsFor } from "../crypto/settings.js";
 import { createLogger, type LogFormat, type Logger } from "../core/log.js";
 import { planJob, type JobPlan } from "../core/jobs.js";
 import { aroundProgress, createProgressLine } from "./progress.js";
+import { seed001LogLevel } from "../config/seeds/seed001.js";
+import { unsupportedSeedVars } from "../config/seeds/report.js";
 
 /**
  * How long a command has, after SIGTERM, to stop what it does and clean up (a dump process, a staging database, a
@@ -40,13 +42,15 @@ export class Context {
   sidecar = false;
   /** Sidecar mode with BACKUP_INTERVAL_SECONDS=0: run once and exit. */
   sidecarOnce = false;
+  /** In sidecar mode: the config built from the environment, before validation (for the start-up report). */
+  sidecarRaw: Record<string, unknown> | undefined;
   #config: Config | undefined;
 
   constructor(opts: GlobalOptions, signal: AbortSignal) {
     this.opts = opts;
     this.signal = signal;
     this.logFormat = opts.logFormat ?? (process.stderr.isTTY ? "text" : "json");
-    this.log = createLogger({ format: this.logFormat, around: aroundProgress, level: opts.debug ? "debug" : opts.quiet ? "warn" : "info" });
+    this.log = createLogger({ format: this.logFormat, around: aroundProgress, level: opts.debug ? "debug" : opts.quiet ? "warn" : (seed001LogLevel(process.env) ?? "info") });
   }
 
   /** The config file; throws a usage error if there is none. */
@@ -58,6 +62,9 @@ export class Context {
         this.#config = validateConfig(raw, "environment");
         this.sidecar = true;
         this.sidecarOnce = once;
+        this.sidecarRaw = raw;
+        // Nothing of a replaced tool's environment is silently ignored.
+        for (const u of unsupportedSeedVars(process.env)) this.log.warn(`${u.name} is set, but dbkeep does not use it: ${u.instead}`);
         return this.#config;
       }
       if (!explicit && !existsSync(path)) {

@@ -22,6 +22,7 @@ import { registerDownload } from "./commands/download.js";
 import { registerStatus } from "./commands/status.js";
 import { registerStores } from "./commands/stores.js";
 import { registerSync } from "./commands/sync.js";
+import { registerSeed001 } from "./commands/seed001.js";
 import { Context, DEFAULT_SHUTDOWN_SECONDS, type GlobalOptions } from "./context.js";
 import { dbvaultArgv } from "./seed002.js";
 
@@ -90,6 +91,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerDoctor(program, ctx);
   registerQuery(program, ctx);
   registerConsole(program, ctx);
+  registerSeed001(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

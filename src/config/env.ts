@@ -1,10 +1,11 @@
 import { DbkeepError } from "../core/errors.js";
 import { durationSeconds } from "./schema.js";
 import { sourceFromUrl, storeFromUrl } from "./urls.js";
+import { isSeed001Env, seed001Config } from "./seeds/seed001.js";
 
 /** The variables that put dbkeep in sidecar mode when there is no config file. */
 export function isSidecarEnv(env: NodeJS.ProcessEnv): boolean {
-  return Boolean(env.DBKEEP_SOURCE || env.DB_TYPE);
+  return Boolean(env.DBKEEP_SOURCE || env.DB_TYPE) || isSeed001Env(env);
 }
 
 export interface SidecarConfig {
@@ -32,6 +33,7 @@ function grace(v: string): string | number {
  * and never copied into the config.
  */
 export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
+  if (!env.DBKEEP_SOURCE && !env.DB_TYPE && isSeed001Env(env)) return seed001Config(env);
   const datasource = sidecarSource(env);
   const store = sidecarStore(env);
   const job: Record<string, unknown> = { datasource: "source", store: "store" };

@@ -291,6 +291,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
       if (!broken.has("notifications") && !(n.notifier in c.notifications)) problems.push({ path: `${p}.notify.${i}.notifier`, message: `unknown notifier "${n.notifier}" (defined: ${defined(c.notifications)})` });
     }
     if (parsedJob.success && parsedJob.data.schedule && parsedJob.data.every !== undefined) problems.push({ path: p, message: "give either schedule or every, not both" });
+    if (parsedJob.success && parsedJob.data.schedules && (parsedJob.data.schedule || parsedJob.data.every !== undefined)) problems.push({ path: `${p}.schedules`, message: "give either schedules or schedule / every, not both" });
+    if (parsedJob.success && parsedJob.data.sync_every !== undefined && parsedJob.data.sync_schedule) problems.push({ path: `${p}.sync_every`, message: "give either sync_every or sync_schedule, not both" });
     if (parsedJob.success) problems.push(...selectiveJobProblems(parsedJob.data, c.datasources[job.datasource]?.engine, p));
     const vds = parsedJob.success ? parsedJob.data.verify_datasource : undefined;
     if (vds && !broken.has("datasources") && !(vds in c.datasources)) problems.push({ path: `${p}.verify_datasource`, message: `unknown datasource "${vds}" (defined: ${defined(c.datasources)})` });

@@ -52,8 +52,13 @@ export const retentionSchema = z.strictObject({
   timezone: z.string().optional(),
   /** Leftovers of failed or killed runs older than this are removed by prune. */
   orphan_grace: duration.optional(),
+  /**
+   * A policy of its own for the backups of each type (`backup --type`, a schedule's type), each type counted apart
+   * (seed 001: daily keeps 7, weekly keeps 4); backups of other types follow the rules above; manual ones are kept.
+   */
+  types: z.record(z.string(), z.strictObject(policyShape)).optional(),
   /** A complete policy of its own for the backups in one store (e.g. local keeps 7 daily, cloud keeps 30). */
-  stores: z.record(z.string(), z.strictObject(policyShape)).optional(),
+  stores: z.record(z.string(), z.strictObject({ ...policyShape, types: z.record(z.string(), z.strictObject(policyShape)).optional() })).optional(),
 });
 
 export type RetentionConfig = z.infer<typeof retentionSchema>;
@@ -110,6 +115,10 @@ export const jobSchema = z.strictObject({
   require: z.enum(["all", "any"]).default("all"),
   /** `dbkeep daemon`: copy backups missing from a store (e.g. after an outage) on this schedule. */
   sync_schedule: cronExpression.optional(),
+  /** ... or at this interval (seed 001's SCHEDULER_SYNC_INTERVAL_SECONDS). */
+  sync_every: duration.optional(),
+  /** The start of the backups' file names and their directory, instead of the database's name (seed 001's BACKUP_BASE_NAME). */
+  basename: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, "letters, digits, dots, hyphens and underscores").optional(),
   prefix: z.string().optional(),
   /** true: read back and check size, SHA-256 and structure; restore: verify by a real restore into a scratch target. */
   verify: z.union([z.boolean(), z.literal("restore")]).default(false),
@@ -126,12 +135,16 @@ export const jobSchema = z.strictObject({
   schedule: cronExpression.optional(),
   /** ... or an interval such as 6h. */
   every: duration.optional(),
+  /** `dbkeep daemon`: several cron schedules, each recording its type in the backups it makes (seed 001: daily, weekly). */
+  schedules: z.array(z.strictObject({ schedule: cronExpression, type: z.string().regex(/^[a-z][a-z0-9_-]*$/, "a lowercase word such as daily") })).min(1).optional(),
   /** Spread runs that share a time by a random delay up to this long. */
   jitter: duration.optional(),
   /** After downtime, run a missed scheduled run once at start. */
   catch_up: z.boolean().default(false),
   /** Apply retention on its own schedule in the daemon. */
   prune_schedule: cronExpression.optional(),
+  /** Apply retention after each successful backup (daemon and `dbkeep backup`), as seed 001 does. */
+  prune_after_backup: z.boolean().default(false),
   /** Shell commands around the run, with its outcome in DBKEEP_* variables. */
   hooks: z
     .strictObject({

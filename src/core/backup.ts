@@ -19,6 +19,8 @@ export interface BackupSpec {
   /** Where the backup goes: one store, or several written at once from the same stream. */
   stores: Store[];
   prefix?: string;
+  /** Names the backup's objects and their directory instead of the database's name. */
+  basename?: string;
   compression: Compression;
   level?: number;
   /** Read the backup back from the store and check size, SHA-256 and the compression frames (seed 000's verify). */
@@ -61,7 +63,7 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
   const { engine, log } = spec;
   const { keys, markers, unreachable } = await reserveBackupId(spec.stores, {
     ...(spec.prefix ? { prefix: spec.prefix } : {}),
-    database: engine.database,
+    database: spec.basename ?? engine.database,
     at: started,
     extension: engine.extension,
     compression: spec.compression,

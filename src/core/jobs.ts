@@ -50,6 +50,8 @@ export interface JobPlan {
   /** With several stores: whether the job fails when one of them failed ("all", the default) or only when all did. */
   require: "all" | "any";
   prefix?: string;
+  /** The start of the backups' names and their directory, instead of the database's name. */
+  basename?: string;
   compression: Compression;
   level?: number;
   verify: boolean;
@@ -59,6 +61,8 @@ export interface JobPlan {
   verification?: { settings: VerificationConfig; datasource?: { path: string; section: Section & { engine: string } } };
   retry: RetryPolicy;
   retention?: RetentionConfig;
+  /** prune_after_backup: apply the retention after each successful backup. */
+  pruneAfterBackup?: boolean;
   timezone: string;
   oneOff: boolean;
   /** Seconds after which the whole run is stopped. */
@@ -98,6 +102,7 @@ export function planJob(config: Config, name: string): JobPlan {
     stores: job.stores.map((n) => ({ name: n, section: config.stores[n]! })),
     require: job.require,
     ...(job.prefix ? { prefix: job.prefix } : {}),
+    ...(job.basename ? { basename: job.basename } : {}),
     compression,
     ...(level !== undefined ? { level } : {}),
     verify: job.verify === true,
@@ -113,6 +118,7 @@ export function planJob(config: Config, name: string): JobPlan {
       ...(job.retry?.max_delay !== undefined ? { maxDelaySeconds: durationSeconds(job.retry.max_delay)! } : {}),
     },
     ...(job.retention ? { retention: job.retention } : {}),
+    ...(job.prune_after_backup ? { pruneAfterBackup: true } : {}),
     timezone: job.retention?.timezone ?? config.timezone,
     oneOff: false,
     ...(job.timeout !== undefined ? { timeoutSeconds: durationSeconds(job.timeout)! } : {}),
@@ -181,9 +187,9 @@ export function withStore<T extends Pick<JobPlan, "store" | "stores" | "name">>(
   return { ...plan, store: ref, stores: [ref] };
 }
 
-/** Where a datasource's backups live in its store: `<prefix>/<database>/`. */
-export function backupPrefix(plan: Pick<JobPlan, "prefix">, engine: Pick<Engine, "database">): string {
-  return joinKey(plan.prefix, engine.database) + "/";
+/** Where a datasource's backups live in its store: `<prefix>/<database>/` (`<prefix>/<basename>/` with a basename). */
+export function backupPrefix(plan: Pick<JobPlan, "prefix" | "basename">, engine: Pick<Engine, "database">): string {
+  return joinKey(plan.prefix, plan.basename ?? engine.database) + "/";
 }
 
 export interface JobRunOptions {
@@ -321,6 +327,7 @@ async function attemptBackups(plan: JobPlan, engine: Engine, stores: Store[], op
         engine: dumping,
         stores,
         prefix: plan.prefix,
+        ...(plan.basename ? { basename: plan.basename } : {}),
         compression: plan.compression,
         level: plan.level,
         verify: plan.verify,
@@ -576,7 +583,7 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
   const keep: { item: { id: string; m: Manifest }; reasons: string[] }[] = [];
   const remove: { id: string; m: Manifest }[] = [];
   for (const group of series.values()) {
-    const items = group.map((m) => ({ id: m.id, at: new Date(m.started_at), pinned: m.type === "manual", verified: verified.has(m.id), m }));
+    const items = group.map((m) => ({ id: m.id, at: new Date(m.started_at), pinned: m.type === "manual", ...(m.type ? { type: m.type } : {}), verified: verified.has(m.id), m }));
     const result = applyRetention(items, policy, { timeZone: o.timezone ?? "UTC", now });
     keepBasesOfDifferentials(result);
     keep.push(...result.keep);

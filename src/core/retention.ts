@@ -28,6 +28,12 @@ export interface RetentionPolicy {
    * never verified does not count towards this safety floor. A floor, not a rule: alone it deletes nothing.
    */
   keep_verified?: number;
+  /**
+   * A policy of its own for the backups of each type (seed 001: `daily: { keep_last: 7 }, weekly: { keep_last: 4 }`):
+   * each type is a series of its own, so daily backups never count against weekly ones; backups of a type not
+   * listed here (or of none) follow the rest of this policy.
+   */
+  types?: Record<string, RetentionPolicy>;
 }
 
 export interface Dated {
@@ -38,6 +44,8 @@ export interface Dated {
   pinned?: boolean;
   /** Passed its last verification by restore. */
   verified?: boolean;
+  /** The backup's type (daily, weekly, manual, ...), for policies with `types`. */
+  type?: string;
 }
 
 export interface Decision<T extends Dated> {
@@ -62,6 +70,7 @@ const COUNT_KEYS = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "ke
 const WITHIN_KEYS = ["keep_within", "keep_within_hourly", "keep_within_daily", "keep_within_weekly", "keep_within_monthly", "keep_within_yearly"] as const;
 
 export function hasRules(p: RetentionPolicy): boolean {
+  if (Object.values(p.types ?? {}).some(hasRules)) return true;
   return COUNT_KEYS.some((k) => (p[k] ?? 0) > 0) || WITHIN_KEYS.some((k) => p[k] !== undefined);
 }
 
@@ -84,6 +93,25 @@ export function spanStart(now: Date, span: string): Date {
 }
 
 export function applyRetention<T extends Dated>(backups: readonly T[], policy: RetentionPolicy, opts: RetentionOptions = {}): RetentionResult<T> {
+  const { types, ...rest } = policy;
+  if (types && Object.keys(types).length > 0) {
+    // Each listed type is its own series under its own policy; the rest is one series under the remaining rules.
+    const out: RetentionResult<T> = { keep: [], remove: [] };
+    const parts = new Map<string | undefined, T[]>();
+    for (const b of backups) {
+      const k = b.type !== undefined && b.type in types ? b.type : undefined;
+      parts.set(k, [...(parts.get(k) ?? []), b]);
+    }
+    for (const [type, part] of parts) {
+      const r = applyRetention(part, type === undefined ? rest : types[type]!, opts);
+      out.keep.push(...r.keep.map((d) => (type === undefined ? d : { ...d, reasons: d.reasons.map((x) => `${type}: ${x}`) })));
+      out.remove.push(...r.remove);
+    }
+    const at = (b: T) => b.at.getTime();
+    out.keep.sort((a, b) => at(b.item) - at(a.item));
+    out.remove.sort((a, b) => at(b) - at(a));
+    return out;
+  }
   // Newest first; ties broken by id so that the result does not depend on the input order.
   const sorted = [...backups].sort((a, b) => b.at.getTime() - a.at.getTime() || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   const reasons = new Map<T, string[]>(sorted.map((b) => [b, []]));

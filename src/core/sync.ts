@@ -111,7 +111,7 @@ export function presence(listings: StoreListing[]): BackupPresence[] {
  */
 export function keptBy(policy: RetentionPolicy | undefined, rows: BackupPresence[], timezone: string, now: Date): Set<string> | undefined {
   if (!policy || !hasRules(policy)) return undefined;
-  const items = rows.map((p) => ({ id: p.id, at: new Date(p.started_at), pinned: p.manifest.type === "manual" }));
+  const items = rows.map((p) => ({ id: p.id, at: new Date(p.started_at), pinned: p.manifest.type === "manual", ...(p.manifest.type ? { type: p.manifest.type } : {}) }));
   return new Set(applyRetention(items, policy, { timeZone: timezone, now }).keep.map((d) => d.item.id));
 }
 

@@ -64,11 +64,13 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
   function scheduleOf(job: string): Schedule | undefined {
     const j = config.jobs[job]!;
     if (j.schedule) return cronSchedule(j.schedule, config.timezone);
+    if (j.schedules) return cronSchedule(j.schedules[0]!.schedule, config.timezone);
     if (j.every !== undefined) return intervalSchedule(durationSeconds(j.every)!);
     return undefined;
   }
 
-  async function run(job: string, trigger: string): Promise<void> {
+  /** `type`: the type a schedule of `schedules:` records in its backups. */
+  async function run(job: string, trigger: string, type?: string): Promise<void> {
     const m = metrics.job(job);
     if (running.has(job)) {
       m.results.skipped++;
@@ -82,7 +84,8 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
       let result: JobResult;
       try {
         const plan = planJob(config, job);
-        result = await runJob(plan, { log, signal: abort.signal, now });
+        result = await runJob(plan, { log, signal: abort.signal, now, ...(type ? { type } : {}) });
+        if (result.ok && plan.pruneAfterBackup) await runPrune(job);
       } catch (err) {
         const e = toDbkeepError(err);
         result = { job, ok: false, attempts: 1, seconds: (now().getTime() - startedAt.getTime()) / 1000, error: e, store: "" };
@@ -170,7 +173,28 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
     for (const job of Object.keys(config.jobs)) {
       const j = config.jobs[job]!;
       const schedule = scheduleOf(job);
-      if (schedule) {
+      if (j.schedules) {
+        // Each schedule runs the job with its own type (seed 001: daily at 02:00, weekly on Sundays at 03:00).
+        for (const [i, s] of j.schedules.entries()) {
+          if (o.once && i > 0) break;
+          const cs = cronSchedule(s.schedule, config.timezone);
+          const armTyped = (at: Date) => {
+            const next = metrics.job(job).nextRun;
+            if (next === undefined || next * 1000 < now().getTime() || at.getTime() < next * 1000) metrics.job(job).nextRun = Math.floor(at.getTime() / 1000);
+            later(at.getTime() - now().getTime(), () => {
+              if (stopping) return;
+              void run(job, "schedule", s.type);
+              if (!o.once) {
+                const n = cs.next(new Date(Math.max(at.getTime(), now().getTime()) + 1));
+                if (n) armTyped(n);
+              }
+            });
+          };
+          const first = o.once ? now() : cs.next(now());
+          if (first) armTyped(first);
+          log.info({ job, type: s.type, schedule: cs.description, next: first?.toISOString() }, `scheduled ${job} (${s.type})`);
+        }
+      } else if (schedule) {
         const last = history.lastStart(job);
         let first: Date;
         // Once means one run now: not a day after the last run the history knows of (which ran nothing and waited).
@@ -235,6 +259,17 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
           });
         const n = vs.next(now());
         if (n) armVerify(n);
+      }
+      if (j.sync_every !== undefined && !o.once) {
+        const seconds = durationSeconds(j.sync_every)!;
+        const armSyncEvery = () =>
+          later(seconds * 1000, () => {
+            if (stopping) return;
+            void runSync(job).then(() => {
+              if (!stopping) armSyncEvery();
+            });
+          });
+        if (seconds > 0) armSyncEvery();
       }
       if (j.sync_schedule && !o.once) {
         const ss = cronSchedule(j.sync_schedule, config.timezone);

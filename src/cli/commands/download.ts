@@ -17,7 +17,7 @@ import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
 import type { Store } from "../../stores/store.js";
 import type { Context } from "../context.js";
 import { formatBytes } from "../format.js";
-import { openTarget, targetStores } from "./list.js";
+import { onlyJob, openTarget, targetStores } from "./list.js";
 
 interface DownloadFlags {
   output?: string;
@@ -32,7 +32,7 @@ export function registerDownload(program: Command, ctx: () => Context): void {
     .command("download")
     .description("stream a backup out of its store into a file, checksum-verified")
     .argument("<target>", "job name, or store URL / directory")
-    .argument("[backup]", "backup id or file name, or latest", "latest")
+    .argument("[backup]", "backup id or file name, or latest (default); with one argument that is no job nor store: a backup of the only job")
     .option("-o, --output <file>", "where to write it (default: the backup's file name here; - for stdout)")
     .option("--store <name>", "read from this store of the job (default: the first that holds the backup)")
     .option("--extract", "decrypt and decompress: write the plain dump instead of the stored object")
@@ -46,13 +46,21 @@ Examples:
   dbkeep download appdb-backup app-20260210-143000 -o /tmp/app.sql.gz
   dbkeep download ./backups latest --extract -o app.sql
   dbkeep download appdb-backup --store offsite -o - | zcat | less
+  dbkeep download backups/postgres/postgres_db/postgres_db-20260210-020000.dump   # sidecar mode (seed 001)
 
 The bytes are checked against the manifest's SHA-256 while they stream; on a mismatch the
 output file is removed and the exit code is 1. A file is written beside its final name and
 renamed into place only when complete.`,
     )
-    .action(async (target: string, ref: string, flags: DownloadFlags) => {
+    .action(async (given: string, givenRef: string | undefined, flags: DownloadFlags) => {
       const c = ctx();
+      let target = given;
+      let ref = givenRef ?? "latest";
+      // Seed 001's `download KEY`: a store key (or file name) of the only job's backups, found in any of its stores.
+      if (givenRef === undefined && !c.isStoreLocation(given) && !(given in c.config().jobs)) {
+        target = onlyJob(c);
+        ref = given.split("/").pop()!;
+      }
       const names = targetStores(c, target, flags.store);
       for (let i = 0; i < names.length; i++) {
         const { plan, store, prefix } = await openTarget(c, target, names[i]);

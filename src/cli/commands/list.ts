@@ -26,12 +26,28 @@ export function targetStores(c: Context, target: string, store: string | undefin
   return store || c.isStoreLocation(target) ? [store] : c.plan(target).stores.map((s) => s.name);
 }
 
+/** The job a command works on when none is named: the config's only job (sidecar mode builds exactly one). */
+export function onlyJob(c: Context): string {
+  const jobs = Object.keys(c.config().jobs);
+  if (jobs.length === 1) return jobs[0]!;
+  throw new DbkeepError("USAGE", jobs.length ? "name the job: the config has several" : "the config defines no jobs", { hint: `jobs: ${jobs.join(", ") || "none"}` });
+}
+
+/** --cloud: the first of the job's stores that is not a local directory. */
+function cloudStore(c: Context, target: string): string {
+  const ref = c.plan(target).stores.find((s) => s.section.type !== "local");
+  if (!ref) throw new DbkeepError("USAGE", `job ${target} has no cloud store`, { hint: "set GCS_BUCKET_NAME (seed 001), or give the job a store that is not a directory" });
+  return ref.name;
+}
+
 export function registerList(program: Command, ctx: () => Context): void {
   program
     .command("list")
     .description("list the backups of a job, or of every database in a store")
-    .argument("<target>", "job name, or store URL / directory")
+    .argument("[target]", "job name, or store URL / directory (default: the only job, e.g. in sidecar mode)")
     .option("--json", "print JSON")
+    .option("--type <kind>", "only backups of this type (daily, weekly, manual, ...)")
+    .option("--cloud", "list the job's first store that is not a local directory (e.g. GCS)")
     .option("--all", "also show leftovers of failed or killed runs and unreadable manifests")
     .option("--store <name>", "which of the job's stores to list (default: its first; see dbkeep status for all)")
     .addHelpText(
@@ -41,13 +57,18 @@ Examples:
   dbkeep list ./backups
   dbkeep list appdb-backup --json
   dbkeep list ./backups --all
-  dbkeep list appdb-backup --store offsite`,
+  dbkeep list appdb-backup --store offsite
+  dbkeep list --type daily                       # sidecar mode: the only job
+  dbkeep list --cloud --json`,
     )
-    .action(async (target: string, flags: { json?: boolean; all?: boolean; store?: string }) => {
+    .action(async (given: string | undefined, flags: { json?: boolean; all?: boolean; store?: string; type?: string; cloud?: boolean }) => {
       const c = ctx();
-      const { plan, store, prefix } = await openTarget(c, target, flags.store);
+      const target = given ?? onlyJob(c);
+      if (flags.cloud && flags.store) throw new DbkeepError("USAGE", "give either --cloud or --store");
+      const { plan, store, prefix } = await openTarget(c, target, flags.cloud ? cloudStore(c, target) : flags.store);
       try {
-        const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+        const all = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+        const listing = flags.type ? { ...all, backups: all.backups.filter((b) => b.type === flags.type) } : all;
         const damaged = listing.damaged.map((d) => ({ id: d.id, taken_at: d.at, problems: d.problems, repairable: d.repairable, keys: d.objects.map((o) => o.key) }));
         // Damaged backups make the exit code 1, so that a script or a monitor notices them.
         if (damaged.length) process.exitCode = 1;
@@ -77,11 +98,12 @@ Examples:
               : [b.differential?.kind === "full" ? "full" : "", b.selection ? `partial: ${b.selection.tables.length} table(s)` : ""].filter(Boolean).join(", ");
           const kinds = listing.backups.map(kind);
           const withKind = kinds.some(Boolean);
+          const withType = listing.backups.some((b) => b.type);
           const rows = listing.backups.map((b, i) => [
-            b.id, b.started_at.replace("T", " ").slice(0, 19), formatBytes(b.stored_bytes), `${b.format}/${b.compression}${b.encryption ? "+age" : ""}`,
+            b.id, b.started_at.replace("T", " ").slice(0, 19), ...(withType ? [b.type ?? "-"] : []), formatBytes(b.stored_bytes), `${b.format}/${b.compression}${b.encryption ? "+age" : ""}`,
             ...(withKind ? [kinds[i] || "full"] : []), b.key,
           ]);
-          process.stdout.write(table(["BACKUP", "TAKEN (UTC)", "SIZE", "FORMAT", ...(withKind ? ["KIND"] : []), "KEY"], rows) + "\n");
+          process.stdout.write(table(["BACKUP", "TAKEN (UTC)", ...(withType ? ["TYPE"] : []), "SIZE", "FORMAT", ...(withKind ? ["KIND"] : []), "KEY"], rows) + "\n");
         }
         for (const d of listing.damaged) {
           process.stdout.write(`DAMAGED  ${d.id}  ${d.at.replace("T", " ").slice(0, 19)}  ${d.problems.join("; ")}${d.repairable ? `  (dbkeep repair ${target} ${d.id} makes its manifest again)` : ""}\n`);

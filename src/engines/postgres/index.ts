@@ -194,7 +194,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         const timeoutMs = opts.timeout ? opts.timeout * 1000 : undefined;
         // A partial plain dump drops its own tables first: restored into an existing database it replaces just those.
         const partial = sel ? [...sel.args, ...(format === "plain" ? ["--clean", "--if-exists"] : [])] : [];
-        const common = ["--no-password", `--snapshot=${snap.id}`, ...(format === "plain" ? [] : ["--compress=0"]), ...partial];
+        const common = ["--no-password", `--snapshot=${snap.id}`, ...(format === "plain" ? [] : [`--compress=${opts.dump_compression ?? 0}`]), ...partial];
         const withCatalog = async (): Promise<DumpResult> => {
           const result: DumpResult = { tool: { name: "pg_dump", version: await checked }, serverVersion };
           const { tables, objects } = await snap.catalog;

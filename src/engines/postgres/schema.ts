@@ -31,6 +31,8 @@ export const postgresDatasourceSchema = z.strictObject({
   format: z.enum(["plain", "custom", "directory"]).default("plain"),
   compression: z.enum(COMPRESSIONS).default("gzip"),
   compression_level: z.number().int().optional(),
+  /** custom and directory formats: pg_dump's own compression level (-Z 0-9; default 0, dbkeep compresses), e.g. with compression: none. */
+  dump_compression: z.number().int().min(0).max(9).optional(),
   jobs: z.number().int().min(1).max(64).optional(),
   maintenance_db: z.string().optional(),
   /** Also back up roles and tablespaces (pg_dumpall --globals-only), stored beside the dump. */
@@ -47,6 +49,7 @@ export const postgresDatasourceSchema = z.strictObject({
   schemas: patternList.optional(),
   exclude_schemas: patternList.optional(),
 }).superRefine((ds, ctx) => {
+  if (ds.dump_compression !== undefined && ds.format === "plain") ctx.addIssue({ code: "custom", path: ["dump_compression"], message: "dump_compression applies to format: custom or directory" });
   if (!ds.database && !ds.all_databases) ctx.addIssue({ code: "custom", path: ["database"], message: "database is required (or set all_databases: true)" });
   for (const k of ["tables", "exclude_tables", "schemas", "exclude_schemas"] as const) {
     if (ds.all_databases && ds[k]) ctx.addIssue({ code: "custom", path: [k], message: `${k} selects tables of one database and does not go with all_databases` });
