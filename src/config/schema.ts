@@ -132,6 +132,8 @@ export const jobSchema = z.strictObject({
   catch_up: z.boolean().default(false),
   /** Apply retention on its own schedule in the daemon. */
   prune_schedule: cronExpression.optional(),
+  /** Apply retention after every successful backup (seed 003 ran `restic forget` after each one). */
+  prune_after_backup: z.boolean().optional(),
   /** Shell commands around the run, with its outcome in DBKEEP_* variables. */
   hooks: z
     .strictObject({

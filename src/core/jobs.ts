@@ -25,7 +25,7 @@ import { STORES } from "../stores/registry.js";
 import { createNotifier } from "../notifiers/registry.js";
 import type { Notifier, RunEvent } from "../notifiers/notifier.js";
 import { hostname } from "node:os";
-import type { Store, StoreObject } from "../stores/store.js";
+import type { Store, StoreObject, StoreSnapshot } from "../stores/store.js";
 
 export interface StoreRef {
   name: string;
@@ -74,6 +74,8 @@ export interface JobPlan {
   unencrypted?: boolean;
   /** mode: differential (see core/differential.ts). */
   differential?: DifferentialPlan;
+  /** Apply the retention after every successful backup (seed 003's `restic forget` after each run). */
+  pruneAfterBackup?: boolean;
 }
 
 export function planJob(config: Config, name: string): JobPlan {
@@ -121,6 +123,7 @@ export function planJob(config: Config, name: string): JobPlan {
       : {}),
     notify: (job.notify ?? []).map((n) => ({ name: n.notifier, on: n.on, create: (warn: (m: string) => void) => createNotifier(config, n.notifier, warn) })),
     lock: true,
+    ...(job.prune_after_backup ? { pruneAfterBackup: true } : {}),
     ...(job.encryption
       ? { encryption: { path: `jobs.${name}.encryption`, config: job.encryption } }
       : config.encryption
@@ -212,6 +215,8 @@ export interface JobResult {
   stores?: { name: string; ok: boolean; error?: string }[];
   /** verify: restore: how the verification of the new backup went, with its measured restore time. */
   verification?: JobVerification;
+  /** The snapshot holding the backup's data in the first store that keeps snapshots (restic), with its summary. */
+  snapshot?: StoreSnapshot;
 }
 
 /**
@@ -235,6 +240,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   const timer = plan.timeoutSeconds ? setTimeout(() => ac.abort(new DbkeepError("TIMEOUT", `job ${plan.name} timed out after ${plan.timeoutSeconds}s`)), plan.timeoutSeconds * 1000) : undefined;
   const signal = ac.signal;
   const names = () => (stores.length ? stores.map((s) => s.name) : plan.stores.map((s) => s.name)).join(", ");
+  // Where the stores keep the backups, for notifications (seed 003's `repository`: the restic location, no credentials).
+  const locations = () => (stores.length ? stores.map((s) => s.location ?? s.name).join(", ") : names());
   let result: JobResult;
   try {
     if (plan.lock) release = acquireJobLock(plan.name, log);
@@ -243,7 +250,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     engine = await openEngine(plan, warn);
     stores = await openStores(plan, warn);
     if (opts.wrapStore) stores = stores.map(opts.wrapStore);
-    await dispatch(plan, { kind: "start", ...eventBase(plan, engine, names(), startedAt) }, log);
+    await dispatch(plan, { kind: "start", ...eventBase(plan, engine, names(), startedAt, locations()) }, log);
     if (plan.hooks?.before) await runHook("before", plan.hooks.before, hookContext(plan, engine, names(), "pending"), { timeoutSeconds: plan.hooks.timeoutSeconds, log, signal });
     const { outcome, attempts: n } = await attemptBackups(plan, engine, stores, { ...opts, signal }, log, (k) => (attempts = k));
     const { manifest } = outcome;
@@ -261,7 +268,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     const perStore = outcome.stores.map((r) => ({ name: r.store.name, ok: r.ok, ...(r.error ? { error: redact(r.error.message) } : {}) }));
     const good = outcome.stores.filter((r) => r.ok).map((r) => r.store.name);
     // `store` names where the backup is; `stores` says, with several, what happened in each.
-    result = { job: plan.name, ok: true, attempts: n, seconds: (Date.now() - started) / 1000, manifest, store: good.join(", "), ...(stores.length > 1 ? { stores: perStore } : {}) };
+    const snapshot = outcome.stores.find((r) => r.ok && r.snapshot)?.snapshot;
+    result = { job: plan.name, ok: true, attempts: n, seconds: (Date.now() - started) / 1000, manifest, store: good.join(", "), ...(stores.length > 1 ? { stores: perStore } : {}), ...(snapshot ? { snapshot } : {}) };
     if (failed.length > 0) {
       const msg = `backup ${manifest.id} is in ${good.join(", ")} but not in ${failed.map((r) => `${r.store.name} (${redact(r.error?.message ?? "failed")})`).join(", ")}`;
       const own = failed.map((r) => r.error?.hint).filter(Boolean).join("; ");
@@ -274,6 +282,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     }
     const verifyFrom = outcome.stores.find((r) => r.ok)?.store;
     if (plan.verifyRestore && result.ok && verifyFrom) result = await verifyAfterBackup(plan, result, verifyFrom, { log, signal });
+    // A failed retention pass is logged by pruneJob; the backup it follows stays what it is.
+    if (plan.pruneAfterBackup && plan.retention && result.ok) await pruneJob(plan, { log, warn });
   } catch (err) {
     let error = toDbkeepError(err);
     if (error.code === "ABORTED" && isDbkeepError(signal.reason, "TIMEOUT")) error = signal.reason;
@@ -298,7 +308,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
         // A failing after-hook is reported, but the backup it follows stays what it is.
         await runHook(which, command, ctx, hookOpts).catch((e: unknown) => log.warn({ hook: which, err: redact((e as Error).message) }, `${which} hook failed`));
       }
-      await dispatch(plan, eventFor(plan, engine, names(), startedAt, result), log);
+      await dispatch(plan, eventFor(plan, engine, names(), startedAt, result, locations()), log);
     }
   } finally {
     release?.();
@@ -379,7 +389,7 @@ function hookContext(plan: JobPlan, engine: Engine, store: string, status: HookC
   };
 }
 
-function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: string): Omit<RunEvent, "kind" | "status" | "message"> & { status: RunEvent["status"]; message: string } {
+function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: string, repository = store): Omit<RunEvent, "kind" | "status" | "message"> & { status: RunEvent["status"]; message: string } {
   const src = engine.source();
   return {
     status: "started",
@@ -387,7 +397,7 @@ function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: stri
     job: plan.name,
     startedAt,
     store,
-    repository: store,
+    repository,
     dbType: engine.name,
     database: engine.database,
     host: src.host ?? src.path ?? hostname(),
@@ -395,8 +405,8 @@ function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: stri
   };
 }
 
-function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: string, r: JobResult): RunEvent {
-  const base = eventBase(plan, engine, store, startedAt);
+function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: string, r: JobResult, repository = store): RunEvent {
+  const base = eventBase(plan, engine, store, startedAt, repository);
   const finishedAt = new Date(Date.parse(startedAt) + r.seconds * 1000).toISOString();
   const m = r.manifest;
   return {
@@ -407,9 +417,21 @@ function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: strin
     finishedAt,
     durationSeconds: Math.round(r.seconds * 100) / 100,
     attempts: r.attempts,
-    ...(m ? { backup: m.id, key: m.key, snapshot: m.key, bytes: m.stored_bytes } : {}),
+    ...(m ? { backup: m.id, key: m.key, snapshot: r.snapshot?.id ?? m.key, bytes: m.stored_bytes, ...writeSummary(m, r.snapshot) } : {}),
     ...(r.error ? { error: redact(r.error.message), ...(r.error.hint ? { hint: r.error.hint } : {}) } : {}),
   };
+}
+
+/**
+ * seed 003's numbers of the write: restic's own summary of the snapshot holding the data, else (a store of plain
+ * objects) what dbkeep wrote: one new object of stored_bytes, in the backup's duration.
+ */
+function writeSummary(m: Manifest, s: StoreSnapshot | undefined): Pick<RunEvent, "dataAddedBytes" | "totalBytesProcessed" | "totalDurationSeconds" | "filesNew" | "filesChanged" | "filesUnmodified"> {
+  if (s) {
+    const { id: _id, ...numbers } = s;
+    return numbers;
+  }
+  return { dataAddedBytes: m.stored_bytes, totalBytesProcessed: m.stored_bytes, totalDurationSeconds: m.duration_seconds, filesNew: 1, filesChanged: 0, filesUnmodified: 0 };
 }
 
 /**
