@@ -21,6 +21,7 @@ import { registerDownload } from "./commands/download.js";
 import { registerStatus } from "./commands/status.js";
 import { registerStores } from "./commands/stores.js";
 import { registerSync } from "./commands/sync.js";
+import { registerSeed003 } from "./commands/seed003.js";
 import { Context, DEFAULT_SHUTDOWN_SECONDS, type GlobalOptions } from "./context.js";
 
 /** The only place that decides exit codes: 0 ok, 1 a job or operation failed, 2 usage or config error. */
@@ -87,6 +88,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerDoctor(program, ctx);
   registerQuery(program, ctx);
   registerConsole(program, ctx);
+  registerSeed003(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

@@ -1,6 +1,7 @@
 import { DbkeepError } from "../core/errors.js";
 import { durationSeconds } from "./schema.js";
 import { sourceFromUrl, storeFromUrl } from "./urls.js";
+import { applySeed003, isSeed003Env, seed003Source, seed003Store, seed003Warnings } from "./seeds/seed003.js";
 
 /** The variables that put dbkeep in sidecar mode when there is no config file. */
 export function isSidecarEnv(env: NodeJS.ProcessEnv): boolean {
@@ -11,6 +12,8 @@ export interface SidecarConfig {
   raw: Record<string, unknown>;
   /** BACKUP_INTERVAL_SECONDS=0: run once and exit. */
   once: boolean;
+  /** Variables that are set but not used, each with what to use instead. */
+  warnings?: string[];
 }
 
 const num = (v: string | undefined, name: string): number | undefined => {
@@ -32,7 +35,8 @@ function grace(v: string): string | number {
  * and never copied into the config.
  */
 export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
-  const datasource = sidecarSource(env);
+  const seed003 = isSeed003Env(env);
+  const datasource = seed003 ? seed003Source(env, sidecarSource) : sidecarSource(env);
   const store = sidecarStore(env);
   const job: Record<string, unknown> = { datasource: "source", store: "store" };
   if (env.DBKEEP_PREFIX) job.prefix = env.DBKEEP_PREFIX;
@@ -87,7 +91,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
       ? { daemon: { ...(env.DBKEEP_LISTEN ? { listen: env.DBKEEP_LISTEN } : {}), ...(env.DBKEEP_SHUTDOWN_GRACE ? { shutdown_grace: grace(env.DBKEEP_SHUTDOWN_GRACE) } : {}) } }
       : {}),
   };
-  return { raw, once };
+  return { ...(seed003 ? applySeed003(env, raw, once) : { raw, once }), warnings: seed003Warnings(env) };
 }
 
 function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
@@ -141,10 +145,6 @@ function pgSslEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 
 function sidecarStore(env: NodeJS.ProcessEnv): Record<string, unknown> {
   if (env.DBKEEP_STORE) return { ...storeFromUrl(env.DBKEEP_STORE).options };
-  if (env.RESTIC_REPOSITORY) {
-    throw new DbkeepError("NOT_AVAILABLE", "RESTIC_REPOSITORY is set, but restic stores are not available in this version", {
-      hint: "set DBKEEP_STORE to a directory (e.g. /backups) for now",
-    });
-  }
-  throw new DbkeepError("CONFIG_INVALID", "sidecar mode needs DBKEEP_STORE (a directory or store URL)", { hint: "e.g. DBKEEP_STORE=/backups" });
+  if (env.RESTIC_REPOSITORY) return seed003Store(env);
+  throw new DbkeepError("CONFIG_INVALID", "sidecar mode needs DBKEEP_STORE (a directory or store URL) or RESTIC_REPOSITORY", { hint: "e.g. DBKEEP_STORE=/backups" });
 }

@@ -662,9 +662,10 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
 
 /**
  * Applies a job's retention to each of its stores, each with its own policy (retention.stores.NAME, else the
- * job's). A store that cannot be pruned is logged and does not stop the others; resolves false if one failed.
+ * job's), and with `reclaim` gives back the space stores such as restic keep after a delete. A store that cannot be
+ * pruned is logged and does not stop the others; resolves false if one failed.
  */
-export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: string) => void }): Promise<boolean> {
+export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: string) => void; reclaim?: boolean }): Promise<boolean> {
   const engine = await openEngine(plan, o.warn);
   const grace = durationSeconds(plan.retention?.orphan_grace ?? "1h");
   let ok = true;
@@ -674,6 +675,11 @@ export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: strin
       const store = await openStoreRef(ref, o.warn);
       try {
         await prune(store, backupPrefix(plan, engine), policyFor({ ...plan, store: ref }), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), ...(plan.oneOff ? {} : { job: plan.name }), log });
+        // reclaim: also give back the space of what was deleted (restic prune, seed 003's forget --prune).
+        if (o.reclaim && store.reclaim) {
+          await store.reclaim();
+          log.info("reclaimed the space of deleted backups");
+        }
       } finally {
         await store.close();
       }
