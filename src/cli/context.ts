@@ -58,8 +58,9 @@ export class Context {
     if (!this.#config) {
       const { path, explicit } = configPath(this.opts.config);
       if (!explicit && !existsSync(path) && isSidecarEnv(process.env)) {
-        const { raw, once } = configFromEnv(process.env);
+        const { raw, once, warnings } = configFromEnv(process.env);
         this.#config = validateConfig(raw, "environment");
+        for (const w of warnings ?? []) this.log.warn(w);
         this.sidecar = true;
         this.sidecarOnce = once;
         this.sidecarRaw = raw;

@@ -23,6 +23,7 @@ import { registerStatus } from "./commands/status.js";
 import { registerStores } from "./commands/stores.js";
 import { registerSync } from "./commands/sync.js";
 import { registerSeed001 } from "./commands/seed001.js";
+import { registerSeed003 } from "./commands/seed003.js";
 import { Context, DEFAULT_SHUTDOWN_SECONDS, type GlobalOptions } from "./context.js";
 import { dbvaultArgv } from "./seed002.js";
 
@@ -92,6 +93,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerQuery(program, ctx);
   registerConsole(program, ctx);
   registerSeed001(program, ctx);
+  registerSeed003(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

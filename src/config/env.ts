@@ -2,6 +2,7 @@ import { DbkeepError } from "../core/errors.js";
 import { durationSeconds } from "./schema.js";
 import { sourceFromUrl, storeFromUrl } from "./urls.js";
 import { isSeed001Env, seed001Config } from "./seeds/seed001.js";
+import { applySeed003, isSeed003Env, seed003Source, seed003Store, seed003Warnings } from "./seeds/seed003.js";
 
 /** The variables that put dbkeep in sidecar mode when there is no config file. */
 export function isSidecarEnv(env: NodeJS.ProcessEnv): boolean {
@@ -12,6 +13,8 @@ export interface SidecarConfig {
   raw: Record<string, unknown>;
   /** BACKUP_INTERVAL_SECONDS=0: run once and exit. */
   once: boolean;
+  /** Variables that are set but not used, each with what to use instead. */
+  warnings?: string[];
 }
 
 const num = (v: string | undefined, name: string): number | undefined => {
@@ -34,7 +37,8 @@ function grace(v: string): string | number {
  */
 export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
   if (!env.DBKEEP_SOURCE && !env.DB_TYPE && isSeed001Env(env)) return seed001Config(env);
-  const datasource = sidecarSource(env);
+  const seed003 = isSeed003Env(env);
+  const datasource = seed003 ? seed003Source(env, sidecarSource) : sidecarSource(env);
   const store = sidecarStore(env);
   const job: Record<string, unknown> = { datasource: "source", store: "store" };
   if (env.DBKEEP_PREFIX) job.prefix = env.DBKEEP_PREFIX;
@@ -89,7 +93,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): SidecarConfig {
       ? { daemon: { ...(env.DBKEEP_LISTEN ? { listen: env.DBKEEP_LISTEN } : {}), ...(env.DBKEEP_SHUTDOWN_GRACE ? { shutdown_grace: grace(env.DBKEEP_SHUTDOWN_GRACE) } : {}) } }
       : {}),
   };
-  return { raw, once };
+  return { ...(seed003 ? applySeed003(env, raw, once) : { raw, once }), warnings: seed003Warnings(env) };
 }
 
 function sidecarSource(env: NodeJS.ProcessEnv): Record<string, unknown> {
@@ -143,10 +147,6 @@ function pgSslEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 
 function sidecarStore(env: NodeJS.ProcessEnv): Record<string, unknown> {
   if (env.DBKEEP_STORE) return { ...storeFromUrl(env.DBKEEP_STORE).options };
-  if (env.RESTIC_REPOSITORY) {
-    throw new DbkeepError("NOT_AVAILABLE", "RESTIC_REPOSITORY is set, but restic stores are not available in this version", {
-      hint: "set DBKEEP_STORE to a directory (e.g. /backups) for now",
-    });
-  }
-  throw new DbkeepError("CONFIG_INVALID", "sidecar mode needs DBKEEP_STORE (a directory or store URL)", { hint: "e.g. DBKEEP_STORE=/backups" });
+  if (env.RESTIC_REPOSITORY) return seed003Store(env);
+  throw new DbkeepError("CONFIG_INVALID", "sidecar mode needs DBKEEP_STORE (a directory or store URL) or RESTIC_REPOSITORY", { hint: "e.g. DBKEEP_STORE=/backups" });
 }

@@ -143,8 +143,8 @@ export const jobSchema = z.strictObject({
   catch_up: z.boolean().default(false),
   /** Apply retention on its own schedule in the daemon. */
   prune_schedule: cronExpression.optional(),
-  /** Apply retention after each successful backup (daemon and `dbkeep backup`), as seed 001 does. */
-  prune_after_backup: z.boolean().default(false),
+  /** Apply retention after every successful backup (seed 001 and seed 003 do; restic forget after each run). */
+  prune_after_backup: z.boolean().optional(),
   /** Shell commands around the run, with its outcome in DBKEEP_* variables. */
   hooks: z
     .strictObject({

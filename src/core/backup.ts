@@ -9,7 +9,7 @@ import { openPipe } from "./os-pipe.js";
 import { reserveBackupId } from "./reserve.js";
 import { createAgeDecryptStream, createAgeEncryptStream, type Identity, type Recipient } from "../crypto/age.js";
 import type { Engine } from "../engines/engine.js";
-import type { Store } from "../stores/store.js";
+import type { Store, StoreSnapshot } from "../stores/store.js";
 
 export interface BackupSpec {
   job?: string;
@@ -40,6 +40,8 @@ export interface StoreResult {
   store: Store;
   ok: boolean;
   error?: DbkeepError;
+  /** The snapshot holding the backup's data, in a store that keeps snapshots (restic). */
+  snapshot?: StoreSnapshot;
 }
 
 export interface BackupOutcome {
@@ -142,6 +144,7 @@ export async function runBackup(spec: BackupSpec): Promise<BackupOutcome> {
       signal: spec.signal,
       onProgress: spec.onProgress,
     });
+    for (const x of result.outcomes) if (x.snapshot) results.find((r) => r.store === x.store)!.snapshot = x.snapshot;
     const info = await dump.done;
     if (piping && (await piping) && !pipeTaken) {
       throw new DbkeepError("INTERNAL", `the ${engine.name} dump did not write into the pipe it was given: nothing of it reached the backup`, {

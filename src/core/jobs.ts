@@ -25,7 +25,7 @@ import { STORES } from "../stores/registry.js";
 import { createNotifier } from "../notifiers/registry.js";
 import type { Notifier, RunEvent } from "../notifiers/notifier.js";
 import { hostname } from "node:os";
-import type { Store, StoreObject } from "../stores/store.js";
+import type { Store, StoreObject, StoreSnapshot } from "../stores/store.js";
 
 export interface StoreRef {
   name: string;
@@ -218,6 +218,8 @@ export interface JobResult {
   stores?: { name: string; ok: boolean; error?: string }[];
   /** verify: restore: how the verification of the new backup went, with its measured restore time. */
   verification?: JobVerification;
+  /** The snapshot holding the backup's data in the first store that keeps snapshots (restic), with its summary. */
+  snapshot?: StoreSnapshot;
 }
 
 /**
@@ -241,6 +243,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
   const timer = plan.timeoutSeconds ? setTimeout(() => ac.abort(new DbkeepError("TIMEOUT", `job ${plan.name} timed out after ${plan.timeoutSeconds}s`)), plan.timeoutSeconds * 1000) : undefined;
   const signal = ac.signal;
   const names = () => (stores.length ? stores.map((s) => s.name) : plan.stores.map((s) => s.name)).join(", ");
+  // Where the stores keep the backups, for notifications (seed 003's `repository`: the restic location, no credentials).
+  const locations = () => (stores.length ? stores.map((s) => s.location ?? s.name).join(", ") : names());
   let result: JobResult;
   try {
     if (plan.lock) release = acquireJobLock(plan.name, log);
@@ -249,7 +253,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     engine = await openEngine(plan, warn);
     stores = await openStores(plan, warn);
     if (opts.wrapStore) stores = stores.map(opts.wrapStore);
-    await dispatch(plan, { kind: "start", ...eventBase(plan, engine, names(), startedAt) }, log);
+    await dispatch(plan, { kind: "start", ...eventBase(plan, engine, names(), startedAt, locations()) }, log);
     if (plan.hooks?.before) await runHook("before", plan.hooks.before, hookContext(plan, engine, names(), "pending"), { timeoutSeconds: plan.hooks.timeoutSeconds, log, signal });
     const { outcome, attempts: n } = await attemptBackups(plan, engine, stores, { ...opts, signal }, log, (k) => (attempts = k));
     const { manifest } = outcome;
@@ -267,7 +271,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     const perStore = outcome.stores.map((r) => ({ name: r.store.name, ok: r.ok, ...(r.error ? { error: redact(r.error.message) } : {}) }));
     const good = outcome.stores.filter((r) => r.ok).map((r) => r.store.name);
     // `store` names where the backup is; `stores` says, with several, what happened in each.
-    result = { job: plan.name, ok: true, attempts: n, seconds: (Date.now() - started) / 1000, manifest, store: good.join(", "), ...(stores.length > 1 ? { stores: perStore } : {}) };
+    const snapshot = outcome.stores.find((r) => r.ok && r.snapshot)?.snapshot;
+    result = { job: plan.name, ok: true, attempts: n, seconds: (Date.now() - started) / 1000, manifest, store: good.join(", "), ...(stores.length > 1 ? { stores: perStore } : {}), ...(snapshot ? { snapshot } : {}) };
     if (failed.length > 0) {
       const msg = `backup ${manifest.id} is in ${good.join(", ")} but not in ${failed.map((r) => `${r.store.name} (${redact(r.error?.message ?? "failed")})`).join(", ")}`;
       const own = failed.map((r) => r.error?.hint).filter(Boolean).join("; ");
@@ -280,6 +285,8 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
     }
     const verifyFrom = outcome.stores.find((r) => r.ok)?.store;
     if (plan.verifyRestore && result.ok && verifyFrom) result = await verifyAfterBackup(plan, result, verifyFrom, { log, signal });
+    // A failed retention pass is logged by pruneJob; the backup it follows stays what it is.
+    if (plan.pruneAfterBackup && plan.retention && result.ok) await pruneJob(plan, { log, warn });
   } catch (err) {
     let error = toDbkeepError(err);
     if (error.code === "ABORTED" && isDbkeepError(signal.reason, "TIMEOUT")) error = signal.reason;
@@ -304,7 +311,7 @@ export async function runJob(plan: JobPlan, opts: JobRunOptions): Promise<JobRes
         // A failing after-hook is reported, but the backup it follows stays what it is.
         await runHook(which, command, ctx, hookOpts).catch((e: unknown) => log.warn({ hook: which, err: redact((e as Error).message) }, `${which} hook failed`));
       }
-      await dispatch(plan, eventFor(plan, engine, names(), startedAt, result), log);
+      await dispatch(plan, eventFor(plan, engine, names(), startedAt, result, locations()), log);
     }
   } finally {
     release?.();
@@ -386,7 +393,7 @@ function hookContext(plan: JobPlan, engine: Engine, store: string, status: HookC
   };
 }
 
-function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: string): Omit<RunEvent, "kind" | "status" | "message"> & { status: RunEvent["status"]; message: string } {
+function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: string, repository = store): Omit<RunEvent, "kind" | "status" | "message"> & { status: RunEvent["status"]; message: string } {
   const src = engine.source();
   return {
     status: "started",
@@ -394,7 +401,7 @@ function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: stri
     job: plan.name,
     startedAt,
     store,
-    repository: store,
+    repository,
     dbType: engine.name,
     database: engine.database,
     host: src.host ?? src.path ?? hostname(),
@@ -402,8 +409,8 @@ function eventBase(plan: JobPlan, engine: Engine, store: string, startedAt: stri
   };
 }
 
-function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: string, r: JobResult): RunEvent {
-  const base = eventBase(plan, engine, store, startedAt);
+function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: string, r: JobResult, repository = store): RunEvent {
+  const base = eventBase(plan, engine, store, startedAt, repository);
   const finishedAt = new Date(Date.parse(startedAt) + r.seconds * 1000).toISOString();
   const m = r.manifest;
   return {
@@ -414,9 +421,21 @@ function eventFor(plan: JobPlan, engine: Engine, store: string, startedAt: strin
     finishedAt,
     durationSeconds: Math.round(r.seconds * 100) / 100,
     attempts: r.attempts,
-    ...(m ? { backup: m.id, key: m.key, snapshot: m.key, bytes: m.stored_bytes } : {}),
+    ...(m ? { backup: m.id, key: m.key, snapshot: r.snapshot?.id ?? m.key, bytes: m.stored_bytes, ...writeSummary(m, r.snapshot) } : {}),
     ...(r.error ? { error: redact(r.error.message), ...(r.error.hint ? { hint: r.error.hint } : {}) } : {}),
   };
+}
+
+/**
+ * seed 003's numbers of the write: restic's own summary of the snapshot holding the data, else (a store of plain
+ * objects) what dbkeep wrote: one new object of stored_bytes, in the backup's duration.
+ */
+function writeSummary(m: Manifest, s: StoreSnapshot | undefined): Pick<RunEvent, "dataAddedBytes" | "totalBytesProcessed" | "totalDurationSeconds" | "filesNew" | "filesChanged" | "filesUnmodified"> {
+  if (s) {
+    const { id: _id, ...numbers } = s;
+    return numbers;
+  }
+  return { dataAddedBytes: m.stored_bytes, totalBytesProcessed: m.stored_bytes, totalDurationSeconds: m.duration_seconds, filesNew: 1, filesChanged: 0, filesUnmodified: 0 };
 }
 
 /**
@@ -647,9 +666,10 @@ export async function prune(store: Store, prefix: string, policy: RetentionPolic
 
 /**
  * Applies a job's retention to each of its stores, each with its own policy (retention.stores.NAME, else the
- * job's). A store that cannot be pruned is logged and does not stop the others; resolves false if one failed.
+ * job's), and with `reclaim` gives back the space stores such as restic keep after a delete. A store that cannot be
+ * pruned is logged and does not stop the others; resolves false if one failed.
  */
-export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: string) => void }): Promise<boolean> {
+export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: string) => void; reclaim?: boolean }): Promise<boolean> {
   const engine = await openEngine(plan, o.warn);
   const grace = durationSeconds(plan.retention?.orphan_grace ?? "1h");
   let ok = true;
@@ -659,6 +679,11 @@ export async function pruneJob(plan: JobPlan, o: { log: Logger; warn?: (m: strin
       const store = await openStoreRef(ref, o.warn);
       try {
         await prune(store, backupPrefix(plan, engine), policyFor({ ...plan, store: ref }), { dryRun: false, timezone: plan.timezone, ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}), ...(plan.oneOff ? {} : { job: plan.name }), log });
+        // reclaim: also give back the space of what was deleted (restic prune, seed 003's forget --prune).
+        if (o.reclaim && store.reclaim) {
+          await store.reclaim();
+          log.info("reclaimed the space of deleted backups");
+        }
       } finally {
         await store.close();
       }

@@ -5,7 +5,7 @@ import { pipeline } from "node:stream";
 import { compressesNatively, createCompressor, createDecompressor, nativeCompressor, nativeCompressorToFile, type Compression } from "./compression.js";
 import { DbkeepError } from "./errors.js";
 import { ByteCounter, HashStage, tee, type Expected } from "./streams.js";
-import type { StagedFile, Store } from "../stores/store.js";
+import type { StagedFile, Store, StoreSnapshot } from "../stores/store.js";
 import type { OsPipe } from "./os-pipe.js";
 
 export interface Progress {
@@ -40,6 +40,8 @@ export interface StoreOutcome {
   store: Store;
   ok: boolean;
   error?: unknown;
+  /** The snapshot the store made of the object, when it keeps snapshots (restic). */
+  snapshot?: StoreSnapshot;
 }
 
 export interface ToStoreResult {
@@ -109,8 +111,9 @@ export async function streamToStore(opts: ToStoreOptions): Promise<ToStoreResult
       const onAbort = () => own.abort(ac.signal.reason);
       ac.signal.addEventListener("abort", onAbort, { once: true });
       try {
-        await store.put(opts.key, bodies[i]!, { signal: own.signal });
+        const put = await store.put(opts.key, bodies[i]!, { signal: own.signal });
         outcomes[i]!.ok = true;
+        if (put?.snapshot) outcomes[i]!.snapshot = put.snapshot;
       } catch (err) {
         outcomes[i]!.error = err;
         // This store stops reading; the others go on without it. When none is left, everything stops.

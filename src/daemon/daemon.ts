@@ -84,8 +84,8 @@ export async function runDaemon(o: DaemonOptions): Promise<number> {
       let result: JobResult;
       try {
         const plan = planJob(config, job);
+        // prune_after_backup is applied by runJob itself.
         result = await runJob(plan, { log, signal: abort.signal, now, ...(type ? { type } : {}) });
-        if (result.ok && plan.pruneAfterBackup) await runPrune(job);
       } catch (err) {
         const e = toDbkeepError(err);
         result = { job, ok: false, attempts: 1, seconds: (now().getTime() - startedAt.getTime()) / 1000, error: e, store: "" };

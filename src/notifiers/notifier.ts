@@ -14,8 +14,9 @@ export interface RunEvent {
   startedAt: string;
   finishedAt?: string;
   durationSeconds?: number;
-  /** The store's name, e.g. "local:nightly" (seed 003 calls it the repository). */
+  /** The store's name, e.g. "local:nightly". */
   store: string;
+  /** Where the backups are (seed 003: the restic repository's location, credentials masked), else the store's name. */
   repository: string;
   dbType: string;
   database: string;
@@ -23,9 +24,16 @@ export interface RunEvent {
   tags: string[];
   backup?: string;
   key?: string;
-  /** Same as key: the backup's identifier in its store (seed 003: snapshot id). */
+  /** The backup's identifier in its store: in a restic store the id of the snapshot holding its data, else its key. */
   snapshot?: string;
   bytes?: number;
+  /** seed 003's summary of the write: restic's own numbers in a restic store (see StoreSnapshot), else dbkeep's. */
+  dataAddedBytes?: number;
+  totalBytesProcessed?: number;
+  totalDurationSeconds?: number;
+  filesNew?: number;
+  filesChanged?: number;
+  filesUnmodified?: number;
   attempts?: number;
   error?: string;
   hint?: string;

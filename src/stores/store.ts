@@ -25,6 +25,29 @@ export interface PutOptions {
 }
 
 /**
+ * What a store that keeps snapshots (restic) tells about the one a put() made: its id and the tool's own summary of
+ * the write, for notifications (seed 003's webhook fields). Stores that write plain objects return none.
+ */
+export interface StoreSnapshot {
+  /** The snapshot's id as the tool prints it (restic: the short id of `restic snapshots`). */
+  id: string;
+  /** New data the repository took after deduplication and compression (restic's data_added). */
+  dataAddedBytes: number;
+  /** Bytes read from the body (restic's total_bytes_processed). */
+  totalBytesProcessed: number;
+  /** How long the tool took, as it measured it (restic's total_duration). */
+  totalDurationSeconds: number;
+  filesNew: number;
+  filesChanged: number;
+  filesUnmodified: number;
+}
+
+export interface PutResult {
+  bytes: number;
+  snapshot?: StoreSnapshot;
+}
+
+/**
  * A file being written for a key, which another process (a compressor) may write to directly through `fd`.
  * Nothing is visible under the key until commit(), which makes the file durable and publishes it; abort() removes it.
  */
@@ -59,7 +82,9 @@ export interface Store {
    * from the service (s3, ssh) says false until it knows, which is at the latest after its first put with ifAbsent.
    */
   readonly atomicCreate?: boolean;
-  put(key: string, body: Readable, opts?: PutOptions): Promise<{ bytes: number }>;
+  /** Where the store keeps its objects, for people and notifications: no credentials (restic: the repository). */
+  readonly location?: string;
+  put(key: string, body: Readable, opts?: PutOptions): Promise<PutResult>;
   /**
    * Optional, for stores on the local file system: a file the caller fills itself, published under `key` by
    * commit() with the same guarantees as put(). Lets a compressor process write the object without a copy
@@ -70,5 +95,9 @@ export interface Store {
   stat(key: string): Promise<StoreObject | undefined>;
   list(prefix: string): AsyncIterable<StoreObject>;
   delete(keys: string[]): Promise<void>;
+  /** Optional: create the store's repository when it does not exist yet; resolves false when it existed (restic init). */
+  initialise?(): Promise<boolean>;
+  /** Optional: give back the space of deleted objects that deletion alone leaves in place (restic prune). */
+  reclaim?(): Promise<void>;
   close(): Promise<void>;
 }

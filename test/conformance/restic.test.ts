@@ -171,11 +171,22 @@ describe.skipIf(!available)("restic store", () => {
       expect(readdirSync(join(repo, "locks"))).toHaveLength(0);
     });
 
-    it("prune: true reclaims the space of deleted keys", async () => {
+    it("prune: true reclaims the space of deleted keys, once, when the store is closed", async () => {
       const pruning = resticStore(repo, { prune: true });
       await pruning.put("prune/big.bin", pseudoRandom(8 * 1024 * 1024, 7));
       const before = dirBytes(repo);
       await pruning.delete(["prune/big.bin"]);
+      await pruning.close();
+      expect(before - dirBytes(repo)).toBeGreaterThan(7 * 1024 * 1024);
+    });
+
+    it("reclaim() prunes now (dbkeep forget-prune)", async () => {
+      const plain = resticStore(repo);
+      await plain.put("reclaim/big.bin", pseudoRandom(8 * 1024 * 1024, 8));
+      const before = dirBytes(repo);
+      await plain.delete(["reclaim/big.bin"]);
+      expect(before - dirBytes(repo)).toBeLessThan(1024 * 1024);
+      await plain.reclaim!();
       expect(before - dirBytes(repo)).toBeGreaterThan(7 * 1024 * 1024);
     });
 

@@ -77,9 +77,10 @@ Examples:
           const r = await runJob(plan, { log: c.log, signal: c.signal, ...(flags.type ? { type: flags.type } : {}), ...(progress ? { onProgress: progress.update } : {}) });
           progress?.clear();
           if (!plan.oneOff) history?.record(r, startedAt, "cli");
-          if (r.ok && (flags.prune || plan.pruneAfterBackup) && plan.retention) {
+          // prune_after_backup: runJob applied the retention already.
+          if (r.ok && flags.prune && !plan.pruneAfterBackup && plan.retention) {
             await pruneJob(plan, { log: c.log, warn: (m) => c.log.warn(m) });
-          } else if (r.ok && flags.prune) {
+          } else if (r.ok && flags.prune && !plan.retention) {
             c.log.info({ job: plan.name }, "no retention rules: nothing to prune");
           }
           return r;

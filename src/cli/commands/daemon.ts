@@ -29,46 +29,53 @@ daemon.shutdown_grace, then stops them cleanly, and exits 0. --once (and BACKUP_
 every scheduled job now, whatever the run history says, and exits 0, 1 when a run failed, or 143 when
 SIGTERM stopped it first. For cron or a Kubernetes CronJob, \`dbkeep backup\` does the same for one job.`,
     )
-    .action(async (flags: { listen?: string; once?: boolean }) => {
-      const c = ctx();
-      c.handlesSignals = true;
-      // $DBKEEP_LISTEN applies with a config file too: the container image sets it to 0.0.0.0:9187.
-      const listen = flags.listen ?? process.env.DBKEEP_LISTEN;
-      let initial: Config | undefined = c.config();
-      if (c.sidecarRaw) c.log.info(describeSidecarJob(c.sidecarRaw));
-      const historyFile = historyPath(initial.daemon.history);
-      // Running jobs get shutdown_grace to finish after SIGTERM, then are stopped and get the usual time to clean up.
-      const setDeadline = (config: Config) => (c.shutdownSeconds = (durationSeconds(config.daemon.shutdown_grace) ?? 60) + DEFAULT_SHUTDOWN_SECONDS);
-      setDeadline(initial);
-      const once = flags.once ?? c.sidecarOnce;
-      const scheduled = Object.entries(initial.jobs).filter(([, j]) => j.schedule || j.schedules || j.every !== undefined).map(([name]) => planJob(initial!, name));
-      if (once) checkSecrets(scheduled);
-      else {
-        // A long-running daemon still starts: the other jobs run, and the failing one fails each run (and notifies).
-        try {
-          checkSecrets(scheduled);
-        } catch (err) {
-          const e = toDbkeepError(err);
-          c.log.error({ code: e.code, ...(e.details ? { details: e.details } : {}) }, `${e.message}: the jobs that need it fail until it is set`);
-        }
-      }
-      // The first load already happened (and warned); later loads are SIGHUP reloads.
-      const load = (): Config => {
-        const config = initial ?? (c.sidecar ? c.config() : loadConfigFile(configPath(c.opts.config).path));
-        initial = undefined;
-        setDeadline(config);
-        return config;
-      };
-      const code = await runDaemon({
-        loadConfig: load,
-        log: c.log,
-        shutdown: c.signal,
-        ...(listen ? { listen } : {}),
-        historyPath: historyFile,
-        once,
-      });
-      // A single run stopped by a signal ends as any command stopped by it does: 130 for SIGINT, 143 for SIGTERM.
-      const reason = c.signal.reason instanceof Error ? c.signal.reason.message : "";
-      process.exitCode = code === STOPPED_EARLY && reason.includes("SIGINT") ? 130 : code;
-    });
+    .action((flags: DaemonFlags) => daemonCommand(ctx(), flags));
+}
+
+export interface DaemonFlags {
+  listen?: string;
+  once?: boolean;
+}
+
+/** `dbkeep daemon`, also seed 003's `start`. */
+export async function daemonCommand(c: Context, flags: DaemonFlags): Promise<void> {
+  c.handlesSignals = true;
+  // $DBKEEP_LISTEN applies with a config file too: the container image sets it to 0.0.0.0:9187.
+  const listen = flags.listen ?? process.env.DBKEEP_LISTEN;
+  let initial: Config | undefined = c.config();
+  if (c.sidecarRaw) c.log.info(describeSidecarJob(c.sidecarRaw));
+  const historyFile = historyPath(initial.daemon.history);
+  // Running jobs get shutdown_grace to finish after SIGTERM, then are stopped and get the usual time to clean up.
+  const setDeadline = (config: Config) => (c.shutdownSeconds = (durationSeconds(config.daemon.shutdown_grace) ?? 60) + DEFAULT_SHUTDOWN_SECONDS);
+  setDeadline(initial);
+  const once = flags.once ?? c.sidecarOnce;
+  const scheduled = Object.entries(initial.jobs).filter(([, j]) => j.schedule || j.schedules || j.every !== undefined).map(([name]) => planJob(initial!, name));
+  if (once) checkSecrets(scheduled);
+  else {
+    // A long-running daemon still starts: the other jobs run, and the failing one fails each run (and notifies).
+    try {
+      checkSecrets(scheduled);
+    } catch (err) {
+      const e = toDbkeepError(err);
+      c.log.error({ code: e.code, ...(e.details ? { details: e.details } : {}) }, `${e.message}: the jobs that need it fail until it is set`);
+    }
+  }
+  // The first load already happened (and warned); later loads are SIGHUP reloads.
+  const load = (): Config => {
+    const config = initial ?? (c.sidecar ? c.config() : loadConfigFile(configPath(c.opts.config).path));
+    initial = undefined;
+    setDeadline(config);
+    return config;
+  };
+  const code = await runDaemon({
+    loadConfig: load,
+    log: c.log,
+    shutdown: c.signal,
+    ...(listen ? { listen } : {}),
+    historyPath: historyFile,
+    once,
+  });
+  // A single run stopped by a signal ends as any command stopped by it does: 130 for SIGINT, 143 for SIGTERM.
+  const reason = c.signal.reason instanceof Error ? c.signal.reason.message : "";
+  process.exitCode = code === STOPPED_EARLY && reason.includes("SIGINT") ? 130 : code;
 }

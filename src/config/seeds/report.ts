@@ -5,6 +5,8 @@
  * instead. Each seed tool registers one table below.
  */
 
+import { SEED003_VARIABLES } from "./seed003.js";
+
 export interface UnsupportedVar {
   name: string;
   /** What to use instead, one line. */
@@ -40,6 +42,10 @@ const SEED_TABLES: SeedTable[] = [
     ],
   },
 ];
+
+// Seed 003's unused variables are named by seed003Warnings (with seed 003's own wording); here its variables only
+// count as known, so that a prefix of another seed's table does not call them misspellings.
+SEED_TABLES.push({ seed: "003", unsupported: {}, prefixes: ["RESTIC_", "KEEP_", "WEBHOOK_"], known: SEED003_VARIABLES.map((v) => v.name) });
 
 /** dbkeep's own variables that share a prefix with a seed tool's (docs/environment.md). */
 const DBKEEP_OWN = ["BACKUP_INTERVAL_SECONDS", "POSTGRES_PASSWORD_FILE"];

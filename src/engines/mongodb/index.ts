@@ -79,7 +79,7 @@ export function createMongodbEngine(opts: MongodbEngineOptions): Engine {
       const version = await toolVersion(mongodump);
       await withSession(async (s) => {
         // No --gzip: dbkeep compresses the stream itself, with the datasource's compression.
-        const args = [...connArgs(s), ...(opts.database ? [`--db=${opts.database}`] : []), ...(opts.oplog ? ["--oplog"] : []), "--archive"];
+        const args = dumpArgs(connArgs(s), opts);
         const { child, done } = spawnTool(mongodump, args, {
           env: minimalEnv(), signal: dopts.signal, timeoutMs, context: `${server}, database ${layoutName}`, explain,
           stdio: ["ignore", "pipe", "pipe"],
@@ -168,3 +168,14 @@ export function explainMongoError(stderr: string): { hint?: string; retryable?: 
 }
 
 export default createMongodbEngine;
+
+/** mongodump's arguments after the connection's: what is dumped, as one archive on stdout. */
+export function dumpArgs(conn: string[], o: Pick<MongodbEngineOptions, "database" | "oplog" | "parallel_collections">): string[] {
+  return [
+    ...conn,
+    ...(o.database ? [`--db=${o.database}`] : []),
+    ...(o.oplog ? ["--oplog"] : []),
+    ...(o.parallel_collections !== undefined ? [`--numParallelCollections=${o.parallel_collections}`] : []),
+    "--archive",
+  ];
+}

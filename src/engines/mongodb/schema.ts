@@ -20,6 +20,12 @@ export const mongodbDatasourceSchema = z
     database: z.string().min(1).optional(),
     /** mongodump --oplog: a point-in-time dump of a replica set (whole deployment only). */
     oplog: z.boolean().default(false),
+    /**
+     * mongodump --numParallelCollections. 1 writes the collections one after another instead of interleaving their
+     * blocks as they arrive: unchanged data gives the same archive bytes, which a deduplicating store (restic) then
+     * stores once (seed 003's deterministic archive).
+     */
+    parallel_collections: z.number().int().min(1).max(64).optional(),
     compression: z.enum(COMPRESSIONS).default("gzip"),
     compression_level: z.number().int().optional(),
     bin_dir: z.string().optional(),

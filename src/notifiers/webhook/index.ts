@@ -32,6 +32,8 @@ export const webhookNotifierSchema = z.strictObject({
   ...secretKeys("hmac_secret"),
   timeout: timeoutKey,
   on_start: z.boolean().default(false),
+  /** Payload fields given fixed values, replacing dbkeep's (seed 003's sidecar mode: `dbType` as DB_TYPE, `tags` as RESTIC_TAGS). */
+  fields: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean(), z.array(z.string())])).optional(),
 });
 export type WebhookNotifierOptions = z.infer<typeof webhookNotifierSchema>;
 
@@ -43,14 +45,22 @@ export function splitAuthHeader(line: string): [string, string] {
 }
 
 /**
- * The RunEvent as JSON, plus seed 003's names for two of its fields (`snapshotId`, `dataAddedBytes`) so that a
- * receiver written for that tool keeps working.
+ * The RunEvent as JSON with every field of seed 003's payload, so that a receiver written for that tool keeps
+ * working: `snapshotId` (restic's snapshot id in a restic store; null when the run made none), and restic's summary
+ * numbers (0 when the run made no backup, as seed 003 sent them). `fields` replace values of the payload.
  */
-export function webhookBody(e: RunEvent): string {
+export function webhookBody(e: RunEvent, fields: Record<string, unknown> = {}): string {
+  if (e.kind === "start") return JSON.stringify({ ...e, ...fields });
   return JSON.stringify({
     ...e,
-    ...(e.snapshot !== undefined ? { snapshotId: e.snapshot } : {}),
-    ...(e.bytes !== undefined ? { dataAddedBytes: e.bytes } : {}),
+    snapshotId: e.snapshot ?? null,
+    dataAddedBytes: e.dataAddedBytes ?? e.bytes ?? 0,
+    totalBytesProcessed: e.totalBytesProcessed ?? 0,
+    totalDurationSeconds: e.totalDurationSeconds ?? 0,
+    filesNew: e.filesNew ?? 0,
+    filesChanged: e.filesChanged ?? 0,
+    filesUnmodified: e.filesUnmodified ?? 0,
+    ...fields,
   });
 }
 
@@ -63,7 +73,7 @@ export function createWebhookNotifier(name: string, options: Record<string, unkn
     type: "webhook",
     async notify(event, opts = {}) {
       if (event.kind === "start" && !o.on_start) return;
-      const body = webhookBody(event);
+      const body = webhookBody(event, o.fields);
       // Lower-cased so that a configured Content-Type replaces ours instead of being joined to it.
       const headers: Record<string, string> = { "content-type": "application/json" };
       for (const [k, v] of Object.entries(o.headers ?? {})) headers[k.toLowerCase()] = v;

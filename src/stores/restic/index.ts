@@ -6,7 +6,7 @@ import { privateDir } from "../../core/private-dir.js";
 import { redact, type Secret } from "../../core/redact.js";
 import { minimalEnv, resolveTool, spawnTool } from "../../core/subprocess.js";
 import { resolveEnvMap } from "../child-env.js";
-import type { PutOptions, Store, StoreObject } from "../store.js";
+import type { PutOptions, Store, StoreObject, StoreSnapshot } from "../store.js";
 import { capture, collectStderr, feedStdin, stdoutStream, stopTool, type Captured } from "../tool-io.js";
 import type { ResticStoreOptions } from "./plugin.js";
 
@@ -70,6 +70,30 @@ function fileNameOf(key: string): string {
   const base = posix.basename(key);
   // eslint-disable-next-line no-control-regex
   return base === "" || base === "." || base === ".." || /[\u0000-\u001f]/.test(base) ? "data" : base;
+}
+
+/** The last line of `restic backup --json`. */
+interface ResticSummary {
+  message_type?: string;
+  snapshot_id?: string;
+  files_new?: number;
+  files_changed?: number;
+  files_unmodified?: number;
+  data_added?: number;
+  total_bytes_processed?: number;
+  total_duration?: number;
+}
+
+function snapshotOf(s: ResticSummary & { snapshot_id: string }): StoreSnapshot {
+  return {
+    id: s.snapshot_id,
+    dataAddedBytes: s.data_added ?? 0,
+    totalBytesProcessed: s.total_bytes_processed ?? 0,
+    totalDurationSeconds: s.total_duration ?? 0,
+    filesNew: s.files_new ?? 0,
+    filesChanged: s.files_changed ?? 0,
+    filesUnmodified: s.files_unmodified ?? 0,
+  };
 }
 
 const LOCKED = /repository is already locked|unable to create lock/;
@@ -231,10 +255,13 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
     return { key: e.key, size: sizes.get(short(e.id)) ?? 0, modified: e.time };
   }
 
+  /** Snapshots were forgotten since the last prune: with `prune: true`, close() prunes once for all of them. */
+  let forgotten = false;
+
   async function forget(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
     for (let i = 0; i < ids.length; i += 200) await run("forget", ["forget", ...ids.slice(i, i + 200)]);
-    if (opts.prune) await run("prune", ["prune"]);
+    forgotten = true;
     for (const id of ids) sizes.delete(short(id));
   }
 
@@ -242,6 +269,8 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
     /** restic's (short) id of the new snapshot. */
     id: string;
     bytes: number;
+    /** restic's summary of the backup. */
+    snapshot?: StoreSnapshot;
     /** restic refused the snapshot because stdin was empty; nothing was written. */
     emptyRefused?: boolean;
   }
@@ -279,7 +308,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
       .split("\n")
       .map((l) => {
         try {
-          return JSON.parse(l) as { message_type?: string; snapshot_id?: string; total_bytes_processed?: number };
+          return JSON.parse(l) as ResticSummary;
         } catch {
           return undefined;
         }
@@ -293,7 +322,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
       if (summary?.snapshot_id) await forget([summary.snapshot_id]).catch(() => undefined);
       throw new DbkeepError("STORE_FAILED", `[store:${name}] restic backup stored ${summary?.total_bytes_processed ?? "no"} bytes of ${fed.bytes}`, { retryable: true });
     }
-    return { id: summary.snapshot_id, bytes: fed.bytes };
+    return { id: summary.snapshot_id, bytes: fed.bytes, snapshot: snapshotOf({ ...summary, snapshot_id: summary.snapshot_id }) };
   }
 
   function checkKey(key: string): void {
@@ -302,6 +331,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
 
   return {
     name,
+    location: repoLabel,
     atomicCreate: false,
 
     async put(key: string, body: Readable, putOpts: PutOptions = {}) {
@@ -334,7 +364,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
           await dir.close();
         }
       }
-      const { id, bytes } = result;
+      const { id, bytes, snapshot } = result;
       sizes.set(short(id), bytes);
       if (putOpts.ifAbsent) {
         // Another writer's snapshot of the key appeared while ours was written: ours is forgotten and this put lost.
@@ -344,7 +374,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
           await forget([id]).catch((err: unknown) => ctx.warn?.(`[store:${name}] could not forget snapshot ${id} of ${key}: ${(err as Error).message}`));
           throw alreadyExists();
         }
-        return { bytes };
+        return { bytes, ...(snapshot ? { snapshot } : {}) };
       }
       // The new snapshot is complete: the older ones of the key go now (list shows only the newest meanwhile).
       const older = await existing;
@@ -354,7 +384,7 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
       } catch (err) {
         ctx.warn?.(`[store:${name}] could not forget older snapshots of ${key}: ${(err as Error).message}`);
       }
-      return { bytes };
+      return { bytes, ...(snapshot ? { snapshot } : {}) };
     },
 
     async get(key: string, getOpts: { signal?: AbortSignal } = {}) {
@@ -409,7 +439,27 @@ export function createResticStore(opts: ResticStoreOptions, ctx: ResticStoreCont
       await forget(keys.flatMap((k) => (all.get(k) ?? []).map((e) => e.id)));
     },
 
-    async close() {},
+    async initialise() {
+      const probe = await run("cat config", ["cat", "config", "--no-lock"], { allowMissingRepo: true });
+      if (probe.code === 0) return (initialised = true), false;
+      const r = await capture(await tool(), ["init"], { env: env(), context: name });
+      if (r.code !== 0 && !/already (exists|initialized)|config file already exists/.test(r.stderr)) throw failure("init", r);
+      initialised = true;
+      return r.code === 0;
+    },
+
+    async reclaim() {
+      await run("prune", ["prune"]);
+      forgotten = false;
+    },
+
+    async close() {
+      // One `restic prune` for everything forgotten while the store was open (a retention pass deletes many keys).
+      if (opts.prune && forgotten) {
+        forgotten = false;
+        await run("prune", ["prune"]).catch((err: unknown) => ctx.warn?.(`[store:${name}] restic prune failed: ${(err as Error).message}`));
+      }
+    },
   };
 }
 

@@ -22,7 +22,10 @@ export const resticStoreSchema = z
     init: z.boolean().default(false),
     /** restic --host of the snapshots dbkeep writes, and the only host whose snapshots it lists. */
     host: z.string().min(1).default("dbkeep"),
-    /** Run `restic prune` after dbkeep forgets snapshots. Off by default: prune rewrites packs; schedule it yourself. */
+    /**
+     * Run `restic prune` once, when the store is closed, after dbkeep forgot snapshots (a retention pass, a key written
+     * again). Off by default: prune rewrites packs; schedule it yourself (`dbkeep forget-prune`).
+     */
     prune: z.boolean().default(false),
     /** Extra tags on every snapshot dbkeep writes. */
     tags: z.array(tag).default([]),
