@@ -34,7 +34,9 @@ Examples:
   dbkeep console postgres://app@localhost/shop --to /var/backups
 
 Inside: help, tables, sql SELECT ..., sql SELECT ... --csv PATH, backup, backup --table T,
-backup --differential, list, restore [BACKUP], exit. Tab completes commands, tables and columns;
+backup --differential, list, restore [BACKUP], exit; and the DB Backup Utility's commands:
+full database -path P, full tables -tablename A -tablename B -path P, differential backup,
+SQL SELECT ... -extract -path DIR. Tab completes commands, tables and columns;
 the history is kept in $DBKEEP_STATE_DIR/console_history. Backups go to the store of the config's
 job for this datasource (--job picks one of several), or to --to STORE. See docs/query.md.`,
     )
@@ -46,7 +48,7 @@ job for this datasource (--job picks one of several), or to --to STORE. See docs
       if (!["postgres", "postgresql", "mysql", "mariadb", "sqlite"].includes(ds.section.engine)) {
         throw new DbkeepError("USAGE", `the console is not available for ${ds.section.engine} datasources`, { hint: "it works with PostgreSQL, MySQL/MariaDB and SQLite" });
       }
-      const target = backupTarget(c, ds, flags);
+      const target = backupTarget(c, ds, datasource, flags);
       // The console says what each command did; routine log lines would only scroll the prompt away.
       const log = createLogger({ format: c.logFormat, level: c.opts.debug ? "debug" : "warn" });
       c.handlesSignals = true;
@@ -57,27 +59,38 @@ job for this datasource (--job picks one of several), or to --to STORE. See docs
         output: process.stdout,
         historyFile: join(stateDir(), "console_history"),
         ...("plan" in target ? { backups: createConsoleBackupOps(target.plan, target.describe, log) } : { unavailable: target.unavailable }),
+        // Seed 004's -path DIR: a directory store, zstd as that tool wrote (unless the datasource names a compression).
+        backupsAt: (dir: string) => createConsoleBackupOps(storePlan(c, ds, dir, { arg: datasource, zstd: true }), `directory ${dir}`, log),
         signal: c.signal,
         maxRows,
       });
     });
 }
 
+/**
+ * A plan that backs the datasource up into one store (--to STORE, or seed 004's -path DIR). `zstd`: zstd, as seed
+ * 004 wrote, unless the datasource's URL asks for a compression itself.
+ */
+function storePlan(c: Context, ds: ResolvedDatasource, location: string, o: { arg: string; zstd?: boolean }): JobPlan {
+  const base = oneOffPlan(undefined, location, {}, c.log);
+  const options = ds.section.options;
+  const own = (options.compression as JobPlan["compression"] | undefined) ?? "gzip";
+  const compression = o.zstd && !(ds.oneOff && /[?&]compression=/.test(o.arg)) ? "zstd" : own;
+  return {
+    ...base,
+    name: ds.oneOff ? base.name : `console-${ds.name}`,
+    datasource: { path: ds.path, section: ds.section },
+    compression,
+    ...(typeof options.compression_level === "number" && compression === own ? { level: options.compression_level } : {}),
+    oneOff: ds.oneOff,
+  };
+}
+
 /** Where the console's backups go: --to STORE, else the job of this datasource in the config. */
-function backupTarget(c: Context, ds: ResolvedDatasource, flags: ConsoleFlags): { plan: JobPlan; describe: string } | { unavailable: string } {
+function backupTarget(c: Context, ds: ResolvedDatasource, datasourceArg: string, flags: ConsoleFlags): { plan: JobPlan; describe: string } | { unavailable: string } {
   if (flags.to) {
     if (flags.job) throw new DbkeepError("USAGE", "give --to or --job, not both");
-    const base = oneOffPlan(undefined, flags.to, {}, c.log);
-    const options = ds.section.options;
-    const plan: JobPlan = {
-      ...base,
-      name: ds.oneOff ? base.name : `console-${ds.name}`,
-      datasource: { path: ds.path, section: ds.section },
-      compression: (options.compression as JobPlan["compression"] | undefined) ?? "gzip",
-      ...(typeof options.compression_level === "number" ? { level: options.compression_level } : {}),
-      oneOff: ds.oneOff,
-    };
-    return { plan, describe: `store ${flags.to}` };
+    return { plan: storePlan(c, ds, flags.to, { arg: datasourceArg }), describe: `store ${flags.to}` };
   }
   if (ds.oneOff) {
     if (flags.job) return { plan: c.plan(flags.job), describe: `job ${flags.job}` };
