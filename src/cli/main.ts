@@ -9,6 +9,7 @@ import { registerDaemon } from "./commands/daemon.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerQuery } from "./commands/query.js";
 import { registerConsole } from "./commands/console.js";
+import { registerCatalog } from "./commands/catalog.js";
 import { registerHistory } from "./commands/history.js";
 import { registerCrypt } from "./commands/crypt.js";
 import { registerList } from "./commands/list.js";
@@ -87,6 +88,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerDoctor(program, ctx);
   registerQuery(program, ctx);
   registerConsole(program, ctx);
+  registerCatalog(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

@@ -1,0 +1,204 @@
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseCsv } from "../helpers/csv.js";
+import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
+import { contentOf } from "../helpers/pgcompare.js";
+
+/**
+ * A user of the DB Backup Utility (seed 004) opens dbkeep's console and types that tool's commands as its README
+ * shows them; then checks what such a user checks: the backups restore to the database as it was, the table backup
+ * holds only its tables, the differential restores the changes, the extract holds the query's rows, and the
+ * backup_catalog.json their scripts read has that tool's shape.
+ */
+
+const pgUp = await pgAvailable();
+const SRC = "s4_src";
+const FULL = "s4_full";
+const DIFF = "s4_diff";
+const PART = "s4_part";
+
+// PostgreSQL's JIT compiles the catalog queries of a differential job for seconds on a busy machine; what this file
+// checks is the vocabulary, not the planner.
+const ENV = { PGOPTIONS: "-c jit=off" };
+
+interface Manifest {
+  id: string;
+  started_at: string;
+  duration_seconds: number;
+  key: string;
+  sha256: string;
+  stored_bytes: number;
+  compression: string;
+  selection?: { tables: string[] };
+  tables?: { name: string; rows?: number }[];
+  differential?: { kind: string; base?: { id: string } };
+}
+
+function manifests(dir: string): Manifest[] {
+  const out: Manifest[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else if (e.name.endsWith(".manifest.json")) out.push(JSON.parse(readFileSync(join(d, e.name), "utf8")) as Manifest);
+    }
+  };
+  walk(dir);
+  return out.sort((a, b) => (a.started_at < b.started_at ? -1 : 1));
+}
+
+const SEED_KEYS = ["id", "type", "status", "timestamp_start", "duration_seconds", "compress", "backup_location", "statistics"];
+const SEED_STATS = ["total_tables", "total_rows_processed", "total_size_bytes"];
+
+describe.skipIf(!pgUp)("seed 004's console commands and backup_catalog.json", () => {
+  let dir: string;
+  let before: Record<string, string>;
+  let after: Record<string, string>;
+  let session: { code: number; stdout: string; stderr: string };
+
+  beforeAll(async () => {
+    dir = tempDir("dbkeep-s4-");
+    for (const d of [SRC, FULL, DIFF, PART]) await dropDb(d);
+    await createDb(SRC);
+    await pgQuery(
+      SRC,
+      `CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL, is_active boolean NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
+       CREATE TABLE orders (id int PRIMARY KEY, user_id int REFERENCES users(id), total numeric(10,2), updated_at timestamptz NOT NULL DEFAULT now());
+       CREATE TABLE audit (id serial PRIMARY KEY, what text, updated_at timestamptz NOT NULL DEFAULT now());
+       INSERT INTO users SELECT g, 'user' || g || '@example.com', g % 3 <> 0 FROM generate_series(1, 150) g;
+       INSERT INTO orders SELECT g, g % 150 + 1, g * 2.5 FROM generate_series(1, 400) g;
+       INSERT INTO audit (what) SELECT 'event ' || g FROM generate_series(1, 20) g;`,
+    );
+    before = await contentOf(SRC);
+    // The session as a user of seed 004 types it: the README's commands, in its order, answering the question
+    // the console asks before a statement that changes data.
+    const lines = [
+      "help",
+      `full database -path ${dir}/backups`,
+      `full tables -tablename users -tablename orders -path ${dir}/tables`,
+      "SQL SELECT * FROM users WHERE id < 4",
+      `SQL SELECT id, email FROM users WHERE is_active = true -extract -path ${dir}/exports`,
+      "SQL UPDATE users SET email = 'changed@example.com', updated_at = now() WHERE id = 7",
+      "y",
+      "SQL INSERT INTO users (id, email, is_active) VALUES (1001, 'late@example.com', true)",
+      "y",
+      "SQL INSERT INTO audit (what) VALUES ('after the full backup')",
+      "y",
+      "differential backup",
+      "exit",
+    ];
+    session = dbkeep(["console", pgUrl(SRC)], { input: lines.join("\n") + "\n", env: ENV });
+    after = await contentOf(SRC);
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const d of [SRC, FULL, DIFF, PART]) await dropDb(d);
+  });
+
+  it("runs every command of the session; help names the seed's commands", () => {
+    expect(session.code, session.stderr).toBe(0);
+    expect(session.stdout).not.toMatch(/^error:/m);
+    expect(session.stdout).toContain("full tables -tablename A -tablename B -path P");
+    expect(session.stdout).toMatch(/full backup s4_src-\d{8}-\d{6}: .* s4_src\/s4_src-\d{8}-\d{6}\.sql\.zst/);
+    expect(session.stdout).toMatch(/partial backup s4_src-\d{8}-\d{6}: .*\.sql\.zst/);
+    expect(session.stdout).toMatch(/differential backup s4_src-\d{8}-\d{6}: .*\.diff\.sql\.zst/);
+    // SQL without -extract shows the rows.
+    expect(session.stdout).toMatch(/ 3 \| user3@example\.com\s+\| false/);
+    expect(before).not.toEqual(after);
+  });
+
+  it("full database wrote a zstd backup to -path that restores to the database as it was", async () => {
+    const [full, diff] = manifests(join(dir, "backups"));
+    expect(full?.differential?.kind).toBe("full");
+    expect(full?.compression).toBe("zstd");
+    await createDb(FULL);
+    const r = dbkeep(["restore", join(dir, "backups"), full!.id, "--to", pgUrl(FULL), "--auto-confirm"], { env: ENV });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await contentOf(FULL)).toEqual(before);
+    // The differential went where the full backup went, and builds on it.
+    expect(diff?.differential).toMatchObject({ kind: "differential", base: { id: full!.id } });
+  });
+
+  it("differential backup restores the changes made after the full backup", async () => {
+    const [, diff] = manifests(join(dir, "backups"));
+    const r = dbkeep(["restore", join(dir, "backups"), diff!.id, "--to", pgUrl(DIFF)], { env: ENV });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await contentOf(DIFF)).toEqual(after);
+    expect((await pgQuery<{ email: string }>(DIFF, "SELECT email FROM users WHERE id = 7"))[0]?.email).toBe("changed@example.com");
+  });
+
+  it("full tables holds only the tables named by -tablename, and restores them", async () => {
+    const [m, ...more] = manifests(join(dir, "tables"));
+    expect(more).toHaveLength(0);
+    expect(m?.selection?.tables).toEqual(["public.orders", "public.users"]);
+    expect(m?.tables?.map((t) => t.name).sort()).toEqual(["public.orders", "public.users"]);
+    const r = dbkeep(["restore", join(dir, "tables"), "latest", "--to", pgUrl(PART)], { env: ENV });
+    expect(r.code, r.stderr).toBe(0);
+    const restored = await contentOf(PART);
+    expect(Object.keys(restored).filter((k) => !k.startsWith("sequence") && k !== "large objects").sort()).toEqual(["public.orders", "public.users"]);
+    expect(restored["public.users"]).toBe(before["public.users"]);
+    expect(restored["public.orders"]).toBe(before["public.orders"]);
+  });
+
+  it("SQL ... -extract -path writes the query's rows as CSV into the directory", async () => {
+    const files = readdirSync(join(dir, "exports"));
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^s4_src_query_\d{8}_\d{6}\.csv$/);
+    const [header, ...rows] = parseCsv(readFileSync(join(dir, "exports", files[0]!), "utf8"));
+    expect(header).toEqual(["id", "email"]);
+    const want = await pgQuery<{ id: number; email: string }>(FULL, "SELECT id, email FROM users WHERE is_active = true");
+    expect(rows.map((r) => r.join(",")).sort()).toEqual(want.map((w) => `${w.id},${w.email}`).sort());
+    expect(rows).toHaveLength(100);
+  });
+
+  it("a new session: differential backup without a store says what to give; unknown seed commands say what to use", () => {
+    const r = dbkeep(["console", pgUrl(SRC)], { input: "differential backup\nfull\nfull tables -path /tmp/x\nincremental backup\nfull database -compress\n", env: ENV });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/error: differential backup needs -path DIR: this console has no store\nhint: give the directory of the full backup: differential backup -path DIR/);
+    expect(r.stdout).toMatch(/error: full needs what to back up\nhint: full database -path P, or full tables -tablename T/);
+    expect(r.stdout).toMatch(/error: full tables needs at least one -tablename/);
+    expect(r.stdout).toMatch(/error: incremental backups do not exist.*\nhint: differential backup keeps the changes/);
+    expect(r.stdout).toMatch(/error: full database: unknown option -compress/);
+    expect(existsSync("/tmp/x")).toBe(false);
+  });
+
+  it("catalog export writes backup_catalog.json in seed 004's shape, field by field", () => {
+    const out = join(dir, "backup_catalog.json");
+    const r = dbkeep(["catalog", "export", join(dir, "backups"), "-o", out]);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(readFileSync(out, "utf8")) as { backups: Record<string, unknown>[] };
+    expect(Object.keys(doc)).toEqual(["backups"]);
+    const ms = manifests(join(dir, "backups"));
+    expect(doc.backups).toHaveLength(2);
+    doc.backups.forEach((b, i) => {
+      const m = ms[i]!;
+      const type = i === 0 ? "full" : "differential";
+      expect(Object.keys(b)).toEqual(SEED_KEYS);
+      expect(b.id).toMatch(new RegExp(`^${type}_s4_src_\\d{8}_\\d{6}_[0-9a-f]{4}$`));
+      expect(b.id).toBe(`${type}_s4_src_${m.id.slice(-15).replace("-", "_")}_${m.sha256.slice(0, 4)}`);
+      expect(b.type).toBe(type);
+      expect(b.status).toBe("completed");
+      expect(b.timestamp_start).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$/);
+      expect(Date.parse(b.timestamp_start as string)).toBe(Math.floor(Date.parse(m.started_at) / 1000) * 1000);
+      expect(typeof b.duration_seconds).toBe("number");
+      expect(b.duration_seconds).toBeCloseTo(m.duration_seconds, 1);
+      expect(b.compress).toBe(true);
+      expect(b.backup_location).toBe(join(dir, "backups", m.key));
+      const stats = b.statistics as Record<string, number>;
+      expect(Object.keys(stats)).toEqual(SEED_STATS);
+      expect(stats.total_size_bytes).toBe(statSync(b.backup_location as string).size);
+      for (const k of SEED_STATS) expect(Number.isInteger(stats[k])).toBe(true);
+    });
+    const full = doc.backups[0]!.statistics as Record<string, number>;
+    expect(full.total_tables).toBe(3);
+    expect(full.total_rows_processed).toBe(150 + 400 + 20);
+
+    // A table backup is "partial", with its two tables; without -o the catalog goes to stdout.
+    const p = dbkeep(["catalog", "export", join(dir, "tables")]);
+    expect(p.code, p.stderr).toBe(0);
+    const partial = (JSON.parse(p.stdout) as { backups: Record<string, unknown>[] }).backups;
+    expect(partial).toHaveLength(1);
+    expect(partial[0]).toMatchObject({ type: "partial", statistics: { total_tables: 2, total_rows_processed: 550 } });
+    expect(partial[0]!.id).toMatch(/^partial_s4_src_\d{8}_\d{6}_[0-9a-f]{4}$/);
+  });
+});
