@@ -136,3 +136,56 @@ export function extractFile(target: string, database: string, now: Date): string
   const stamp = `${now.getUTCFullYear()}${p(now.getUTCMonth() + 1)}${p(now.getUTCDate())}_${p(now.getUTCHours())}${p(now.getUTCMinutes())}${p(now.getUTCSeconds())}`;
   return resolve(target, `${database.replace(/[^A-Za-z0-9_.-]/g, "_")}_query_${stamp}.csv`);
 }
+
+/** How the DB Backup Utility was started: `backup --db postgres --database mydb --storage local --config file|manual ...`. */
+export interface SeedStartFlags {
+  db?: string;
+  database?: string;
+  host?: string;
+  port?: string;
+  user?: string;
+  password?: string;
+  storage?: string;
+  envFile?: string;
+}
+
+/** `KEY=value` lines of a .env file; `#` comments, `export `, and one level of quotes are understood. */
+export function parseDotEnv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) continue;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) continue;
+    let v = m[2]!;
+    const q = /^(["'])(.*)\1$/.exec(v);
+    if (q) v = q[2]!;
+    else v = v.replace(/\s+#.*$/, "");
+    out[m[1]!] = v;
+  }
+  return out;
+}
+
+/**
+ * The datasource URL (never with a password) for the seed tool's start flags, and the password, which goes to the
+ * engines through PGPASSWORD / MYSQL_PWD. `dotenv`: the variables of the .env file (seed 004's `--config file`):
+ * DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, DB_NAME; flags win over them.
+ */
+export function seedDatasource(f: SeedStartFlags, dotenv: Record<string, string>): { url: string; password?: { value: string; variable: string } } {
+  const db = f.db?.toLowerCase();
+  const engine = db === "postgres" || db === "postgresql" ? "postgres" : db === "mysql" || db === "mariadb" ? "mysql" : undefined;
+  if (!engine) throw new DbkeepError("USAGE", `--db ${f.db ?? ""}: the DB Backup Utility's engines are postgres and mysql`, { hint: "--db postgres or --db mysql, or give a URL: dbkeep console postgres://user@host/db" });
+  if (f.storage !== undefined && f.storage.toLowerCase() !== "local") {
+    throw new DbkeepError("USAGE", `--storage ${f.storage}: only local storage is known`, { hint: "leave --storage out; -path DIR of each backup command (or --to STORE) says where backups go" });
+  }
+  const database = f.database ?? dotenv.DB_NAME;
+  if (!database) throw new DbkeepError("USAGE", "--db needs --database NAME (or DB_NAME in the .env file)", { hint: "dbkeep console --db postgres --database mydb --host localhost --user postgres" });
+  const host = f.host ?? dotenv.DB_HOST ?? "localhost";
+  const port = f.port ?? dotenv.DB_PORT;
+  if (port !== undefined && !/^\d{1,5}$/.test(port)) throw new DbkeepError("USAGE", `--port must be a port number, not "${port}"`);
+  const user = f.user ?? dotenv.DB_USER;
+  const hostPart = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  const url = `${engine}://${user ? `${encodeURIComponent(user)}@` : ""}${hostPart}${port ? `:${port}` : ""}/${encodeURIComponent(database)}`;
+  const password = f.password ?? dotenv.DB_PASSWORD;
+  return { url, ...(password ? { password: { value: password, variable: engine === "postgres" ? "PGPASSWORD" : "MYSQL_PWD" } } : {}) };
+}

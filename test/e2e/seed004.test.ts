@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCsv } from "../helpers/csv.js";
@@ -151,15 +151,34 @@ describe.skipIf(!pgUp)("seed 004's console commands and backup_catalog.json", ()
     expect(rows).toHaveLength(100);
   });
 
-  it("a new session: differential backup without a store says what to give; unknown seed commands say what to use", () => {
-    const r = dbkeep(["console", pgUrl(SRC)], { input: "differential backup\nfull\nfull tables -path /tmp/x\nincremental backup\nfull database -compress\n", env: ENV });
+  it("a new session started as the seed tool was (--config file with .env): differential backup without a store says what to give; unknown seed commands say what to use", () => {
+    const cwd = join(dir, "project");
+    mkdirSync(cwd);
+    writeFileSync(join(cwd, ".env"), "# PostgreSQL example\nDB_HOST=127.0.0.1\nDB_PORT=5432\nDB_USER=postgres\nDB_PASSWORD=changeme\nDB_NAME=s4_src\n");
+    const r = dbkeep(["console", "--db", "postgres", "--database", SRC, "--storage", "local", "--config", "file"], {
+      cwd,
+      input: "differential backup\nfull\nfull tables -path /tmp/x\nincremental backup\nfull database -compress\nSQL SELECT count(*) AS n FROM users\n",
+      env: ENV,
+    });
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/connected to postgres postgres@127\.0\.0\.1:5432\/s4_src/);
+    expect(r.stdout).toMatch(/\n151\n\(1 row\)/);
+    expect(r.stdout + r.stderr).not.toContain("changeme");
     expect(r.stdout).toMatch(/error: differential backup needs -path DIR: this console has no store\nhint: give the directory of the full backup: differential backup -path DIR/);
     expect(r.stdout).toMatch(/error: full needs what to back up\nhint: full database -path P, or full tables -tablename T/);
     expect(r.stdout).toMatch(/error: full tables needs at least one -tablename/);
     expect(r.stdout).toMatch(/error: incremental backups do not exist.*\nhint: differential backup keeps the changes/);
     expect(r.stdout).toMatch(/error: full database: unknown option -compress/);
     expect(existsSync("/tmp/x")).toBe(false);
+
+    // --config manual: the flags alone; --password is accepted with a warning that names the safer ways.
+    const m = dbkeep(["console", "--db", "postgres", "--database", SRC, "--storage", "local", "--config", "manual", "--host", "127.0.0.1", "--port", "5432", "--user", "postgres", "--password", "changeme"], {
+      input: "SQL SELECT email FROM users WHERE id = 7\n",
+      env: ENV,
+    });
+    expect(m.code, m.stderr).toBe(0);
+    expect(m.stdout).toContain("changed@example.com");
+    expect(m.stderr).toMatch(/--password is visible to other users in the process list: put DB_PASSWORD in \.env \(--config file\) or set PGPASSWORD/);
   });
 
   it("catalog export writes backup_catalog.json in seed 004's shape, field by field", () => {
