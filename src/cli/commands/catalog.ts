@@ -19,7 +19,15 @@ function locationOf(plan: JobPlan, storeName: string, m: Manifest): string {
 }
 
 export function registerCatalog(program: Command, ctx: () => Context): void {
-  const catalog = program.command("catalog").description("the backup catalog in other tools' formats");
+  const catalog = program
+    .command("catalog")
+    .description("the backup catalog in other tools' formats")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  dbkeep catalog export /backups -o /backups/backup_catalog.json   # the DB Backup Utility's backup_catalog.json`,
+    );
   catalog
     .command("export")
     .description("write a backup_catalog.json as the DB Backup Utility wrote it, from the backups' manifests")
