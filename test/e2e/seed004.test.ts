@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCsv } from "../helpers/csv.js";
 import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
 import { contentOf } from "../helpers/pgcompare.js";
+import { contentOf as myContentOf, myAvailable, myQuery } from "../helpers/mysql.js";
 
 /**
  * A user of the DB Backup Utility (seed 004) opens dbkeep's console and types that tool's commands as its README
@@ -13,6 +14,7 @@ import { contentOf } from "../helpers/pgcompare.js";
  */
 
 const pgUp = await pgAvailable();
+const myUp = await myAvailable();
 const SRC = "s4_src";
 const FULL = "s4_full";
 const DIFF = "s4_diff";
@@ -220,4 +222,35 @@ describe.skipIf(!pgUp)("seed 004's console commands and backup_catalog.json", ()
     expect(partial[0]).toMatchObject({ type: "partial", statistics: { total_tables: 2, total_rows_processed: 550 } });
     expect(partial[0]!.id).toMatch(/^partial_s4_src_\d{8}_\d{6}_[0-9a-f]{4}$/);
   });
+});
+
+describe.skipIf(!myUp)("seed 004's console commands on MySQL/MariaDB", () => {
+  const DB = "s4_my_src";
+  const COPY = "s4_my_copy";
+  afterAll(async () => {
+    for (const d of [DB, COPY]) await myQuery(`DROP DATABASE IF EXISTS ${d}`);
+  });
+
+  it("full database, an UPDATE typed as SQL, differential backup: the chain restores the change", async () => {
+    const dir = tempDir("dbkeep-s4my-");
+    for (const d of [DB, COPY]) await myQuery(`DROP DATABASE IF EXISTS ${d}`);
+    await myQuery(`CREATE DATABASE ${DB}`);
+    await myQuery(
+      `CREATE TABLE users (id int PRIMARY KEY, email varchar(80), updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6));
+       INSERT INTO users (id, email) VALUES (1, 'a@example.com'), (2, 'b@example.com'), (3, 'c@example.com');`,
+      DB,
+    );
+    const lines = [`full database -path ${dir}/backups`, "SQL UPDATE users SET email = 'changed@example.com' WHERE id = 2", "y", "differential backup", "exit"];
+    const r = dbkeep(["console", "--db", "mysql", "--database", DB, "--host", "127.0.0.1", "--port", "3306", "--user", "root", "--storage", "local", "--config", "manual"], { input: lines.join("\n") + "\n" });
+    expect(r.code, r.stderr).toBe(0);
+    // A write on MySQL says what it did (it once ended the console without a word).
+    expect(r.stdout).toMatch(/UPDATE: 1 row affected/);
+    expect(r.stdout).toMatch(/differential backup s4_my_src-\d{8}-\d{6}: .*\.diff\.sql\.zst/);
+    const [, diff] = manifests(join(dir, "backups"));
+    expect(diff?.differential?.kind).toBe("differential");
+    const restore = dbkeep(["restore", join(dir, "backups"), diff!.id, "--to", `mysql://root@127.0.0.1:3306/${COPY}`]);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(await myContentOf(COPY)).toEqual(await myContentOf(DB));
+    expect(await myQuery("SELECT email FROM users WHERE id = 2", COPY)).toEqual([["changed@example.com"]]);
+  }, 60_000);
 });
