@@ -35,7 +35,13 @@ export function createConsoleBackupOps(plan: JobPlan, describe: string, log: Log
     return { ...plan, datasource: { ...plan.datasource, section: { ...section, options: narrowed } } };
   }
 
-  function differentialPlan(base: JobPlan): JobPlan {
+  async function differentialPlan(base: JobPlan): Promise<JobPlan> {
+    const engine = await openEngine(base, warn);
+    if (!engine.differential) {
+      throw new DbkeepError("USAGE", `differential backups need PostgreSQL, or MySQL/MariaDB with one database and mysqldump; this is ${base.datasource.section.engine}`, {
+        hint: "make a full backup instead (backup, or full database -path DIR)",
+      });
+    }
     if (base.differential) return base;
     return { ...base, differential: DEFAULT_DIFFERENTIAL };
   }
@@ -55,7 +61,7 @@ export function createConsoleBackupOps(plan: JobPlan, describe: string, log: Log
     describe,
     async backup({ tables, differential, base, signal, say }) {
       let p = tables.length ? partialPlan(tables) : plan;
-      if (differential) p = differentialPlan(p);
+      if (differential) p = await differentialPlan(p);
       else if (base && !tables.length) p = await basePlan(p);
       say(`backing up ${p.datasource.section.engine} ${tables.length ? `tables ${tables.join(", ")} ` : ""}to ${describe}${differential ? " (differential when a full backup to build on exists)" : ""} ...`);
       const r = await runJob(p, { log, signal });

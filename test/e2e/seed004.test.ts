@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCsv } from "../helpers/csv.js";
-import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, tempDir } from "../helpers/env.js";
+import { createDb, dbkeep, dropDb, pgAvailable, pgQuery, pgUrl, ROOT, tempDir } from "../helpers/env.js";
 import { contentOf } from "../helpers/pgcompare.js";
 import { contentOf as myContentOf, myAvailable, myQuery } from "../helpers/mysql.js";
 
@@ -253,4 +253,15 @@ describe.skipIf(!myUp)("seed 004's console commands on MySQL/MariaDB", () => {
     expect(await myContentOf(COPY)).toEqual(await myContentOf(DB));
     expect(await myQuery("SELECT email FROM users WHERE id = 2", COPY)).toEqual([["changed@example.com"]]);
   }, 60_000);
+});
+
+describe("seed 004's console commands on an engine without differentials", () => {
+  it("full database backs SQLite up; differential backup says what to do instead", () => {
+    const dir = tempDir("dbkeep-s4lite-");
+    const r = dbkeep(["console", `sqlite:${join(ROOT, "examples/app.db")}`], { input: `full database -path ${dir}/b\ndifferential backup\n` });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/full backup app-\d{8}-\d{6}: .*app\/app-\d{8}-\d{6}\.db\.zst/);
+    expect(r.stdout).toMatch(/error: differential backups need PostgreSQL, or MySQL\/MariaDB .*this is sqlite\nhint: make a full backup instead/);
+    expect(manifests(join(dir, "b"))).toHaveLength(1);
+  });
 });
