@@ -101,9 +101,9 @@ describe.skipIf(!pgUp)("seed 004's console commands and backup_catalog.json", ()
     expect(session.code, session.stderr).toBe(0);
     expect(session.stdout).not.toMatch(/^error:/m);
     expect(session.stdout).toContain("full tables -tablename A -tablename B -path P");
-    expect(session.stdout).toMatch(/full backup s4_src-\d{8}-\d{6}: .* s4_src\/s4_src-\d{8}-\d{6}\.sql\.zst/);
-    expect(session.stdout).toMatch(/partial backup s4_src-\d{8}-\d{6}: .*\.sql\.zst/);
-    expect(session.stdout).toMatch(/differential backup s4_src-\d{8}-\d{6}: .*\.diff\.sql\.zst/);
+    expect(session.stdout).toMatch(/full backup s4_src-\d{8}-\d{6}(?:-\d+)?: .* s4_src\/s4_src-\d{8}-\d{6}(?:-\d+)?\.sql\.zst/);
+    expect(session.stdout).toMatch(/partial backup s4_src-\d{8}-\d{6}(?:-\d+)?: .*\.sql\.zst/);
+    expect(session.stdout).toMatch(/differential backup s4_src-\d{8}-\d{6}(?:-\d+)?: .*\.diff\.sql\.zst/);
     // SQL without -extract shows the rows.
     expect(session.stdout).toMatch(/ 3 \| user3@example\.com\s+\| false/);
     expect(before).not.toEqual(after);
@@ -196,7 +196,8 @@ describe.skipIf(!pgUp)("seed 004's console commands and backup_catalog.json", ()
       const type = i === 0 ? "full" : "differential";
       expect(Object.keys(b)).toEqual(SEED_KEYS);
       expect(b.id).toMatch(new RegExp(`^${type}_s4_src_\\d{8}_\\d{6}_[0-9a-f]{4}$`));
-      expect(b.id).toBe(`${type}_s4_src_${m.id.slice(-15).replace("-", "_")}_${m.sha256.slice(0, 4)}`);
+      const t = m.started_at;
+      expect(b.id).toBe(`${type}_s4_src_${t.slice(0, 4)}${t.slice(5, 7)}${t.slice(8, 10)}_${t.slice(11, 13)}${t.slice(14, 16)}${t.slice(17, 19)}_${m.sha256.slice(0, 4)}`);
       expect(b.type).toBe(type);
       expect(b.status).toBe("completed");
       expect(b.timestamp_start).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$/);
@@ -245,7 +246,7 @@ describe.skipIf(!myUp)("seed 004's console commands on MySQL/MariaDB", () => {
     expect(r.code, r.stderr).toBe(0);
     // A write on MySQL says what it did (it once ended the console without a word).
     expect(r.stdout).toMatch(/UPDATE: 1 row affected/);
-    expect(r.stdout).toMatch(/differential backup s4_my_src-\d{8}-\d{6}: .*\.diff\.sql\.zst/);
+    expect(r.stdout).toMatch(/differential backup s4_my_src-\d{8}-\d{6}(?:-\d+)?: .*\.diff\.sql\.zst/);
     const [, diff] = manifests(join(dir, "backups"));
     expect(diff?.differential?.kind).toBe("differential");
     const restore = dbkeep(["restore", join(dir, "backups"), diff!.id, "--to", `mysql://root@127.0.0.1:3306/${COPY}`]);
@@ -260,7 +261,7 @@ describe("seed 004's console commands on an engine without differentials", () =>
     const dir = tempDir("dbkeep-s4lite-");
     const r = dbkeep(["console", `sqlite:${join(ROOT, "examples/app.db")}`], { input: `full database -path ${dir}/b\ndifferential backup\n` });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/full backup app-\d{8}-\d{6}: .*app\/app-\d{8}-\d{6}\.db\.zst/);
+    expect(r.stdout).toMatch(/full backup app-\d{8}-\d{6}(?:-\d+)?: .*app\/app-\d{8}-\d{6}(?:-\d+)?\.db\.zst/);
     expect(r.stdout).toMatch(/error: differential backups need PostgreSQL, or MySQL\/MariaDB .*this is sqlite\nhint: make a full backup instead/);
     expect(manifests(join(dir, "b"))).toHaveLength(1);
   });
