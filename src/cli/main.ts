@@ -9,6 +9,7 @@ import { registerDaemon } from "./commands/daemon.js";
 import { registerDoctor } from "./commands/doctor.js";
 import { registerQuery } from "./commands/query.js";
 import { registerConsole } from "./commands/console.js";
+import { registerCatalog } from "./commands/catalog.js";
 import { registerHistory } from "./commands/history.js";
 import { registerImport } from "./commands/import.js";
 import { registerCrypt } from "./commands/crypt.js";
@@ -94,6 +95,7 @@ Exit codes: 0 success, 1 a job or operation failed, 2 usage or config error.`,
   registerConsole(program, ctx);
   registerSeed001(program, ctx);
   registerSeed003(program, ctx);
+  registerCatalog(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
 
   try {

@@ -40,7 +40,7 @@ export interface RunKind {
  * Differentials hold every change since their full backup (not since the previous differential), so a restore is
  * always that full backup plus one differential.
  */
-export async function nextRunKind(o: { job: string; prefix?: string; basename?: string; engine: Engine; store: Store; settings: DifferentialPlan; schemaDigest: string; now: Date }): Promise<RunKind> {
+export async function nextRunKind(o: { job: string | undefined; prefix?: string; basename?: string; engine: Engine; store: Store; settings: DifferentialPlan; schemaDigest: string; now: Date }): Promise<RunKind> {
   const { backups } = await listBackups(o.store, joinKey(o.prefix, o.basename ?? o.engine.database) + "/");
   const base = backups.find((b) => b.job === o.job && b.differential?.kind === "full" && b.differential.safe_point && b.engine === o.engine.name);
   if (!base) return { kind: "full", reason: "no full backup of this job to build on" };
@@ -59,7 +59,7 @@ export async function nextRunKind(o: { job: string; prefix?: string; basename?: 
  * before it; for a differential, dbkeep's own dump of the changed rows (format "differential").
  */
 export async function prepareDifferential(
-  plan: { name: string; prefix?: string; basename?: string; differential?: DifferentialPlan },
+  plan: { name: string; prefix?: string; basename?: string; differential?: DifferentialPlan; oneOff?: boolean },
   engine: Engine,
   store: Store,
   log: Logger,
@@ -73,7 +73,8 @@ export async function prepareDifferential(
     });
   }
   const schemaDigest = await diff.schemaDigest({ basisColumn: settings.basisColumn, basisColumns: settings.basisColumns });
-  const next = await nextRunKind({ job: plan.name, ...(plan.prefix ? { prefix: plan.prefix } : {}), ...(plan.basename ? { basename: plan.basename } : {}), engine, store, settings, schemaDigest, now });
+  // A one-off run's backups carry no job (runBackup leaves it out): its differentials build on the store's unnamed ones.
+  const next = await nextRunKind({ job: plan.oneOff ? undefined : plan.name, ...(plan.prefix ? { prefix: plan.prefix } : {}), ...(plan.basename ? { basename: plan.basename } : {}), engine, store, settings, schemaDigest, now });
   log.info({ kind: next.kind }, `${next.kind} backup: ${next.reason}`);
   if (next.kind === "full") {
     // The wrapped engine's own dump gets `opts` unchanged, DumpOptions.output included: it honours the pipe exactly

@@ -35,21 +35,34 @@ export function createConsoleBackupOps(plan: JobPlan, describe: string, log: Log
     return { ...plan, datasource: { ...plan.datasource, section: { ...section, options: narrowed } } };
   }
 
-  function differentialPlan(base: JobPlan): JobPlan {
-    if (base.differential) return base;
-    if (base.oneOff) {
-      throw new DbkeepError("USAGE", "backup --differential needs a job: a differential builds on a full backup of the same job", {
-        hint: "define a job for this datasource with mode: differential and open the console without --to",
+  async function differentialPlan(base: JobPlan): Promise<JobPlan> {
+    const engine = await openEngine(base, warn);
+    if (!engine.differential) {
+      throw new DbkeepError("USAGE", `differential backups need PostgreSQL, or MySQL/MariaDB with one database and mysqldump; this is ${base.datasource.section.engine}`, {
+        hint: "make a full backup instead (backup, or full database -path DIR)",
       });
     }
+    if (base.differential) return base;
     return { ...base, differential: DEFAULT_DIFFERENTIAL };
+  }
+
+  /**
+   * A full backup that differentials can build on (seed 004's `full database`): the differential mode with no room
+   * for a differential, so that the run is a full backup that records its safe point. Engines without differentials
+   * make a plain full backup.
+   */
+  async function basePlan(base: JobPlan): Promise<JobPlan> {
+    const engine = await openEngine(base, warn);
+    if (!engine.differential) return base;
+    return { ...base, differential: { ...(base.differential ?? DEFAULT_DIFFERENTIAL), maxChain: 0 } };
   }
 
   return {
     describe,
-    async backup({ tables, differential, signal, say }) {
+    async backup({ tables, differential, base, signal, say }) {
       let p = tables.length ? partialPlan(tables) : plan;
-      if (differential) p = differentialPlan(p);
+      if (differential) p = await differentialPlan(p);
+      else if (base && !tables.length) p = await basePlan(p);
       say(`backing up ${p.datasource.section.engine} ${tables.length ? `tables ${tables.join(", ")} ` : ""}to ${describe}${differential ? " (differential when a full backup to build on exists)" : ""} ...`);
       const r = await runJob(p, { log, signal });
       if (!r.ok || !r.manifest) throw r.error ?? new DbkeepError("ENGINE_FAILED", "backup failed");

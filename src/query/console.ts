@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, resolve } from "node:path";
 import { createInterface, type Interface } from "node:readline";
@@ -7,12 +7,14 @@ import { DbkeepError, formatError, toDbkeepError } from "../core/errors.js";
 import { redact } from "../core/redact.js";
 import { checkStatement, queryToFile, streamQuery } from "./run.js";
 import type { CatalogTable, QueryConnection } from "./connection.js";
+import { extractFile, parseSeedBackup, parseSeedExtract, SEED_HELP } from "./console-seed004.js";
 
 /** What the console's backup, list and restore commands do; absent when no store is known (see `unavailable`). */
 export interface ConsoleBackupOps {
   /** Where backups go, e.g. `job appdb-nightly (store local)`. */
   describe: string;
-  backup(o: { tables: string[]; differential: boolean; signal: AbortSignal; say: (line: string) => void }): Promise<void>;
+  /** `base`: a full backup that later differentials can build on (where the engine has differentials). */
+  backup(o: { tables: string[]; differential: boolean; base?: boolean; signal: AbortSignal; say: (line: string) => void }): Promise<void>;
   list(o: { say: (line: string) => void }): Promise<string[]>;
   restore(o: { ref: string; signal: AbortSignal; ask: (question: string) => Promise<boolean>; say: (line: string) => void }): Promise<void>;
 }
@@ -27,6 +29,8 @@ export interface ConsoleOptions {
   /** File of the command history (kept between sessions, mode 0600); none: no history file. */
   historyFile?: string;
   backups?: ConsoleBackupOps;
+  /** backup, list and restore on a directory store (seed 004's `-path P`); absent: -path is not accepted. */
+  backupsAt?: (dir: string) => ConsoleBackupOps;
   /** Why backup, list and restore are not available, when `backups` is absent. */
   unavailable?: string;
   /** Ends the console (SIGTERM). */
@@ -35,7 +39,7 @@ export interface ConsoleOptions {
   maxRows?: number;
 }
 
-export const COMMANDS = ["backup", "list", "restore", "sql", "tables", "help", "exit", "quit"] as const;
+export const COMMANDS = ["backup", "list", "restore", "sql", "tables", "help", "exit", "quit", "full", "differential"] as const;
 
 const HELP = `Commands:
   sql <statement>                 run one statement; the first rows are shown as a table
@@ -49,7 +53,9 @@ const HELP = `Commands:
   help                            this text
   exit, quit, Ctrl-D              leave
 Tab completes commands, table names and column names (table.column too). Statements that may change
-data, schema or settings ask for confirmation first. Ctrl-C stops a running command.`;
+data, schema or settings ask for confirmation first. Ctrl-C stops a running command.
+
+${SEED_HELP}`;
 
 const SQL_KEYWORDS = [
   "SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "HAVING", "LIMIT", "OFFSET", "JOIN", "LEFT JOIN", "INNER JOIN", "ON", "AS",
@@ -107,11 +113,18 @@ export function complete(line: string, catalog: CatalogTable[], backupIds: strin
       return [matching([...COMMANDS]), word];
     case "restore":
       return [matching(backupIds), word];
+    case "full":
+      if (/^full\s+\S*$/i.test(lead)) return [matching(["database", "tables"]), word];
+      if (word.startsWith("-")) return [matching(/^full\s+tables\b/i.test(lead) ? ["-tablename", "-path"] : ["-path"]), word];
+      return [/-tablename\s+$/i.test(before) ? matching(tableNames) : [], word];
+    case "differential":
+      if (/^differential\s+\S*$/i.test(lead)) return [matching(["backup"]), word];
+      return [word.startsWith("-") ? matching(["-path"]) : [], word];
     case "backup":
       if (word.startsWith("-")) return [matching(["--table", "--differential"]), word];
       return [/--table\b|--tables\b|-t\b/.test(before) ? matching(tableNames) : [], word];
     case "sql": {
-      if (/--csv\s+\S*$/.test(line)) return [[], word];
+      if (/(--csv|-path)\s+\S*$/.test(line)) return [[], word];
       const dot = word.lastIndexOf(".");
       const hits: string[] = matching(tableNames);
       // After FROM, JOIN, INTO, UPDATE or TABLE only a table name fits.
@@ -129,6 +142,15 @@ export function complete(line: string, catalog: CatalogTable[], backupIds: strin
     }
     default:
       return [[], word];
+  }
+}
+
+/** `file`, or `file` with _2, _3 ... before .csv when it exists already (two extractions in one second). */
+function uniqueFile(file: string): string {
+  if (!existsSync(file)) return file;
+  for (let n = 2; ; n++) {
+    const next = file.replace(/(\.csv)?$/i, (ext) => `_${n}${ext}`);
+    if (!existsSync(next)) return next;
   }
 }
 
@@ -160,6 +182,10 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   const out = o.output;
   const say = (line: string) => void out.write(line + "\n");
   let conn = await o.connect();
+  /** The directory of this session's last seed-004 `-path` (list and restore use it when the console has no store). */
+  let seedPath: string | undefined;
+  /** Where this session's last `full database` went: `differential backup` goes there, to build on it. */
+  let lastFull: ConsoleBackupOps | undefined;
   let catalog: CatalogTable[] = [];
   let backupIds: string[] = [];
   const reloadCatalog = async () => {
@@ -283,6 +309,29 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
       }
       case "sql":
         return sqlCommand(restText, signal);
+      case "full":
+      case "differential":
+      case "diff":
+      case "incremental": {
+        const b = parseSeedBackup(command, words)!;
+        let ops: ConsoleBackupOps | undefined;
+        if (b.path) {
+          if (!o.backupsAt) throw new DbkeepError("USAGE", "-path is not available in this console", { hint: "backup and backup --table write to the console's store" });
+          ops = o.backupsAt(b.path);
+          seedPath = b.path;
+        } else {
+          // As in the seed tool, a differential goes where the full backup it builds on went.
+          ops = (b.differential ? lastFull : undefined) ?? o.backups;
+        }
+        if (!ops) {
+          throw new DbkeepError("USAGE", `${b.seed} needs -path DIR: this console has no store`, {
+            hint: b.differential ? "give the directory of the full backup: differential backup -path DIR (or open the console with --to DIR)" : `${b.seed} ... -path /backups (or open the console with --to DIR)`,
+          });
+        }
+        if (b.seed === "full database") lastFull = ops;
+        await ops.backup({ tables: b.tables, differential: b.differential, base: b.seed === "full database", signal, say });
+        return;
+      }
       case "backup": {
         const ops = needBackups();
         const b = parseBackup(words);
@@ -316,11 +365,15 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
 
   function needBackups(): ConsoleBackupOps {
     if (o.backups) return o.backups;
+    if (seedPath && o.backupsAt) return o.backupsAt(seedPath);
     throw new DbkeepError("USAGE", `no store for backups: ${o.unavailable ?? "none configured"}`, { hint: "open the console with --to STORE, or define a job for this datasource" });
   }
 
   async function sqlCommand(restText: string, signal: AbortSignal): Promise<void> {
-    const { sql, csv } = parseSql(restText);
+    const seed = parseSeedExtract(restText);
+    const { sql, csv } = seed ? { sql: seed.sql, csv: seed.extract ? uniqueFile(extractFile(seed.extract, o.name, new Date())) : undefined } : parseSql(restText);
+    // The seed tool created the export directory; so does -extract (not --csv, where a missing directory is a typo).
+    if (seed?.extract && csv) mkdirSync(dirname(csv), { recursive: true });
     const { text, classification } = checkStatement(sql, conn.dialect, true);
     if (classification.write) {
       const ok = await confirm(`This statement may change data, schema or the server (${classification.reasons.join("; ")}). Run it?`);

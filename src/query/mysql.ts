@@ -132,7 +132,9 @@ export async function openMysql(options: Record<string, unknown>, o: OpenOptions
       announceFail = rej;
     });
     const q = conn.query({ sql, rowsAsArray: true, typeCast });
-    q.on("fields", (fields: FieldPacket[]) => {
+    q.on("fields", (fields: FieldPacket[] | undefined) => {
+      // mysql2 emits "fields" with nothing for a statement without a result set (UPDATE, INSERT): not a result set.
+      if (!fields) return;
       columns = fields.map((f) => f.name);
       if (!settled) {
         settled = true;
