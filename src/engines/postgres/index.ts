@@ -66,8 +66,9 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
 
   /** A connection of dbkeep's own, with the same TLS settings as the tools' (see tls.ts). */
   async function open(database: string): Promise<pg.Client> {
+    let c: pg.Client;
     try {
-      return await connectPg({
+      c = await connectPg({
         host: opts.host,
         port: opts.port,
         user: opts.user ?? (opts.inheritAuthEnv ? process.env.PGUSER : undefined) ?? process.env.USER ?? "postgres",
@@ -79,6 +80,10 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     } catch (err) {
       throw pgConnectionError(err, { host: opts.host, port: opts.port, database });
     }
+    // dbkeep's catalog queries (the differential's table structure above all) are planned as expensive enough to be
+    // JIT-compiled, which costs seconds and saves nothing on queries this small. Servers before 11 have no jit.
+    await c.query("SET jit = off").catch(() => undefined);
+    return c;
   }
 
   async function withClient<T>(database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
