@@ -5,6 +5,7 @@ import type { Store } from "../../stores/store.js";
 import { DbkeepError } from "../../core/errors.js";
 import { oneOffPlan, type Context } from "../context.js";
 import { formatBytes, table } from "../format.js";
+import { keepYoungGenerationSmall } from "../heap.js";
 
 /** The store and prefix a command works on: a job of the config, or a store URL (all backups in it). */
 export async function openTarget(c: Context, target: string, storeName?: string): Promise<{ plan: JobPlan; store: Store; prefix: string }> {
@@ -34,6 +35,7 @@ export function registerList(program: Command, ctx: () => Context): void {
     .option("--json", "print JSON")
     .option("--all", "also show leftovers of failed or killed runs and unreadable manifests")
     .option("--store <name>", "which of the job's stores to list (default: its first; see dbkeep status for all)")
+    .option("--no-catalog", "read every manifest from the store, not only those new or changed since this machine's catalog (which is written anew)")
     .addHelpText(
       "after",
       `
@@ -41,13 +43,18 @@ Examples:
   dbkeep list ./backups
   dbkeep list appdb-backup --json
   dbkeep list ./backups --all
-  dbkeep list appdb-backup --store offsite`,
+  dbkeep list appdb-backup --store offsite
+  dbkeep list appdb-backup --no-catalog
+
+Manifests the store lists unchanged (same size, time and change token) since an earlier listing on this
+machine are taken from its catalog in $DBKEEP_STATE_DIR/catalog; every other one is read from the store.`,
     )
-    .action(async (target: string, flags: { json?: boolean; all?: boolean; store?: string }) => {
+    .action(async (target: string, flags: { json?: boolean; all?: boolean; store?: string; catalog?: boolean }) => {
+      keepYoungGenerationSmall();
       const c = ctx();
       const { plan, store, prefix } = await openTarget(c, target, flags.store);
       try {
-        const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+        const listing = await listFor(store, prefix, plan.oneOff ? undefined : plan.name, { catalog: flags.catalog === false ? "rebuild" : "use" });
         const damaged = listing.damaged.map((d) => ({ id: d.id, taken_at: d.at, problems: d.problems, repairable: d.repairable, keys: d.objects.map((o) => o.key) }));
         // Damaged backups make the exit code 1, so that a script or a monitor notices them.
         if (damaged.length) process.exitCode = 1;
