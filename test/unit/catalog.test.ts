@@ -145,7 +145,8 @@ describe("catalog: a cache of manifests, checked against the store's listing", (
 
     // A flipped byte, same size, same time: damaged, not hidden behind the catalog's copy.
     const text = readFileSync(path);
-    text[text.indexOf("raw_bytes") + 2] ^= 0x01;
+    const at = text.indexOf("raw_bytes") + 2;
+    text[at] = text[at]! ^ 0x01;
     writeFileSync(path, text);
     utimesSync(path, st.atime, st.mtime);
     l = await listBackups(store, PREFIX, { catalog: "use", catalogDir: cat });
