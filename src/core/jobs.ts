@@ -561,6 +561,11 @@ export interface PruneOptions {
    * database on its own.
    */
   job?: string;
+  /**
+   * A dry run takes the manifests the store lists unchanged from this machine's catalog (core/catalog.ts), or
+   * "rebuild"s it. A run that deletes always reads every manifest from the store.
+   */
+  catalog?: "use" | "rebuild";
   log: Logger;
 }
 /** The policy for one store of a job: the store's own if the job gives one, else the job's. */
@@ -588,7 +593,7 @@ export function storePolicy(plan: Pick<JobPlan, "retention" | "stores">, index: 
  * a process of this host that is gone; younger ones may belong to a backup being written.
  */
 export async function prune(store: Store, prefix: string, policy: RetentionPolicy, o: PruneOptions): Promise<PruneResult> {
-  const listing = await listBackups(store, prefix);
+  const listing = await listBackups(store, prefix, o.dryRun && o.catalog ? { catalog: o.catalog } : {});
   const mine = listing.backups.filter((m) => o.job === undefined || m.job === o.job);
   const verified = policy.keep_verified ? await verifiedIds(store, mine) : new Set<string>();
   const now = o.now ?? new Date();

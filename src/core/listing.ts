@@ -3,6 +3,7 @@ import { ownerGone, pidAlive } from "./owner.js";
 import { DbkeepError } from "./errors.js";
 import { checksumLine, LAST_RUN, MANIFEST_SUFFIX, objectKeysOf, parseManifest, putText, verifyKeyOf, type Manifest } from "./manifest.js";
 import { readAll } from "./streams.js";
+import { openCatalog, type Catalog } from "./catalog.js";
 import type { Store, StoreObject } from "../stores/store.js";
 
 /**
@@ -175,11 +176,34 @@ function idTime(id: string): string | undefined {
   return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000Z` : undefined;
 }
 
-const newestOf = (objects: StoreObject[]) => new Date(Math.max(...objects.map((o) => o.modified.getTime())));
+const newestOf = (objects: StoreObject[]) => new Date(objects.reduce((t, o) => Math.max(t, o.modified.getTime()), -Infinity));
+
+/** A small object whole: in one call where the store offers it (no stream per manifest), else through get(). */
+export async function readSmall(store: Store, key: string, limit: number): Promise<Buffer> {
+  return store.getBytes ? store.getBytes(key, limit) : readAll(await store.get(key), limit);
+}
+
+/** Runs `fn` over `items`, at most `n` at a time, and returns the results in order. */
+async function mapBounded<T, R>(items: T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  return out;
+}
+
+/** Manifests read at once: enough to keep a remote store's connections or the local thread pool busy. */
+const READ_CONCURRENCY = 16;
+const MANIFEST_LIMIT = 4 * 1024 * 1024;
 
 async function readJson<T>(store: Store, key: string): Promise<T | undefined> {
   try {
-    return JSON.parse((await readAll(await store.get(key), 65536)).toString("utf8")) as T;
+    return JSON.parse((await readSmall(store, key, 65536)).toString("utf8")) as T;
   } catch {
     return undefined;
   }
@@ -213,11 +237,43 @@ function sidecarFlaw(m: Manifest, sizes: Map<string, number>): string | undefine
   return size !== want ? `its sidecar ${m.checksum_key} is ${size} bytes, ${want} expected (dbkeep repair writes it again)` : undefined;
 }
 
-/** Lists what a store holds under `prefix` (see the top of this file). Reads every manifest and pending marker. */
-export async function listBackups(store: Store, prefix: string): Promise<Listing> {
+export interface ListOptions {
+  /**
+   * Keep a catalog of the manifests read (core/catalog.ts) and take from it those the store lists unchanged, or
+   * "rebuild" it from every manifest. Without it every manifest is read, and no catalog is written.
+   */
+  catalog?: "use" | "rebuild";
+  /** Where the catalog lives (default: $DBKEEP_STATE_DIR/catalog). */
+  catalogDir?: string;
+}
+
+/** What reading a group's manifest gave: the manifest, or why not (and as much of its text as could be read). */
+type ManifestRead = { m: Manifest } | { err: unknown; text?: string } | undefined;
+
+async function readManifestOf(store: Store, o: StoreObject, catalog: Catalog | undefined): Promise<ManifestRead> {
+  const cached = catalog?.get(o);
+  if (cached) return { m: cached };
+  let text: string | undefined;
+  try {
+    text = (await readSmall(store, o.key, MANIFEST_LIMIT)).toString("utf8");
+    const m = parseManifest(text, o.key);
+    catalog?.put(o, m);
+    return { m };
+  } catch (err) {
+    return { err, ...(text !== undefined ? { text } : {}) };
+  }
+}
+
+/**
+ * Lists what a store holds under `prefix` (see the top of this file). Reads every manifest (or, with a catalog,
+ * those new or changed since it last did), pending marker and damage note.
+ */
+export async function listBackups(store: Store, prefix: string, o: ListOptions = {}): Promise<Listing> {
+  const catalog = o.catalog ? await openCatalog(store, prefix, { rebuild: o.catalog === "rebuild", ...(o.catalogDir ? { dir: o.catalogDir } : {}) }) : undefined;
   const objects: StoreObject[] = [];
-  for await (const o of store.list(prefix)) objects.push(o);
-  const sizes = new Map(objects.filter((o) => !o.partial).map((o) => [o.key, o.size]));
+  for await (const x of store.list(prefix)) objects.push(x);
+  const sizes = new Map<string, number>();
+  for (const x of objects) if (!x.partial) sizes.set(x.key, x.size);
   const { groups, loose } = groupObjects(objects);
   const out: Listing = { backups: [], damaged: [], leftovers: [], orphans: [], flaws: new Map(), keys: new Set(objects.map((o) => o.key)) };
   const leftover = (l: Omit<Leftover, "newest">) => {
@@ -225,19 +281,20 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
   };
   for (const o of loose) leftover({ objects: [o], why: "interrupted upload" });
 
-  for (const g of groups) {
+  // Every manifest first, several at a time; then each group in turn.
+  const reads = await mapBounded(groups, READ_CONCURRENCY, (g) => (g.manifest ? readManifestOf(store, g.manifest, catalog) : Promise.resolve(undefined)));
+  for (const [gi, g] of groups.entries()) {
     const manifestKey = g.manifest?.key ?? [g.dir, `${g.id}${MANIFEST_SUFFIX}`].filter(Boolean).join("/");
     if (g.partials.length && (g.manifest || !g.markers.length)) leftover({ id: g.id, objects: g.partials, why: "interrupted upload" });
     const sidecars = g.objects.filter((o) => o.key.endsWith(".sha256"));
     const notes = g.objects.filter((o) => o.key.endsWith(DAMAGE_NOTE));
     const data = g.objects.filter((o) => !o.key.endsWith(".sha256") && !o.key.endsWith(".verify.json") && !o.key.endsWith(DAMAGE_NOTE) && !o.key.includes(DAMAGED_MANIFEST_MARK));
-    if (g.manifest) {
+    const read = reads[gi];
+    if (g.manifest && read) {
       let m: Manifest;
-      let text: string | undefined;
-      try {
-        text = (await readAll(await store.get(g.manifest.key), 4 * 1024 * 1024)).toString("utf8");
-        m = parseManifest(text, g.manifest.key);
-      } catch (err) {
+      if ("m" in read) m = read.m;
+      else {
+        const { err, text } = read;
         if (err instanceof DbkeepError && err.code === "STORE_NOT_FOUND") continue; // deleted while we listed
         // The job it names, if that much can still be read: a job's prune --force deletes only its own.
         const job = text ? /"job"\s*:\s*"([^"\\]{1,200})"/.exec(text)?.[1] : undefined;
@@ -273,8 +330,11 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
       const flaw = sidecarFlaw(m, sizes);
       if (flaw) out.flaws.set(m.id, [flaw]);
       // Objects of the group that the manifest does not name (and that are not its verify report) are leftovers.
-      const owned = new Set([...objectKeysOf(m), verifyKeyOf(m), ...notes.map((n) => n.key)]);
-      const extra = g.objects.filter((o) => !owned.has(o.key) && !o.key.includes(DAMAGED_MANIFEST_MARK));
+      // Most groups hold only the objects their manifest names: those are passed without building the set.
+      const named = (k: string) => k === m.key || k === m.checksum_key || k.endsWith(DAMAGE_NOTE) || (m.extras?.some((x) => x.key === k) ?? false);
+      const others = g.objects.filter((o) => !named(o.key));
+      const owned = others.length ? new Set([...objectKeysOf(m), verifyKeyOf(m), ...notes.map((n) => n.key)]) : undefined;
+      const extra = others.filter((o) => !owned!.has(o.key) && !o.key.includes(DAMAGED_MANIFEST_MARK));
       if (extra.length) leftover({ id: g.id, objects: extra, why: "no data" });
       continue;
     }
@@ -299,8 +359,9 @@ export async function listBackups(store: Store, prefix: string): Promise<Listing
   }
   out.orphans = out.leftovers.flatMap((l) => l.objects);
   const newestFirst = (a: { at: string; id: string }, b: { at: string; id: string }) => (a.at < b.at ? 1 : a.at > b.at ? -1 : a.id < b.id ? 1 : -1);
-  out.backups.sort((a, b) => newestFirst({ at: a.started_at, id: a.id }, { at: b.started_at, id: b.id }));
+  out.backups.sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : a.id < b.id ? 1 : -1));
   out.damaged.sort(newestFirst);
+  await catalog?.save();
   return out;
 }
 
@@ -381,6 +442,6 @@ export function findBackup(backups: Manifest[], ref: string | undefined): Manife
 }
 
 /** The listing a job's commands see (its own backups and those no job claims); all of it for a store URL. */
-export async function listFor(store: Store, prefix: string, job: string | undefined): Promise<Listing> {
-  return ofJob(await listBackups(store, prefix), job);
+export async function listFor(store: Store, prefix: string, job: string | undefined, o: ListOptions = {}): Promise<Listing> {
+  return ofJob(await listBackups(store, prefix, o), job);
 }

@@ -1,7 +1,7 @@
 import { DbkeepError, toDbkeepError } from "./errors.js";
 import type { Logger } from "./log.js";
 import { checksumLine, manifestKeyOf, MANIFEST_SUFFIX, putText, serializeManifest, type Manifest } from "./manifest.js";
-import { damageNoteKey, listBackups, type Listing } from "./listing.js";
+import { damageNoteKey, listBackups, type Listing, type ListOptions } from "./listing.js";
 import { newMarker, putMarker, sweepDeadRuns } from "./reserve.js";
 import { redact } from "./redact.js";
 import { applyRetention, hasRules, type RetentionPolicy } from "./retention.js";
@@ -75,11 +75,11 @@ export interface StoreListing {
   error?: DbkeepError;
 }
 
-export async function listEach(stores: Store[], prefix: string): Promise<StoreListing[]> {
+export async function listEach(stores: Store[], prefix: string, o: ListOptions = {}): Promise<StoreListing[]> {
   return Promise.all(
     stores.map(async (store) => {
       try {
-        return { store, listing: await listBackups(store, prefix) };
+        return { store, listing: await listBackups(store, prefix, o) };
       } catch (err) {
         return { store, error: toDbkeepError(err, "STORE_FAILED") };
       }

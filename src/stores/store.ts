@@ -9,6 +9,12 @@ export interface StoreObject {
    * only so that `list --all` can report them and prune can remove them; they are never read as backups.
    */
   partial?: boolean;
+  /**
+   * A token that changes whenever the object is written again (the service's ETag, the local store's inode and
+   * change time), for stores that can tell. With `size` and `modified` it tells a cache (core/catalog.ts) whether
+   * what it read earlier is still what the store holds.
+   */
+  etag?: string;
 }
 
 export interface PutOptions {
@@ -92,6 +98,11 @@ export interface Store {
    */
   stage?(key: string): Promise<StagedFile>;
   get(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
+  /**
+   * Optional: a small object whole, in one call instead of a stream (a manifest, a marker). Rejects as get() does
+   * for a missing key, and with CORRUPT_BACKUP when the object is larger than `limit` bytes (as readAll does).
+   */
+  getBytes?(key: string, limit: number): Promise<Buffer>;
   stat(key: string): Promise<StoreObject | undefined>;
   list(prefix: string): AsyncIterable<StoreObject>;
   delete(keys: string[]): Promise<void>;

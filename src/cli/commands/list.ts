@@ -50,6 +50,7 @@ export function registerList(program: Command, ctx: () => Context): void {
     .option("--cloud", "list the job's first store that is not a local directory (e.g. GCS)")
     .option("--all", "also show leftovers of failed or killed runs and unreadable manifests")
     .option("--store <name>", "which of the job's stores to list (default: its first; see dbkeep status for all)")
+    .option("--no-catalog", "read every manifest from the store, not only those new or changed since this machine's catalog (which is written anew)")
     .addHelpText(
       "after",
       `
@@ -59,15 +60,19 @@ Examples:
   dbkeep list ./backups --all
   dbkeep list appdb-backup --store offsite
   dbkeep list --type daily                       # sidecar mode: the only job
-  dbkeep list --cloud --json`,
+  dbkeep list --cloud --json
+  dbkeep list appdb-backup --no-catalog
+
+Manifests the store lists unchanged (same size, time and change token) since an earlier listing on this
+machine are taken from its catalog in $DBKEEP_STATE_DIR/catalog; every other one is read from the store.`,
     )
-    .action(async (given: string | undefined, flags: { json?: boolean; all?: boolean; store?: string; type?: string; cloud?: boolean }) => {
+    .action(async (given: string | undefined, flags: { json?: boolean; all?: boolean; store?: string; type?: string; cloud?: boolean; catalog?: boolean }) => {
       const c = ctx();
       const target = given ?? onlyJob(c);
       if (flags.cloud && flags.store) throw new DbkeepError("USAGE", "give either --cloud or --store");
       const { plan, store, prefix } = await openTarget(c, target, flags.cloud ? cloudStore(c, target) : flags.store);
       try {
-        const all = await listFor(store, prefix, plan.oneOff ? undefined : plan.name);
+        const all = await listFor(store, prefix, plan.oneOff ? undefined : plan.name, { catalog: flags.catalog === false ? "rebuild" : "use" });
         const listing = flags.type ? { ...all, backups: all.backups.filter((b) => b.type === flags.type) } : all;
         const damaged = listing.damaged.map((d) => ({ id: d.id, taken_at: d.at, problems: d.problems, repairable: d.repairable, keys: d.objects.map((o) => o.key) }));
         // Damaged backups make the exit code 1, so that a script or a monitor notices them.

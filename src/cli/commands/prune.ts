@@ -16,6 +16,7 @@ interface PruneFlags {
   now?: string;
   orphanGrace?: string;
   store?: string;
+  catalog?: boolean;
 }
 
 export function registerPrune(program: Command, ctx: () => Context): void {
@@ -30,6 +31,7 @@ export function registerPrune(program: Command, ctx: () => Context): void {
     .option("--orphan-grace <duration>", "remove leftovers of failed runs older than this (default: the job's orphan_grace, else 1h)", duration)
     .option("--force", "prune even though the job's last backup failed, and delete damaged backups too")
     .option("--store <name>", "prune only this store of the job (default: each of its stores, with its own policy)")
+    .option("--no-catalog", "with --dry-run: read every manifest from the store, not only those new or changed since this machine's catalog")
     .addHelpText(
       "after",
       `
@@ -38,13 +40,16 @@ Examples:
   dbkeep prune appdb-backup
   dbkeep prune ./backups --keep-last 7 --dry-run
   dbkeep prune appdb-backup --dry-run --now 2027-01-01T00:00:00Z   # what that date would delete
+  dbkeep prune appdb-backup --dry-run --no-catalog
 
 The newest backup is never deleted. Without retention rules nothing is deleted. When the job's
 last backup failed, prune deletes nothing (a broken job must not eat its history) unless --force.
 A job's prune counts and deletes only that job's backups (its manifests say which job made them);
 on a store given by URL, each job and database is pruned on its own. Damaged backups (data gone or
 cut, manifest unreadable or lost) are never deleted without --force: see dbkeep repair. Leftovers
-of runs that provably never finished are removed after the grace period.`,
+of runs that provably never finished are removed after the grace period. A dry run takes the
+manifests the store lists unchanged since an earlier listing on this machine from its catalog
+($DBKEEP_STATE_DIR/catalog); a prune that deletes reads every manifest from the store.`,
     )
     .action(async (target: string, flags: PruneFlags) => {
       const c = ctx();
@@ -68,6 +73,7 @@ of runs that provably never finished are removed after the grace period.`,
               timezone: plan.timezone,
               ...(now ? { now } : {}),
               orphanGraceSeconds: grace,
+              catalog: flags.catalog === false ? "rebuild" : "use",
               ...(plan.oneOff ? {} : { job: plan.name }),
               log: c.log.child({ store: store.name }),
             });

@@ -12,6 +12,7 @@ export function registerStatus(program: Command, ctx: () => Context): void {
     .description("which stores hold each backup of a job, and which are missing it")
     .argument("[jobs...]", "job names (default: every job of the config)")
     .option("--json", "print JSON")
+    .option("--no-catalog", "read every manifest from the stores, not only those new or changed since this machine's catalog")
     .addHelpText(
       "after",
       `
@@ -19,6 +20,7 @@ Examples:
   dbkeep status
   dbkeep status appdb-backup
   dbkeep status appdb-backup --json
+  dbkeep status appdb-backup --no-catalog
 
 A backup missing from a store (an upload that failed, a store that was down) is shown as MISSING;
 dbkeep sync JOB copies it there. A copy whose data or manifest is damaged (a data object that is gone
@@ -27,7 +29,7 @@ store that holds it intact, dbkeep repair makes a lost manifest again. "-" marks
 own retention policy does not keep. Exit code 1 when a store cannot be listed or holds a damaged
 backup.`,
     )
-    .action(async (jobs: string[], flags: { json?: boolean }) => {
+    .action(async (jobs: string[], flags: { json?: boolean; catalog?: boolean }) => {
       const c = ctx();
       const config = c.config();
       const names = jobs.length ? jobs : Object.keys(config.jobs);
@@ -40,7 +42,7 @@ backup.`,
         const engine = await openEngine(plan);
         const stores = await openStores(plan, (m) => c.log.warn(m));
         try {
-          const listings = (await listEach(stores, backupPrefix(plan, engine))).map((l) => (l.listing ? { ...l, listing: ofJob(l.listing, job) } : l));
+          const listings = (await listEach(stores, backupPrefix(plan, engine), { catalog: flags.catalog === false ? "rebuild" : "use" })).map((l) => (l.listing ? { ...l, listing: ofJob(l.listing, job) } : l));
           const rows = presence(listings);
           const storeNames = stores.map((s) => s.name);
           // A backup a store's own retention would not keep is not missing there: sync would not copy it either.
