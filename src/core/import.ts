@@ -477,6 +477,8 @@ export interface AdoptSpec {
   type?: string;
   stores: Store[];
   prefix?: string;
+  /** The job's basename (seed 001's BACKUP_BASE_NAME): names the backups instead of the database, as for its own. */
+  basename?: string;
   compression: Compression;
   level?: number;
   encryption?: Recipient[];
@@ -533,6 +535,7 @@ export async function adoptDump(spec: AdoptSpec): Promise<BackupOutcome> {
     engine: adopted,
     stores: spec.stores,
     ...(spec.prefix ? { prefix: spec.prefix } : {}),
+    ...(spec.basename ? { basename: spec.basename } : {}),
     compression: spec.compression,
     ...(spec.level !== undefined ? { level: spec.level } : {}),
     verify: spec.verify,
@@ -544,9 +547,13 @@ export async function adoptDump(spec: AdoptSpec): Promise<BackupOutcome> {
   });
 }
 
-/** A backup in `backups` adopted from a file with this content, if there is one. */
+/**
+ * A backup in `backups` that already holds this file: one adopted from a file with this content, or one whose stored
+ * object is this very file (a backup copied out of the store, e.g. by seed 001's `download`, and given back).
+ */
 export function alreadyImported(backups: Manifest[], src: DumpSource): Manifest | undefined {
-  return backups.find((m) => m.imported?.sha256 === src.original?.sha256);
+  const sha = src.original?.sha256;
+  return backups.find((m) => m.imported?.sha256 === sha) ?? backups.find((m) => m.sha256 === sha);
 }
 
 /**

@@ -95,7 +95,7 @@ read to its end and checked first
 the RDB checksum); a truncated file is refused and nothing of it is stored. An accepted dump is
 stored like a backup of the job, in the job's compression and encryption, with a manifest marked
 "imported"; list, restore, verify, prune and sync treat it like any other backup. A file whose
-content was imported into the store before is skipped.
+content was imported into the store before, or that is a backup's own stored file, is skipped.
 The time it was taken, which names it and which retention goes by: --taken-at, else a date and
 time in the file name (20250101-020000, 2025-01-01T02:00:00, read as UTC), else, for a .enc file,
 the timestamp in its Fernet token (when DBVault encrypted it), else its mtime.
@@ -144,8 +144,9 @@ that is removed afterwards. A wrong key is refused and nothing of the file is st
               const prefix = backupPrefix(plan, engine);
               const earlier = alreadyImported((await listFor(stores[0]!, prefix, plan.oneOff ? undefined : plan.name)).backups, src);
               if (earlier) {
-                Object.assign(r, { ok: true, skipped: `already imported as ${earlier.id}`, backup: earlier.id, key: earlier.key });
-                c.log.info({ file, backup: earlier.id }, `${file} was imported before, as ${earlier.id}: skipped`);
+                const was = earlier.imported ? `already imported as ${earlier.id}` : `already in the store as backup ${earlier.id}`;
+                Object.assign(r, { ok: true, skipped: was, backup: earlier.id, key: earlier.key });
+                c.log.info({ file, backup: earlier.id }, `${file}: ${was}; skipped`);
                 continue;
               }
               const outcome = await adoptDump({
@@ -155,6 +156,7 @@ that is removed afterwards. A wrong key is refused and nothing of the file is st
                 ...(flags.type ? { type: flags.type } : {}),
                 stores,
                 ...(plan.prefix ? { prefix: plan.prefix } : {}),
+                ...(plan.basename ? { basename: plan.basename } : {}),
                 compression: plan.compression,
                 ...(plan.level !== undefined ? { level: plan.level } : {}),
                 ...(encryption ? { encryption } : {}),
