@@ -90,9 +90,8 @@ What a file is comes from its content (magic bytes and dump headers), not its na
 plain, custom and directory dumps (directory as a directory or a tar), pg_dumpall scripts,
 mysqldump / mariadb-dump SQL, SQLite files and Redis RDB snapshots, each raw or with gzip,
 zstd or lz4, and seed 002's Fernet .enc files (a Fernet token around a gzip dump). Each file is
-read to its end and checked first
-(the completion line of a SQL dump, every block of a pg_dump archive, SQLite's integrity_check,
-the RDB checksum); a truncated file is refused and nothing of it is stored. An accepted dump is
+read to its end and checked first (the completion line of a SQL dump, every block of a pg_dump
+archive, SQLite's integrity_check, the RDB checksum); a truncated file is refused and nothing of it is stored. An accepted dump is
 stored like a backup of the job, in the job's compression and encryption, with a manifest marked
 "imported"; list, restore, verify, prune and sync treat it like any other backup. A file whose
 content was imported into the store before, or that is a backup's own stored file, is skipped.
