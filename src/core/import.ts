@@ -12,12 +12,8 @@ import { ByteCounter, HashStage } from "./streams.js";
 import { feedWhileReading, resolveTool, spawnTool } from "./subprocess.js";
 import { makeTempDir } from "./tempdir.js";
 import { VERSION } from "./version.js";
-
-/** Seed 002's Fernet files are read by src/crypto/fernet.ts once it is there. */
-async function fernetDecryptFile(_in: string, _out: string, _key: string): Promise<void> {
-  throw new DbkeepError("NOT_AVAILABLE", "this dbkeep cannot read Fernet (.enc) files yet");
-}
 import type { Recipient } from "../crypto/age.js";
+import { fernetDecryptFile } from "../crypto/fernet.js";
 import type { Engine } from "../engines/engine.js";
 import { ENGINES } from "../engines/registry.js";
 import type { Store } from "../stores/store.js";
@@ -74,6 +70,8 @@ export interface DumpSource {
   dir?: string;
   /** The file's modification time (a directory's: its toc.dat's). */
   mtime: Date;
+  /** A Fernet `.enc` file: the token's timestamp, when it was encrypted (authenticated by its HMAC). */
+  encryptedAt?: Date;
   /** Removes the temporary files made for it. */
   close(): Promise<void>;
 }
@@ -84,7 +82,7 @@ const SANDBOX_LINE = /^\/\*M!999999\\- enable the sandbox mode \*\/ ?\r?\n/;
 const NAMED_COMPRESSION: [RegExp, Compression][] = [[/\.(gz|tgz)$/i, "gzip"], [/\.(zst|zstd)$/i, "zstd"], [/\.lz4$/i, "lz4"]];
 const FERNET_RE = /^gAAAAA[A-Za-z0-9_-]{20}/;
 
-export const IMPORTABLE = "pg_dump plain, custom and directory dumps (as a directory or a tar), pg_dumpall scripts, mysqldump / mariadb-dump SQL, SQLite database files and Redis RDB snapshots, raw or compressed with gzip, zstd or lz4";
+export const IMPORTABLE = "pg_dump plain, custom and directory dumps (as a directory or a tar), pg_dumpall scripts, mysqldump / mariadb-dump SQL, SQLite database files and Redis RDB snapshots, raw or compressed with gzip, zstd or lz4, or in seed 002's Fernet .enc files";
 
 export interface OpenOptions {
   signal: AbortSignal;
@@ -117,15 +115,25 @@ export async function openDumpSource(path: string, o: OpenOptions): Promise<Dump
     const layers: string[] = [];
     let file = path;
     let head = await readHead(file);
+    let encryptedAt: Date | undefined;
     if (FERNET_RE.test(head.toString("latin1", 0, 32))) {
       if (!o.fernetKey) {
         throw new DbkeepError("USAGE", `${path} is a Fernet token (an encrypted .enc file of seed 002): it needs its key`, { hint: "pass --key-env NAME or --key-file PATH" });
       }
       const key = await o.fernetKey();
+      // Decrypted into a private temporary directory (0700, the file 0600), removed by close(): the HMAC is checked
+      // over the whole file before a byte is decrypted, so a wrong key or a changed byte stops here.
       const dir = await makeTempDir("import");
       temps.push(dir);
       file = join(dir, "decrypted");
-      await fernetDecryptFile(path, file, key);
+      try {
+        encryptedAt = (await fernetDecryptFile(path, file, key)).timestamp;
+      } catch (err) {
+        const e = toDbkeepError(err, "CORRUPT_BACKUP");
+        if (e.code === "ABORTED") throw e;
+        const hint = e.code === "DECRYPT_FAILED" ? "check --key-env / --key-file: it must hold the Fernet key the file was encrypted with (the one DBVault printed, or saved with `dbvault keygen --save`); nothing was imported or restored" : e.hint;
+        throw new DbkeepError(e.code, `${path}: ${e.message}`, { ...(hint ? { hint } : {}), cause: err });
+      }
       layers.push("fernet");
       head = await readHead(file);
     }
@@ -160,12 +168,12 @@ export async function openDumpSource(path: string, o: OpenOptions): Promise<Dump
       }
       layers.push("tar");
       const detected = withInfo({ path, engine: "postgres", format: "directory", extension: ".tar", layers, what: `pg_dump directory dump in a tar${packing(layers)}` }, await pgListInfo(["--list", found], undefined, o.signal));
-      return dirSource(detected, found, st.mtime, close);
+      return { ...dirSource(detected, found, st.mtime, close), ...(encryptedAt ? { encryptedAt } : {}) };
     }
     let detected: DetectedDump = { path, ...kind, extension: EXT[kind.format]!, layers, what: kind.what + packing(layers) };
     if (kind.format === "custom") detected = withInfo(detected, await pgListInfo(["--list"], content, o.signal));
     const from = file;
-    return { detected, compression, open: () => createReadStream(from), mtime: st.mtime, close };
+    return { detected, compression, open: () => createReadStream(from), mtime: st.mtime, ...(encryptedAt ? { encryptedAt } : {}), close };
   } catch (err) {
     await close();
     throw err;
@@ -421,11 +429,15 @@ async function checkPgDirectory(dir: string, signal: AbortSignal): Promise<strin
   return "pg_restore reads every file of the directory";
 }
 
-/** Where the time a backup was taken comes from: --taken-at, else a date and time in the file's name, else its mtime. */
+/**
+ * Where the time a backup was taken comes from: --taken-at, else a date and time in the file's name, else (a Fernet
+ * `.enc` file) the token's timestamp, which seed 002 set when it encrypted the dump, else the file's mtime.
+ */
 export function takenAt(src: DumpSource, given: string | undefined): { at: Date; from: ManifestImported["taken_from"] } {
   if (given) return { at: new Date(given), from: "--taken-at" };
   const named = timeInName(basename(src.detected.path));
   if (named) return { at: named, from: "file name" };
+  if (src.encryptedAt) return { at: src.encryptedAt, from: "fernet timestamp" };
   return { at: src.mtime, from: "file mtime" };
 }
 
@@ -465,6 +477,8 @@ export interface AdoptSpec {
   type?: string;
   stores: Store[];
   prefix?: string;
+  /** The job's basename (seed 001's BACKUP_BASE_NAME): names the backups instead of the database, as for its own. */
+  basename?: string;
   compression: Compression;
   level?: number;
   encryption?: Recipient[];
@@ -521,6 +535,7 @@ export async function adoptDump(spec: AdoptSpec): Promise<BackupOutcome> {
     engine: adopted,
     stores: spec.stores,
     ...(spec.prefix ? { prefix: spec.prefix } : {}),
+    ...(spec.basename ? { basename: spec.basename } : {}),
     compression: spec.compression,
     ...(spec.level !== undefined ? { level: spec.level } : {}),
     verify: spec.verify,
@@ -532,9 +547,13 @@ export async function adoptDump(spec: AdoptSpec): Promise<BackupOutcome> {
   });
 }
 
-/** A backup in `backups` adopted from a file with this content, if there is one. */
+/**
+ * A backup in `backups` that already holds this file: one adopted from a file with this content, or one whose stored
+ * object is this very file (a backup copied out of the store, e.g. by seed 001's `download`, and given back).
+ */
 export function alreadyImported(backups: Manifest[], src: DumpSource): Manifest | undefined {
-  return backups.find((m) => m.imported?.sha256 === src.original?.sha256);
+  const sha = src.original?.sha256;
+  return backups.find((m) => m.imported?.sha256 === sha) ?? backups.find((m) => m.sha256 === sha);
 }
 
 /**

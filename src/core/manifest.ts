@@ -86,7 +86,7 @@ export const importedSchema = z.object({
   /** How the file was packed around the dump, outermost first, e.g. ["fernet", "gzip"]; empty for a bare dump. */
   layers: z.array(z.string()),
   /** Where the time the backup was taken comes from. */
-  taken_from: z.enum(["--taken-at", "file name", "file mtime"]),
+  taken_from: z.enum(["--taken-at", "file name", "fernet timestamp", "file mtime"]),
   at: z.string(),
 });
 export type ManifestImported = z.infer<typeof importedSchema>;

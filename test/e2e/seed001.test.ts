@@ -1,6 +1,6 @@
 import { spawn, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLI, CLI_ENV, cleanup, IN_CI, PG, pgAvailable, pgQuery, tempDir, type CliResult } from "../helpers/env.js";
@@ -15,6 +15,7 @@ import { contentOf } from "../helpers/pgcompare.js";
 const hex = randomBytes(4).toString("hex");
 const DB = `seed001_e2e_${hex}`;
 const COPY = `seed001_e2e_copy_${hex}`;
+const ADOPTED = `seed001_e2e_adopted_${hex}`;
 const BUCKET = `seed001-${hex}`;
 const PASSWORD = `pw-${randomBytes(6).toString("hex")}`;
 const pgUp = await pgAvailable();
@@ -102,7 +103,7 @@ describe.skipIf(!pgUp && !IN_CI)("seed 001's environment and commands", () => {
 
   afterAll(async () => {
     await fake?.stop();
-    if (pgUp) for (const db of [DB, COPY]) await pgQuery("postgres", `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
+    if (pgUp) for (const db of [DB, COPY, ADOPTED]) await pgQuery("postgres", `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`);
     if (dir) cleanup(dir);
   });
 
@@ -203,12 +204,30 @@ describe.skipIf(!pgUp && !IN_CI)("seed 001's environment and commands", () => {
     const got = readFileSync(join(dir, newest.key.split("/").pop()!));
     expect(createHash("sha256").update(got).digest("hex")).toBe(newest.sha256);
 
+    // The downloaded file given back is recognised as the backup it is: not stored twice.
+    const n = (await listed()).length;
     const file = await run(["upload", "--file", join(dir, newest.key.split("/").pop()!)]);
-    if (file.code !== 0) {
-      // Without dbkeep import in this build, upload --file says so; it never pretends to have uploaded.
-      expect(file.code).toBe(1);
-      expect(file.stderr).toMatch(/upload --file needs dbkeep import/);
-    }
+    expect(file.code, file.stderr).toBe(0);
+    expect(file.stdout).toContain(`already in the store as backup ${newest.id}`);
+    expect((await listed()).length).toBe(n);
+  });
+
+  it("upload --file adopts a pg_dump -Fc file from seed 001's backup tree: it is listed locally and in GCS, and restores equal", async () => {
+    const old = join(dir, "old", "manual");
+    mkdirSync(old, { recursive: true });
+    const file = join(old, "postgres_db_manual_20250101_120000.dump");
+    execFileSync("pg_dump", ["-h", PG.host, "-p", String(PG.port), "-U", PG.user, "-Fc", "-f", file, DB]);
+    const up = await run(["upload", "--file", file]);
+    expect(up.code, up.stderr).toBe(0);
+    const id = "postgres_db-20250101-120000";
+    expect(up.stdout).toContain(`imported as ${id}`);
+    const mine = (await listed()).find((b) => b.id === id);
+    // Named by BACKUP_BASE_NAME like its own backups; the type from the path (manual: never pruned), the time from the name.
+    expect(mine).toMatchObject({ type: "manual", database: DB, key: `postgres_db/${id}.dump` });
+    expect((await listed(["--cloud"])).map((b) => b.id)).toContain(id);
+    const r = await run(["restore", "backup", id, "--to", `postgres://postgres@${PG.host}:${PG.port}/${ADOPTED}`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await contentOf(ADOPTED)).toEqual(await contentOf(DB));
   });
 
   it("test checks the database and both stores; a database that does not exist fails it", async () => {

@@ -1,19 +1,22 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { contentOf as pgContent, schemaOf as pgSchema } from "../helpers/pgcompare.js";
-import { dbkeep, dropDb, createDb, PG, pgAvailable, pgQuery, ROOT, tempDir, type CliResult } from "../helpers/env.js";
+import { dbkeep, dropDb, createDb, IN_CI, PG, pgAvailable, pgQuery, ROOT, tempDir, type CliResult } from "../helpers/env.js";
 import { contentOf as myContent, dropDatabasesLike, myAvailable, myQuery, mySource, MY } from "../helpers/mysql.js";
 import { sqliteContent } from "../helpers/sqlite.js";
 import { loadFixture, redisAvailable, snapshotRedis, startRedis, type TestRedis } from "../helpers/redis.js";
+import { fernetEncrypt, fernetGenerateKey } from "../../src/crypto/fernet.js";
 
 /**
  * dbkeep import and dbkeep restore FILE with dumps made by the real tools: pg_dump (plain, custom, directory as a
  * directory and as a tar), mariadb-dump, sqlite3 .backup and redis-cli --rdb, raw and compressed with gzip, zstd and
  * lz4 (a spread, not every combination). Each adopted dump is listed, restored into a fresh target and compared with
  * its source; verify and prune treat it like any other backup; truncated files are refused with nothing left.
+ * Seed 002's `.enc` files (Fernet around a gzip dump) are made by dbkeep's Fernet code and by Python's
+ * cryptography.fernet, an independent implementation, when this machine has it.
  */
 
 const TAG = `${process.pid}`;
@@ -378,4 +381,133 @@ describe("dbkeep import: names", () => {
     const r = ok(dbkeep(["-c", cfg, "import", bare, "--job", "pg-backup", "--check-only", "--json"]));
     expect((JSON.parse(r.stdout) as { files: { detected: string }[] }).files[0]!.detected).toBe("pg_dump custom archive (zstd)");
   });
+});
+
+/** Python with the `cryptography` package (an independent Fernet implementation), when this machine has one. */
+function pythonFernet(): string | undefined {
+  for (const py of ["python3", "python"]) {
+    if (spawnSync(py, ["-c", "import cryptography.fernet"]).status === 0) return py;
+  }
+  return undefined;
+}
+
+describe("dbkeep import: seed 002's Fernet .enc files", () => {
+  const enc = join(dir, "enc");
+  const encStore = join(dir, "enc-backups");
+  const encCfg = join(dir, "enc.yaml");
+  const keyFile = join(enc, "dbvault.key");
+  const KEY = fernetGenerateKey();
+  // DBVault names its files backup.sql.gz.enc: no date, so the token's timestamp dates them.
+  const PG_AT = new Date("2025-03-10T04:05:06Z");
+  const MY_AT = new Date("2025-03-11T05:06:07Z");
+  let encTargets = 0;
+  const freshEnc = async (): Promise<string> => {
+    const name = `imp_enc_${TAG}_${encTargets++}`;
+    PG_TARGETS.push(name);
+    await dropDb(name);
+    return name;
+  };
+  const encFiles = (): string[] => {
+    const out: string[] = [];
+    const walk = (d: string) => {
+      if (!existsSync(d)) return;
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(join(d, e.name));
+        else out.push(join(d, e.name));
+      }
+    };
+    walk(encStore);
+    return out.sort();
+  };
+
+  beforeAll(() => {
+    mkdirSync(join(enc, "pg"), { recursive: true });
+    mkdirSync(join(enc, "my"), { recursive: true });
+    writeFileSync(keyFile, KEY + "\n", { mode: 0o600 });
+    writeFileSync(
+      encCfg,
+      `datasources:
+  pg: { engine: postgres, host: 127.0.0.1, user: postgres, database: ${PG_SRC} }
+  my: { engine: mariadb, host: 127.0.0.1, user: root, database: ${MY_SRC} }
+stores:
+  local: { type: local, path: ${encStore} }
+jobs:
+  enc-pg: { datasource: pg, store: local }
+  enc-my: { datasource: my, store: local }
+`,
+    );
+    // As DBVault made them: the dump gzipped, then the whole .gz encrypted into one Fernet token.
+    if (havePg) writeFileSync(join(enc, "pg", "backup.sql.gz.enc"), fernetEncrypt(readFileSync(join(files, "app_20250101_010000.sql.gz")), KEY, { now: PG_AT }));
+  });
+
+  it("a pg_dump plain SQL .enc imports into a job with --key-file, dated by its token, and restores equal; restore FILE.enc too", async (t) => {
+    if (!havePg) return t.skip();
+    const file = join(enc, "pg", "backup.sql.gz.enc");
+    const r = ok(dbkeep(["-c", encCfg, "import", file, "--job", "enc-pg", "--key-file", keyFile, "--json"]));
+    const doc = JSON.parse(r.stdout) as { files: { detected: string; format: string; taken_at: string; taken_from: string }[] };
+    expect(doc.files[0]).toMatchObject({ detected: "pg_dump plain SQL dump (fernet + gzip)", format: "plain", taken_from: "fernet timestamp", taken_at: PG_AT.toISOString() });
+    expect(r.stderr + r.stdout).not.toContain(KEY);
+    const [b, ...rest] = (JSON.parse(ok(dbkeep(["-c", encCfg, "list", "enc-pg", "--json"])).stdout) as { backups: Listed[] }).backups;
+    expect(rest).toEqual([]);
+    expect(b).toMatchObject({ id: `${PG_SRC}-20250310-040506`, format: "plain", imported: { file: "backup.sql.gz.enc", layers: ["fernet", "gzip"], taken_from: "fernet timestamp" } });
+    expect(b!.imported!.sha256).toBe(sh("sha256sum", [file]).toString().split(" ")[0]);
+    // The decrypted copy lived in a private temporary directory that is gone.
+    expect(readdirSync(join(enc, "pg"))).toEqual(["backup.sql.gz.enc"]);
+
+    const want = { schema: pgSchema(PG_SRC), content: await pgContent(PG_SRC) };
+    const target = await freshEnc();
+    ok(dbkeep(["-c", encCfg, "restore", "enc-pg", b!.id, "--to", `postgres://postgres@127.0.0.1/${target}`]));
+    expect(pgSchema(target)).toBe(want.schema);
+    expect(await pgContent(target)).toEqual(want.content);
+
+    const direct = await freshEnc();
+    ok(dbkeep(["restore", file, "--to", `postgres://postgres@127.0.0.1/${direct}`, "--key-env", "DBVAULT_KEY"], { env: { DBVAULT_KEY: KEY } }));
+    expect(await pgContent(direct)).toEqual(want.content);
+  }, 120_000);
+
+  it("a mariadb-dump .enc made by Python's cryptography.fernet imports with --key-env and restores equal", async (t) => {
+    const py = pythonFernet();
+    if (!haveMy) return t.skip();
+    if (!py) {
+      if (IN_CI) throw new Error("python3 with the cryptography package is required under CI");
+      return t.skip();
+    }
+    const gz = join(enc, "my", "backup.sql.gz");
+    compress.gzip!(join(files, "my.sql"), gz);
+    const file = join(enc, "my", "backup.sql.gz.enc");
+    const script = "import sys; from cryptography.fernet import Fernet; sys.stdout.buffer.write(Fernet(sys.argv[1].encode()).encrypt_at_time(sys.stdin.buffer.read(), int(sys.argv[2])))";
+    const made = spawnSync(py, ["-c", script, KEY, String(MY_AT.getTime() / 1000)], { input: readFileSync(gz), maxBuffer: 256 * 1024 * 1024 });
+    expect(made.status, made.stderr?.toString()).toBe(0);
+    writeFileSync(file, made.stdout);
+    const r = ok(dbkeep(["-c", encCfg, "import", file, "--job", "enc-my", "--key-env", "DBVAULT_KEY"], { env: { DBVAULT_KEY: KEY } }));
+    expect(r.stdout).toContain(`imported as ${MY_SRC}-20250311-050607  mariadb-dump SQL dump (fernet + gzip), taken 2025-03-11 05:06:07 (fernet timestamp)`);
+    const [b] = (JSON.parse(ok(dbkeep(["-c", encCfg, "list", "enc-my", "--json"])).stdout) as { backups: Listed[] }).backups;
+    const target = `imp_enc_${TAG}_my`;
+    ok(dbkeep(["-c", encCfg, "restore", "enc-my", b!.id, "--to", `mariadb://root@127.0.0.1:3306/${target}`]));
+    expect(await myContent(target)).toEqual(await myContent(MY_SRC));
+  }, 120_000);
+
+  it("a wrong key, or none, is refused with a clear error and nothing is stored or restored", async (t) => {
+    if (!havePg) return t.skip();
+    const file = join(enc, "pg", "backup.sql.gz.enc");
+    const wrong = join(enc, "wrong.key");
+    writeFileSync(wrong, fernetGenerateKey(), { mode: 0o600 });
+    const before = encFiles();
+    const r = dbkeep(["-c", encCfg, "import", file, "--job", "enc-pg", "--key-file", wrong]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${file}: the Fernet token's HMAC does not match: wrong key, or the file was changed after it was encrypted`);
+    expect(r.stderr).toContain("hint: check --key-env / --key-file");
+    expect(r.stderr).not.toContain(readFileSync(wrong, "utf8"));
+    expect(r.stdout).toBe("");
+    const none = dbkeep(["-c", encCfg, "import", file, "--job", "enc-pg"]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain("it needs its key");
+    expect(encFiles()).toEqual(before);
+    const target = `imp_enc_${TAG}_wrong`;
+    PG_TARGETS.push(target);
+    const direct = dbkeep(["restore", file, "--to", `postgres://postgres@127.0.0.1/${target}`, "--key-file", wrong]);
+    expect(direct.code).toBe(1);
+    expect(direct.stderr).toContain("HMAC does not match");
+    expect(await pgQuery("postgres", "SELECT 1 FROM pg_database WHERE datname = $1", [target])).toEqual([]);
+  }, 60_000);
 });

@@ -55,12 +55,12 @@ interface FileResult {
 export function registerImport(program: Command, ctx: () => Context): void {
   program
     .command("import")
-    .description("adopt dumps made by other tools (pg_dump, mysqldump, sqlite3, redis-cli) as backups of a job")
+    .description("adopt dumps made by other tools (pg_dump, mysqldump, sqlite3, redis-cli, seed 002's .enc) as backups of a job")
     .argument("<files...>", "dump files, or pg_dump directory-format directories")
     .option("--job <name>", "the job whose stores take the dumps; they become its backups")
     .option("--to <store>", "one-off mode: a store URL or directory instead of a job")
     .option("--store <name>", "only this store of the job (default: every store of the job)")
-    .option("--taken-at <time>", "when the dump was taken, ISO 8601 (default: a date and time in the file name, else the file's mtime)", isoDate)
+    .option("--taken-at <time>", "when the dump was taken, ISO 8601 (default: a date and time in the file name, else a .enc file's Fernet timestamp, else the file's mtime)", isoDate)
     .option("--type <kind>", `label the backups: ${BACKUP_TYPES.join(", ")}; manual backups are never pruned`, oneOf(BACKUP_TYPES))
     .option("--database <name>", "one-off mode: the name in the store's layout (default: the database the dump names, else the file name)")
     .option("--compression <c>", "one-off mode: gzip, zstd, lz4 or none (default gzip)", oneOf(COMPRESSIONS))
@@ -81,20 +81,26 @@ Examples:
   dbkeep import legacy.sql --job appdb-backup --taken-at 2025-06-30T02:00:00Z
   dbkeep import ./pgdump-dir --job appdb-backup          # pg_dump -Fd output, as a directory or a tar
   dbkeep import dump.rdb --job cache-backup
+  dbkeep import backup.sql.gz.enc --job appdb-backup --key-file ~/.dbvault.key
+  DBVAULT_KEY=... dbkeep import old/*.enc --job appdb-backup --key-env DBVAULT_KEY
   dbkeep import app.db.zst --to ./backups --database app
   dbkeep import old/*.dump --job appdb-backup --check-only
 
 What a file is comes from its content (magic bytes and dump headers), not its name: pg_dump
 plain, custom and directory dumps (directory as a directory or a tar), pg_dumpall scripts,
 mysqldump / mariadb-dump SQL, SQLite files and Redis RDB snapshots, each raw or with gzip,
-zstd or lz4. Each file is read to its end and checked first
-(the completion line of a SQL dump, every block of a pg_dump archive, SQLite's integrity_check,
-the RDB checksum); a truncated file is refused and nothing of it is stored. An accepted dump is
+zstd or lz4, and seed 002's Fernet .enc files (a Fernet token around a gzip dump). Each file is
+read to its end and checked first (the completion line of a SQL dump, every block of a pg_dump
+archive, SQLite's integrity_check, the RDB checksum); a truncated file is refused and nothing of it is stored. An accepted dump is
 stored like a backup of the job, in the job's compression and encryption, with a manifest marked
 "imported"; list, restore, verify, prune and sync treat it like any other backup. A file whose
-content was imported into the store before is skipped.
+content was imported into the store before, or that is a backup's own stored file, is skipped.
 The time it was taken, which names it and which retention goes by: --taken-at, else a date and
-time in the file name (20250101-020000, 2025-01-01T02:00:00, read as UTC), else its mtime.`,
+time in the file name (20250101-020000, 2025-01-01T02:00:00, read as UTC), else, for a .enc file,
+the timestamp in its Fernet token (when DBVault encrypted it), else its mtime.
+The Fernet key of .enc files is read from --key-env or --key-file, never from the command line;
+the whole file's HMAC is checked before anything is decrypted, into a private temporary file
+that is removed afterwards. A wrong key is refused and nothing of the file is stored.`,
     )
     .action(async (files: string[], flags: ImportFlags) => {
       const c = ctx();
@@ -137,8 +143,9 @@ time in the file name (20250101-020000, 2025-01-01T02:00:00, read as UTC), else 
               const prefix = backupPrefix(plan, engine);
               const earlier = alreadyImported((await listFor(stores[0]!, prefix, plan.oneOff ? undefined : plan.name)).backups, src);
               if (earlier) {
-                Object.assign(r, { ok: true, skipped: `already imported as ${earlier.id}`, backup: earlier.id, key: earlier.key });
-                c.log.info({ file, backup: earlier.id }, `${file} was imported before, as ${earlier.id}: skipped`);
+                const was = earlier.imported ? `already imported as ${earlier.id}` : `already in the store as backup ${earlier.id}`;
+                Object.assign(r, { ok: true, skipped: was, backup: earlier.id, key: earlier.key });
+                c.log.info({ file, backup: earlier.id }, `${file}: ${was}; skipped`);
                 continue;
               }
               const outcome = await adoptDump({
@@ -148,6 +155,7 @@ time in the file name (20250101-020000, 2025-01-01T02:00:00, read as UTC), else 
                 ...(flags.type ? { type: flags.type } : {}),
                 stores,
                 ...(plan.prefix ? { prefix: plan.prefix } : {}),
+                ...(plan.basename ? { basename: plan.basename } : {}),
                 compression: plan.compression,
                 ...(plan.level !== undefined ? { level: plan.level } : {}),
                 ...(encryption ? { encryption } : {}),

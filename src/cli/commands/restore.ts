@@ -54,6 +54,7 @@ Examples:
   dbkeep restore appdb-backup app-20260210-143000.sql.gz --to staging-db --auto-confirm
   dbkeep restore appdb-backup latest --store offsite --to staging-db
   dbkeep restore ./old/app.dump --to postgres://app@localhost/app_copy   # a dump file made by pg_dump
+  dbkeep restore ./old/backup.sql.gz.enc --to postgres://app@localhost/app_copy --key-file ~/.dbvault.key
 
 The backup's SHA-256 is checked while it streams; the target is replaced only after the whole
 backup was read, verified and restored beside it, so a damaged backup never changes the target.
@@ -62,7 +63,7 @@ leaves the old or the new database, and what it leaves beside it (a staging data
 copy) is removed by the next restore or dbkeep doctor. SIGTERM stops it cleanly (exit 143).
 An encrypted backup needs its identity (-i, or encryption.identity_file in the config); a wrong
 one is refused before the target is touched.
-A dump file (pg_dump, mysqldump, sqlite3, redis-cli --rdb; raw, gzip, zstd or lz4)
+A dump file (pg_dump, mysqldump, sqlite3, redis-cli --rdb, seed 002 .enc; raw, gzip, zstd or lz4)
 is recognized by its content, read to its end and checked first, then restored the same way.`,
     )
     .action(async (target: string, ref: string, flags: RestoreFlags) => {
