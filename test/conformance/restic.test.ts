@@ -168,7 +168,11 @@ describe.skipIf(!available)("restic store", () => {
       expect(readdirSync(join(repo, "locks"))).toHaveLength(1);
       await store.delete(["lock/k.bin"]);
       expect(await store.stat("lock/k.bin")).toBeUndefined();
-      expect(readdirSync(join(repo, "locks"))).toHaveLength(0);
+      // Whether the dead process's lock file is gone now depends on how restic met it (ignored as stale, or removed
+      // by the `restic unlock` after a refusal); what matters is that it blocked nothing, and that a next command
+      // still works.
+      await store.put("lock/k2.bin", Readable.from([Buffer.from("y")]));
+      expect((await store.stat("lock/k2.bin"))?.size).toBe(1);
     });
 
     it("prune: true reclaims the space of deleted keys, once, when the store is closed", async () => {
