@@ -216,7 +216,9 @@ function cloudStores(f: DbvaultBackupFlags, warn: (m: string) => void): { urls: 
       if (!f.gcpBucket) throw usage("--cloud gcp needs --gcp-bucket BUCKET");
       const prefix = prefixOf(f.gcpBlob);
       objectName("--gcp-blob", f.gcpBlob, prefix);
-      return { urls: [`gs://${f.gcpBucket}${prefix ? `/${prefix}` : ""}`], envNote };
+      // DBKEEP_GCS_ENDPOINT (as in seed 001's mapping): a private endpoint or an emulator instead of storage.googleapis.com.
+      const endpoint = process.env.DBKEEP_GCS_ENDPOINT ? `?${new URLSearchParams({ endpoint: process.env.DBKEEP_GCS_ENDPOINT })}` : "";
+      return { urls: [`gs://${f.gcpBucket}${prefix ? `/${prefix}` : ""}${endpoint}`], envNote };
     }
     case "minio": {
       if (!f.minioEndpoint || !f.minioBucket) throw usage("--cloud minio needs --minio-endpoint HOST and --minio-bucket BUCKET");
