@@ -1,4 +1,4 @@
-// Bundles the compiled CLI (dist/cli/main.js, from tsc) into dist/bin/dbkeep.js, the program users run.
+// Bundles the compiled CLI (dist/cli/entry.js, which loads dist/cli/main.js, from tsc) into dist/bin/dbkeep.js, the program users run.
 //
 // Why: Node 20 loads an ES module graph file by file (resolve, stat, read, compile each), and dbkeep's CLI with
 // zod, pino, commander and pg is about 280 files. As one entry plus a few chunks it starts about 0.1 s sooner
@@ -36,7 +36,7 @@ const shim = join(OUT, ".navigator-shim.mjs");
 await writeFile(shim, `export const __dbkeepNavigator = { userAgent: "Node.js/" + process.versions.node };\n`);
 try {
   await build({
-    entryPoints: { dbkeep: join(ROOT, "dist", "cli", "main.js") },
+    entryPoints: { dbkeep: join(ROOT, "dist", "cli", "entry.js") },
     bundle: true,
     splitting: true,
     format: "esm",
