@@ -157,7 +157,12 @@ export function createRcloneStore(opts: RcloneStoreOptions, ctx: RcloneStoreCont
         // (leaving the temporary object) if something is there. Not atomic: a move by another writer between its
         // look and its move still replaces.
         const moved = await run(["moveto", putOpts.ifAbsent ? "--ignore-existing" : "--ignore-times", "--retries", "1", target(tmp), target(key)]);
-        if (moved.code !== 0) throw failure("moveto", key, moved);
+        if (moved.code !== 0) {
+          // A writer that moved its object to the key between rclone's look and its move wins; a backend that cannot
+          // rename onto an existing file (SFTP) then fails the move: the key is taken, as with the skip below.
+          if (putOpts.ifAbsent && (await statKey(key))) throw new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`);
+          throw failure("moveto", key, moved);
+        }
         if (putOpts.ifAbsent && (await statKey(tmp))) throw new DbkeepError("ALREADY_EXISTS", `[store:${name}] ${key} already exists`);
       } catch (err) {
         await removeQuietly(tmp);
