@@ -12,7 +12,7 @@ import { createLogger, type LogFormat, type Logger } from "../core/log.js";
 import { planJob, type JobPlan } from "../core/jobs.js";
 import { aroundProgress, createProgressLine } from "./progress.js";
 import { seed001LogLevel } from "../config/seeds/seed001.js";
-import { unsupportedSeedVars } from "../config/seeds/report.js";
+import { describeSidecarJob, unsupportedSeedVars } from "../config/seeds/report.js";
 
 /**
  * How long a command has, after SIGTERM, to stop what it does and clean up (a dump process, a staging database, a
@@ -64,6 +64,8 @@ export class Context {
         this.sidecar = true;
         this.sidecarOnce = once;
         this.sidecarRaw = raw;
+        // What was built from the environment, before anything runs (secrets only by where they are read from).
+        this.log.info(describeSidecarJob(raw));
         // Nothing of a replaced tool's environment is silently ignored.
         for (const u of unsupportedSeedVars(process.env)) this.log.warn(`${u.name} is set, but dbkeep does not use it: ${u.instead}`);
         return this.#config;

@@ -7,7 +7,6 @@ import { toDbkeepError } from "../../core/errors.js";
 import { planJob } from "../../core/jobs.js";
 import { checkSecrets, DEFAULT_SHUTDOWN_SECONDS, type Context } from "../context.js";
 import { hostPort } from "../options.js";
-import { describeSidecarJob } from "../../config/seeds/report.js";
 
 export function registerDaemon(program: Command, ctx: () => Context): void {
   program
@@ -43,7 +42,6 @@ export async function daemonCommand(c: Context, flags: DaemonFlags): Promise<voi
   // $DBKEEP_LISTEN applies with a config file too: the container image sets it to 0.0.0.0:9187.
   const listen = flags.listen ?? process.env.DBKEEP_LISTEN;
   let initial: Config | undefined = c.config();
-  if (c.sidecarRaw) c.log.info(describeSidecarJob(c.sidecarRaw));
   const historyFile = historyPath(initial.daemon.history);
   // Running jobs get shutdown_grace to finish after SIGTERM, then are stopped and get the usual time to clean up.
   const setDeadline = (config: Config) => (c.shutdownSeconds = (durationSeconds(config.daemon.shutdown_grace) ?? 60) + DEFAULT_SHUTDOWN_SECONDS);
