@@ -285,6 +285,9 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
         const { child, done: exited } = spawnTool(tool, ["--no-password", `--database=${dbName}`, ...excludes], {
           env: toolEnv(dbName), signal: stop.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where,
           stdio: ["ignore", output ? output.fd : "pipe", "pipe"],
+          // pg_dumpall runs pg_dump per database: a stop must reach that pg_dump too, or it goes on writing into
+          // the output (and holds it open, so that the compressor never sees its end).
+          group: true,
           explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
             ? { hint: "pg_dumpall reads roles (pg_authid) and every database: run it as a superuser" }
             : explainPgError(stderr),
