@@ -5,6 +5,7 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createPostgresEngine } from "../../src/engines/postgres/index.js";
 import { CLI, CLI_ENV, ROOT, createDb, dbkeep, dropDb, IN_CI, PG, pgAvailable, pgQuery, tempDir } from "../helpers/env.js";
 
 // pg_dumpall's script goes straight from pg_dumpall into the compressor (zstd, lz4) through a kernel pipe, or through
@@ -98,6 +99,13 @@ jobs:
   afterAll(async () => {
     await dropDb(A);
     await dropDb(B);
+  });
+
+  it("the all-databases engine takes the pipe (zstd and lz4 then read pg_dumpall's output) and has no differential", () => {
+    const e = createPostgresEngine({ host: "127.0.0.1", port: 5432, user: "postgres", all_databases: true } as Parameters<typeof createPostgresEngine>[0]);
+    expect(e.format).toBe("dumpall");
+    expect(e.dumpsToPipe).toBe(true);
+    expect(e.differential).toBeUndefined();
   });
 
   for (const compression of ["zstd", "lz4", "gzip", "none"]) {
