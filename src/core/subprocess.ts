@@ -92,6 +92,12 @@ export interface SpawnOptions {
   context?: string;
   /** Decides the hint (and retryability) from the tool's stderr. */
   explain?: (stderr: string) => { hint?: string; retryable?: boolean; code?: ErrorCode } | undefined;
+  /**
+   * Runs the tool in a process group of its own, and a stop (abort, timeout) signals the whole group: for a tool
+   * that runs others (pg_dumpall runs pg_dump per database), whose children would otherwise outlive it, keep
+   * writing into its output and hold its stderr open.
+   */
+  group?: boolean;
 }
 
 const STDERR_KEEP = 64 * 1024;
@@ -103,7 +109,20 @@ export function spawnTool(path: string, args: string[], opts: SpawnOptions = {})
     env: opts.env ?? minimalEnv(),
     stdio: opts.stdio ?? ["pipe", "pipe", "pipe"],
     cwd: opts.cwd,
+    ...(opts.group ? { detached: true } : {}),
   });
+  let closed = false;
+  const signalTool = (sig: NodeJS.Signals) => {
+    if (opts.group && child.pid !== undefined && !closed) {
+      try {
+        process.kill(-child.pid, sig);
+        return;
+      } catch {
+        /* the group is gone */
+      }
+    }
+    if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+  };
   let stderr = "";
   child.stderr?.setEncoding("utf8");
   child.stderr?.on("data", (chunk: string) => {
@@ -112,12 +131,11 @@ export function spawnTool(path: string, args: string[], opts: SpawnOptions = {})
   });
   let killedFor: "abort" | "timeout" | undefined;
   const kill = (why: "abort" | "timeout") => {
-    if (child.exitCode === null && child.signalCode === null) {
+    // A group is stopped until its last member lets go of stderr ("close"), also when the tool itself exited.
+    if (opts.group ? !closed : child.exitCode === null && child.signalCode === null) {
       killedFor ??= why;
-      child.kill("SIGTERM");
-      setTimeout(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      }, 3000).unref();
+      signalTool("SIGTERM");
+      setTimeout(() => signalTool("SIGKILL"), 3000).unref();
     }
   };
   const onAbort = () => kill("abort");
@@ -138,6 +156,7 @@ export function spawnTool(path: string, args: string[], opts: SpawnOptions = {})
       }
     });
     child.once("close", (code, signal) => {
+      closed = true;
       if (timer) clearTimeout(timer);
       opts.signal?.removeEventListener("abort", onAbort);
       const result = { code, signal, stderr };

@@ -256,23 +256,53 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     return (v.rows[0]?.server_version ?? "").split(" ")[0] ?? "";
   }
 
-  /** Roles, tablespaces and every database as one plain SQL script: pg_dumpall has no other format. */
+  /**
+   * Roles, tablespaces and every database as one plain SQL script: pg_dumpall has no other format. The script is
+   * pg_dumpall's stdout alone, so with DumpOptions.output it goes straight into the compressor's pipe.
+   *
+   * Nothing waits before pg_dumpall starts but locating it: its version and the server's are asked meanwhile and
+   * checked while it runs; a pg_dumpall older than the server is stopped and reported as such (it would refuse that
+   * server itself, with a less helpful message), and the backup fails, so nothing of that dump is kept.
+   */
   function dumpAllDatabases(dopts: DumpOptions): Dump {
     return startDump(async (out) => {
-      const tool = await pgTool("pg_dumpall", binDir);
-      const toolVer = await toolVersion("pg_dumpall");
-      const server = await withClient(dbName, serverVersion);
-      checkVersions(toolVer, server, "pg_dumpall");
-      const excludes = (opts.exclude_databases ?? []).map((p) => `--exclude-database=${p}`);
-      const { child, done: exited } = spawnTool(tool, ["--no-password", `--database=${dbName}`, ...excludes], {
-        env: toolEnv(dbName), signal: dopts.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where, stdio: ["ignore", "pipe", "pipe"],
-        explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
-          ? { hint: "pg_dumpall reads roles (pg_authid) and every database: run it as a superuser" }
-          : explainPgError(stderr),
-      });
-      endAfter(child.stdout as Readable, exited, out);
-      await exited;
-      return { tool: { name: "pg_dumpall", version: toolVer }, serverVersion: server };
+      const located = pgTool("pg_dumpall", binDir);
+      const version = toolVersion("pg_dumpall");
+      const server = withClient(dbName, serverVersion);
+      version.catch(() => undefined); // awaited below; until then a failure must not count as unhandled
+      server.catch(() => undefined);
+      const tool = await located;
+      // Stops pg_dumpall when the version check fails (or when the backup is cancelled).
+      const stop = new AbortController();
+      const onAbort = () => stop.abort(dopts.signal.reason);
+      if (dopts.signal.aborted) onAbort();
+      else dopts.signal.addEventListener("abort", onAbort, { once: true });
+      const checked = Promise.all([version, server]).then(([v, s]) => (checkVersions(v, s, "pg_dumpall"), { version: v, server: s }));
+      checked.catch(() => stop.abort());
+      try {
+        const output = await dopts.output;
+        const excludes = (opts.exclude_databases ?? []).map((p) => `--exclude-database=${p}`);
+        const { child, done: exited } = spawnTool(tool, ["--no-password", `--database=${dbName}`, ...excludes], {
+          env: toolEnv(dbName), signal: stop.signal, timeoutMs: opts.timeout ? opts.timeout * 1000 : undefined, context: where,
+          stdio: ["ignore", output ? output.fd : "pipe", "pipe"],
+          // pg_dumpall runs pg_dump per database: a stop must reach that pg_dump too, or it goes on writing into
+          // the output (and holds it open, so that the compressor never sees its end).
+          group: true,
+          explain: (stderr) => /permission denied|must be superuser/i.test(stderr)
+            ? { hint: "pg_dumpall reads roles (pg_authid) and every database: run it as a superuser" }
+            : explainPgError(stderr),
+        });
+        // The stream ends only once the versions are checked too: a refused dump is never a finished one.
+        if (output) output.started();
+        else endAfter(child.stdout as Readable, Promise.all([exited, checked]), out);
+        // The version check (or the server's connection) fails first when it fails: that is the error to report,
+        // not pg_dumpall being stopped.
+        await Promise.all([checked, exited]);
+        const v = await checked;
+        return { tool: { name: "pg_dumpall", version: v.version }, serverVersion: v.server };
+      } finally {
+        dopts.signal.removeEventListener("abort", onAbort);
+      }
     });
   }
 
@@ -624,7 +654,7 @@ export function createPostgresEngine(opts: PostgresEngineOptions): Engine {
     tools: dumpAll ? ["pg_dumpall", "psql"] : ["pg_dump", "pg_restore", "psql"],
     format,
     extension: EXT[format] ?? ".sql",
-    dumpsToPipe: format === "plain" || format === "custom",
+    dumpsToPipe: format === "plain" || format === "custom" || format === "dumpall",
     database: layoutName,
     source: () => ({ engine: "postgres", database: layoutName, host: opts.host, port: opts.port, ...(opts.user ? { user: opts.user } : {}) }),
     doctor,
