@@ -353,17 +353,21 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
             // pass through node. The catalog's outcome decides whether the dump counts, as with the stream.
             const output = await dopts.output;
             const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", output ? output.fd : "pipe", "pipe"] });
+            // The catalog's error is the one to report when both fail (a wrong password, a missing database), not
+            // the dump tool's own report of it or its being stopped for it.
+            const outcome = Promise.allSettled([catalog, exited]).then(([c, e]) => {
+              if (c.status === "rejected") throw c.reason;
+              if (e.status === "rejected") throw e.reason;
+            });
+            outcome.catch(() => undefined);
             if (output) output.started();
             else {
               // The stream ends only once the catalog is taken too: a failed catalog fails the backup.
-              const gated = endAfter(child.stdout as Readable, Promise.all([exited, catalog, selected]));
+              const gated = endAfter(child.stdout as Readable, outcome);
               gated.on("error", (e) => out.destroy(e));
               gated.pipe(out);
             }
-            // The catalog's error is the one to report when it fails, not the dump tool being stopped for it.
-            const [c] = await Promise.allSettled([catalog, exited]);
-            if (c.status === "rejected") throw c.reason;
-            await exited;
+            await outcome;
             finish(await resultOf());
             return;
           }
