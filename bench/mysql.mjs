@@ -23,6 +23,8 @@ const { values: a } = parseArgs({
     cli: { type: "string", default: join(ROOT, "dist", "bin", "dbkeep.js") },
     compression: { type: "string", default: "zstd" },
     before: { type: "string" },
+    // e.g. --variant row_counts=estimate: this build once more with that URL option, as a third case.
+    variant: { type: "string" },
   },
 });
 const DB = a.db;
@@ -31,10 +33,11 @@ const FLAGS = "--single-transaction --routines --triggers --skip-events --hex-bl
 const CASES = [
   { id: "baseline", label: `mariadb-dump | zstd -T0 -3`, shell: (dir) => `mariadb-dump -uroot -h127.0.0.1 ${FLAGS} ${DB} | zstd -T0 -3 > ${dir}/dump.sql.zst` },
   { id: "dbkeep", label: `dbkeep ${a.compression}`, argv: (dir) => dbkeepArgv(a.cli, dir) },
+  ...(a.variant ? [{ id: "variant", label: `dbkeep ${a.compression} ?${a.variant}`, argv: (dir) => dbkeepArgv(a.cli, dir, `?${a.variant}`) }] : []),
   ...(a.before ? [{ id: "before", label: `dbkeep ${a.compression} (--before)`, argv: (dir) => dbkeepArgv(a.before, dir) }] : []),
 ];
-function dbkeepArgv(cli, dir) {
-  return [process.execPath, cli, "backup", `mysql://root@127.0.0.1:3306/${DB}`, "--to", dir, "--compression", a.compression, "--log-format", "json", "-q"];
+function dbkeepArgv(cli, dir, query = "") {
+  return [process.execPath, cli, "backup", `mysql://root@127.0.0.1:3306/${DB}${query}`, "--to", dir, "--compression", a.compression, "--log-format", "json", "-q"];
 }
 
 const results = Object.fromEntries(CASES.map((c) => [c.id, []]));
