@@ -1,7 +1,8 @@
-import { chmodSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { chmodSync, existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { dbkeep, tempDir } from "../helpers/env.js";
+import { CLI, CLI_ENV, dbkeep, tempDir } from "../helpers/env.js";
 import { contentOf, myAvailable, myQuery, schemaOf } from "../helpers/mysql.js";
 import { resolveTool } from "../../src/core/subprocess.js";
 
@@ -85,6 +86,27 @@ describe.skipIf(!available)("MySQL/MariaDB plain dump into the compressor's pipe
       expect(readdirSync(join(store, SRC)).filter((f) => f.includes(".dbkeep-partial-"))).toEqual([]);
     });
   }
+
+  it("zstd: SIGTERM while mariadb-dump writes into the pipe stops the dump tool; nothing is stored", async () => {
+    const store = tempDir();
+    const bin = tempDir();
+    const pidFile = join(bin, "dump.pid");
+    const real = await resolveTool("mariadb-dump");
+    // Writes the real dump, then keeps the pipe open as a dump of a big table would.
+    writeFileSync(join(bin, "mariadb-dump"), `#!/bin/sh\nif [ "$1" = "--version" ]; then exec ${real} --version; fi\necho $$ > ${pidFile}\n${real} "$@"\nexec sleep 30\n`);
+    chmodSync(join(bin, "mariadb-dump"), 0o755);
+    symlinkSync(await resolveTool("mariadb"), join(bin, "mariadb"));
+    const child = spawn(process.execPath, [CLI, "backup", url(SRC, `?bin_dir=${encodeURIComponent(bin)}`), "--to", store, "--compression", "zstd"], { stdio: "ignore", env: { ...process.env, ...CLI_ENV } });
+    const deadline = Date.now() + 30_000;
+    while (!existsSync(pidFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 500));
+    const pid = Number(readFileSync(pidFile, "utf8").trim());
+    child.kill("SIGTERM");
+    const code = await new Promise((r) => child.once("exit", (c) => r(c)));
+    expect(code).not.toBe(0);
+    expect(() => process.kill(pid, 0)).toThrow();
+    expect(readdirSync(store, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() && !e.name.startsWith(".dbkeep"))).toEqual([]);
+  });
 
   it("a database that does not exist: one clear line, nothing stored", () => {
     const store = tempDir();

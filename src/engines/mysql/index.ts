@@ -307,7 +307,10 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
             const { tables: allTables } = await catalog;
             const tables = sel ? allTables.filter((t) => sel.names.includes(t.name)) : allTables;
             if (!single || opts.row_counts === "estimate") return { tables, counts: undefined };
-            return { tables, counts: run(countSql(single, tables.map((t) => t.name))) };
+            // Stopped with the dump: a failed dump leaves no count query behind (nor one to start after the session's end).
+            const counts = query(s, countSql(single, tables.map((t) => t.name)), stop.signal);
+            counts.catch(() => undefined);
+            return { tables, counts };
           })();
           counting.catch(() => undefined);
           const resultOf = async (): Promise<DumpResult> => {
@@ -397,6 +400,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
           finish(await resultOf());
         } finally {
           dopts.signal.removeEventListener("abort", onAbort);
+          // Whatever is still running for this dump (a count query after a failed dump) ends with it.
+          stop.abort();
         }
       });
     })().catch((err: unknown) => {
