@@ -10,12 +10,12 @@ import type { Logger } from "../../core/log.js";
 import { Secret } from "../../core/redact.js";
 import { endAfter } from "../../core/streams.js";
 import { feedWhileReading, minimalEnv, resolveTool, runTool, type SpawnedTool, spawnTool } from "../../core/subprocess.js";
-import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, TableInfo, TargetState } from "../engine.js";
+import type { DoctorFinding, Dump, DumpOptions, DumpResult, Engine, RestoreOptions, SchemaObjects, TableInfo, TargetState } from "../engine.js";
 import type { MysqlDatasource } from "./schema.js";
 import { privateDir } from "../../core/private-dir.js";
 import { selectionOf } from "../../core/selection.js";
 import { createMysqlDifferential, mysqlSequenceDependencies, resolveMysqlSelection } from "./partial.js";
-import { countSql, mysqlObjects } from "./verify.js";
+import { countSql, mysqlObjectQueries } from "./verify.js";
 import { setSequencesAside, UnqualifySequences, unqualifyMydumperSchemas } from "./sequences.js";
 import { effectiveSslMode, mysqlTlsOf, optionFileTls } from "./tls.js";
 
@@ -171,15 +171,50 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     return parseVersion(await runTool(path, ["--version"], { env: minimalEnv() }));
   }
 
-  async function metadata(s: Session, log: Logger, mydumperVersion?: string): Promise<{ serverVersion: string; tables: TableInfo[] }> {
-    const serverVersion = (await query(s, "SELECT VERSION()"))[0]?.[0] ?? "";
+  /**
+   * Several statements in one client call (one process, one connection, one round trip): the rows of each, in
+   * order. A marker row the caller cannot produce separates the results (the client prints them back to back).
+   */
+  async function queryMany(s: Session, sqls: string[], signal?: AbortSignal): Promise<string[][][]> {
+    const mark = `dbkeep-next-${randomBytes(8).toString("hex")}`;
+    const rows = await query(s, sqls.map((q) => q.replace(/;\s*$/, "")).join(`; SELECT '${mark}'; `), signal);
+    const out: string[][][] = [[]];
+    for (const r of rows) {
+      if (r.length === 1 && r[0] === mark) out.push([]);
+      else out[out.length - 1]!.push(r);
+    }
+    if (out.length !== sqls.length) throw new DbkeepError("ENGINE_FAILED", `the catalog queries gave ${out.length} results for ${sqls.length} statements (${server})`);
+    return out;
+  }
+
+  /**
+   * Server version, the tables (with estimates) and, with `objects`, the schema objects of the single database:
+   * one client call. The uuid/inet check of mydumper 0.10 is a second one, made only for it.
+   */
+  async function metadata(
+    s: Session,
+    log: Logger,
+    o: { mydumperVersion?: string | undefined; objects?: boolean; signal?: AbortSignal } = {},
+  ): Promise<{ serverVersion: string; tables: TableInfo[]; objects?: SchemaObjects }> {
+    const named = single ? [single] : (list ?? []);
+    const where = opts.all_databases ? "NOT IN ('information_schema', 'performance_schema')" : named.length ? `IN (${named.map(lit).join(", ")})` : "IN (NULL)";
+    const objectQueries = o.objects && single ? mysqlObjectQueries(single) : [];
+    const [version = [], schemaRows = [], rows = [], ...objectRows] = await queryMany(s, [
+      "SELECT VERSION()",
+      `SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME ${where} ORDER BY 1`,
+      `SELECT t.TABLE_SCHEMA, t.TABLE_NAME, IFNULL(t.TABLE_ROWS, 0), IFNULL(t.ENGINE, ''), IFNULL(e.TRANSACTIONS, '')
+         FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE
+        WHERE t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND t.TABLE_SCHEMA ${where}
+        ORDER BY 1, 2`,
+      ...objectQueries.map(([, sql]) => sql),
+    ], o.signal);
+    const serverVersion = version[0]?.[0] ?? "";
     let schemas: string[];
     if (opts.all_databases) {
-      const rows = await query(s, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ('information_schema', 'performance_schema') ORDER BY 1");
-      schemas = rows.map((r) => r[0] ?? "");
+      schemas = schemaRows.map((r) => r[0] ?? "");
     } else {
-      schemas = single ? [single] : (list ?? []);
-      const found = new Set(await existingSchemas(s, schemas));
+      schemas = named;
+      const found = new Set(schemaRows.map((r) => r[0] ?? ""));
       const missing = schemas.filter((d) => !found.has(d));
       if (missing.length) {
         throw new DbkeepError("CONNECTION_FAILED", `database ${missing.join(", ")} does not exist (${server})`, {
@@ -187,14 +222,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
         });
       }
     }
-    const rows = schemas.length === 0 ? [] : await query(
-      s,
-      `SELECT t.TABLE_SCHEMA, t.TABLE_NAME, IFNULL(t.TABLE_ROWS, 0), IFNULL(t.ENGINE, ''), IFNULL(e.TRANSACTIONS, '')
-         FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE
-        WHERE t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND t.TABLE_SCHEMA IN (${schemas.map(lit).join(", ")})
-        ORDER BY 1, 2`,
-    );
     const name = (schema: string, table: string) => (single ? table : `${schema}.${table}`);
+    const mydumperVersion = o.mydumperVersion;
     if (mydumperVersion && schemas.length && olderThan(mydumperVersion, [0, 11])) {
       // mydumper 0.10 writes these columns as text under SET NAMES binary; myloader then stores NULL or a wrong
       // address without an error. Refusing is the only way to not produce a backup that restores wrong.
@@ -221,7 +250,10 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
         );
       }
     }
-    return { serverVersion, tables };
+    if (!objectQueries.length) return { serverVersion, tables };
+    const objects: SchemaObjects = {};
+    objectQueries.forEach(([kind], i) => (objects[kind] = (objectRows[i] ?? []).map((r) => r[0] ?? "")));
+    return { serverVersion, tables, objects };
   }
 
   function dump(dopts: DumpOptions): Dump {
@@ -238,84 +270,139 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
       // The dump tool first: a machine without client tools is told about the one it needs most.
       const tool = useMydumper ? await resolveTool("mydumper", binDir) : await dumpTool();
       await clientTool();
-      const toolVer = await toolVersion(tool);
+      // The tool's version is asked while the session is made and the catalog read.
+      const versionOfTool = toolVersion(tool);
+      versionOfTool.catch(() => undefined);
       await withSession(async (s) => {
         await requireTls(s);
-        const { serverVersion, tables: allTables } = await metadata(s, dopts.log, useMydumper ? toolVer : undefined);
-        // A partial backup: the globs resolved against the database's tables, passed to mysqldump by name.
-        const sel = selection && single ? resolveMysqlSelection(selection, single, allTables.map((t) => t.name)) : undefined;
-        for (const w of sel?.warnings ?? []) dopts.log.warn(w);
-        const tables = sel ? allTables.filter((t) => sel.names.includes(t.name)) : allTables;
-        const result: DumpResult = { tool: { name: basename(tool), version: toolVer }, serverVersion, tables, ...(sel && selection ? { selection: { patterns: selection, tables: sel.names } } : {}) };
-        // What verify compares: schema objects, and exact counts taken in a consistent snapshot started with the dump.
+        // mydumper needs its version for the catalog (a check of 0.10); mysqldump's catalog does not wait for it.
+        const mydumperVersion = useMydumper ? await versionOfTool : undefined;
         const run = (sql: string) => query(s, sql, dopts.signal);
-        // Sequences the selected tables draw from go into a partial dump beside them (only exclusions: they are in).
-        const sequences = sel && single && selection?.tables?.length ? await mysqlSequenceDependencies(run, single, sel.names) : [];
-        if (sequences.length) dopts.log.info({ sequences }, `the backup also carries the sequence(s) its tables draw from: ${sequences.join(", ")}`);
-        if (single) result.objects = await mysqlObjects(run, single);
-        const counting = single && opts.row_counts !== "estimate" ? run(countSql(single, tables.map((t) => t.name))) : undefined;
-        counting?.catch(() => undefined);
-        const finishCounted = async () => {
-          if (counting) {
-            try {
-              const n = new Map((await counting).map((r) => [r[0] ?? "", Number(r[1] ?? 0)]));
-              result.tables = tables.map((t) => (n.has(t.name) ? { name: t.name, rows: n.get(t.name)! } : t));
-            } catch (err) {
-              dopts.log.warn({ err: (err as Error).message }, "row counts could not be taken; the manifest keeps estimates");
+        // Stops the dump tool when the catalog fails (or when the backup is cancelled).
+        const stop = new AbortController();
+        const onAbort = () => stop.abort(dopts.signal.reason);
+        if (dopts.signal.aborted) onAbort();
+        else dopts.signal.addEventListener("abort", onAbort, { once: true });
+        try {
+          // One client call: server version, tables with estimates, and the schema objects verify expects back.
+          const catalog = metadata(s, dopts.log, { mydumperVersion, objects: !!single, signal: dopts.signal });
+          catalog.catch(() => stop.abort());
+          // What the dump's arguments depend on: a partial backup's tables (and the sequences they draw from).
+          // Without a selection, mysqldump starts at once and the catalog is read beside it.
+          const selectionOfDump = async () => {
+            const { tables: allTables } = await catalog;
+            // A partial backup: the globs resolved against the database's tables, passed to mysqldump by name.
+            const sel = selection && single ? resolveMysqlSelection(selection, single, allTables.map((t) => t.name)) : undefined;
+            for (const w of sel?.warnings ?? []) dopts.log.warn(w);
+            // Sequences the selected tables draw from go into a partial dump beside them (only exclusions: they are in).
+            const sequences = sel && single && selection?.tables?.length ? await mysqlSequenceDependencies(run, single, sel.names) : [];
+            if (sequences.length) dopts.log.info({ sequences }, `the backup also carries the sequence(s) its tables draw from: ${sequences.join(", ")}`);
+            return { sel, sequences };
+          };
+          const selected = selectionOfDump();
+          selected.catch(() => undefined);
+          // The counts start as soon as the tables are known, in their own session beside the dump.
+          const counting = (async () => {
+            const { sel } = await selected;
+            const { tables: allTables } = await catalog;
+            const tables = sel ? allTables.filter((t) => sel.names.includes(t.name)) : allTables;
+            if (!single || opts.row_counts === "estimate") return { tables, counts: undefined };
+            // Stopped with the dump: a failed dump leaves no count query behind (nor one to start after the session's end).
+            const counts = query(s, countSql(single, tables.map((t) => t.name)), stop.signal);
+            counts.catch(() => undefined);
+            return { tables, counts };
+          })();
+          counting.catch(() => undefined);
+          const resultOf = async (): Promise<DumpResult> => {
+            const { serverVersion, objects } = await catalog;
+            const { sel } = await selected;
+            const { tables, counts } = await counting;
+            const result: DumpResult = {
+              tool: { name: basename(tool), version: await versionOfTool }, serverVersion, tables,
+              ...(objects ? { objects } : {}),
+              ...(sel && selection ? { selection: { patterns: selection, tables: sel.names } } : {}),
+            };
+            if (counts) {
+              try {
+                const n = new Map((await counts).map((r) => [r[0] ?? "", Number(r[1] ?? 0)]));
+                result.tables = tables.map((t) => (n.has(t.name) ? { name: t.name, rows: n.get(t.name)! } : t));
+              } catch (err) {
+                dopts.log.warn({ err: (err as Error).message }, "row counts could not be taken; the manifest keeps estimates");
+              }
             }
-          }
-          finish(result);
-        };
-        const spawnOpts = { env: minimalEnv(), signal: dopts.signal, timeoutMs, context: where, explain };
+            return result;
+          };
+          const spawnOpts = { env: minimalEnv(), signal: stop.signal, timeoutMs, context: where, explain };
 
-        if (!useMydumper) {
+          if (!useMydumper) {
+            const { sel, sequences } = selection ? await selected : { sel: undefined, sequences: [] as string[] };
+            const args = [
+              `--defaults-extra-file=${s.cnf}`,
+              ...(opts.single_transaction ? ["--single-transaction"] : []),
+              // Routines and events belong to the database, not to a table: a partial backup leaves them out.
+              opts.routines && !sel ? "--routines" : "--skip-routines",
+              opts.triggers ? "--triggers" : "--skip-triggers",
+              opts.events && !sel ? "--events" : "--skip-events",
+              "--hex-blob",
+              "--quick",
+              // LOCK TABLES around each table's rows is only a load-speed hint, and with it MariaDB refuses the rows of
+              // a table whose default draws from a sequence (DEFAULT NEXTVAL(seq)): "was not locked with LOCK TABLES".
+              "--skip-add-locks",
+              "--default-character-set=utf8mb4",
+              "--no-tablespaces",
+              ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? [...sel.args, ...sequences] : [single ?? ""]),
+            ];
+            // With a pipe (zstd, lz4), the tool writes into it and the compressor reads it: the dump's bytes never
+            // pass through node. The catalog's outcome decides whether the dump counts, as with the stream.
+            const output = await dopts.output;
+            const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", output ? output.fd : "pipe", "pipe"] });
+            // The catalog's error is the one to report when both fail (a wrong password, a missing database), not
+            // the dump tool's own report of it or its being stopped for it.
+            const outcome = Promise.allSettled([catalog, exited]).then(([c, e]) => {
+              if (c.status === "rejected") throw c.reason;
+              if (e.status === "rejected") throw e.reason;
+            });
+            outcome.catch(() => undefined);
+            if (output) output.started();
+            else {
+              // The stream ends only once the catalog is taken too: a failed catalog fails the backup.
+              const gated = endAfter(child.stdout as Readable, outcome);
+              gated.on("error", (e) => out.destroy(e));
+              gated.pipe(out);
+            }
+            await outcome;
+            finish(await resultOf());
+            return;
+          }
+          await catalog;
+          await selected;
+          // mydumper writes a directory of files (one or more per table, from several threads), so it dumps into the
+          // private session directory and the result travels through the pipe as a tar stream.
+          const dir = join(s.dir, "dump");
           const args = [
-            `--defaults-extra-file=${s.cnf}`,
-            ...(opts.single_transaction ? ["--single-transaction"] : []),
-            // Routines and events belong to the database, not to a table: a partial backup leaves them out.
-            opts.routines && !sel ? "--routines" : "--skip-routines",
-            opts.triggers ? "--triggers" : "--skip-triggers",
-            opts.events && !sel ? "--events" : "--skip-events",
-            "--hex-blob",
-            "--quick",
-            // LOCK TABLES around each table's rows is only a load-speed hint, and with it MariaDB refuses the rows of
-            // a table whose default draws from a sequence (DEFAULT NEXTVAL(seq)): "was not locked with LOCK TABLES".
-            "--skip-add-locks",
-            "--default-character-set=utf8mb4",
-            "--no-tablespaces",
-            ...(opts.all_databases ? ["--all-databases", "--flush-privileges"] : list ? ["--databases", ...list] : sel ? [...sel.args, ...sequences] : [single ?? ""]),
+            // mydumper 0.10 (Debian 12) knows --defaults-file only; it reads the [client] group of it.
+            `--defaults-file=${s.cnf}`,
+            `--outputdir=${dir}`,
+            `--threads=${opts.threads ?? 4}`,
+            ...(opts.routines ? ["--routines"] : []),
+            ...(opts.triggers ? ["--triggers"] : []),
+            ...(opts.events ? ["--events"] : []),
+            ...(opts.single_transaction ? ["--trx-consistency-only"] : []),
+            ...(single ? [`--database=${single}`] : list ? [`--regex=^(${list.map(escapeRegex).join("|")})\\.`] : []),
           ];
-          const { child, done: exited } = spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "pipe", "pipe"] });
-          const gated = endAfter(child.stdout as Readable, exited);
+          await spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "ignore", "pipe"] }).done;
+          const tar = await resolveTool("tar");
+          const t = spawnTool(tar, ["-C", dir, "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
+          const gated = endAfter(t.child.stdout as Readable, t.done);
           gated.on("error", (e) => out.destroy(e));
           gated.pipe(out);
-          await exited;
-          await finishCounted();
-          return;
+          await t.done;
+          finish(await resultOf());
+        } finally {
+          dopts.signal.removeEventListener("abort", onAbort);
+          // Whatever is still running for this dump (a count query after a failed dump) ends with it.
+          stop.abort();
         }
-
-        // mydumper writes a directory of files (one or more per table, from several threads), so it dumps into the
-        // private session directory and the result travels through the pipe as a tar stream.
-        const dir = join(s.dir, "dump");
-        const args = [
-          // mydumper 0.10 (Debian 12) knows --defaults-file only; it reads the [client] group of it.
-          `--defaults-file=${s.cnf}`,
-          `--outputdir=${dir}`,
-          `--threads=${opts.threads ?? 4}`,
-          ...(opts.routines ? ["--routines"] : []),
-          ...(opts.triggers ? ["--triggers"] : []),
-          ...(opts.events ? ["--events"] : []),
-          ...(opts.single_transaction ? ["--trx-consistency-only"] : []),
-          ...(single ? [`--database=${single}`] : list ? [`--regex=^(${list.map(escapeRegex).join("|")})\\.`] : []),
-        ];
-        await spawnTool(tool, args, { ...spawnOpts, stdio: ["ignore", "ignore", "pipe"] }).done;
-        const tar = await resolveTool("tar");
-        const t = spawnTool(tar, ["-C", dir, "-cf", "-", "."], { signal: dopts.signal, stdio: ["ignore", "pipe", "pipe"] });
-        const gated = endAfter(t.child.stdout as Readable, t.done);
-        gated.on("error", (e) => out.destroy(e));
-        gated.pipe(out);
-        await t.done;
-        await finishCounted();
       });
     })().catch((err: unknown) => {
       out.destroy(err as Error);
@@ -612,6 +699,8 @@ export function createMysqlEngine(opts: MysqlEngineOptions): Engine {
     tools: useMydumper ? ["mydumper", "myloader", "mysql"] : ["mysqldump", "mysql"],
     format,
     extension: EXT[format] ?? ".sql",
+    // mysqldump of one database writes its dump to stdout: a compressor process can read it from a kernel pipe.
+    dumpsToPipe: format === "plain",
     database: layoutName,
     source: () => ({
       engine: "mysql",

@@ -36,19 +36,25 @@ export function countSql(db: string, tables: string[]): string {
   return `SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY; ${union}; COMMIT`;
 }
 
+/** The queries of mysqlObjects, by kind: each gives one sorted column of names. */
+export function mysqlObjectQueries(db: string): [keyof SchemaObjects, string][] {
+  const s = lit(db);
+  return [
+    ["indexes", `SELECT DISTINCT CONCAT(TABLE_NAME, '.', INDEX_NAME) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ${s} ORDER BY 1`],
+    ["foreign_keys", `SELECT CONCAT(TABLE_NAME, '.', CONSTRAINT_NAME) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ${s} ORDER BY 1`],
+    ["views", `SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${s} AND TABLE_TYPE = 'VIEW' ORDER BY 1`],
+    ["functions", `SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ${s} ORDER BY 1`],
+    ["triggers", `SELECT CONCAT(EVENT_OBJECT_TABLE, '.', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ${s} ORDER BY 1`],
+    ["events", `SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ${s} ORDER BY 1`],
+    ["sequences", `SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${s} AND TABLE_TYPE = 'SEQUENCE' ORDER BY 1`],
+  ];
+}
+
 /** Indexes, foreign keys, views, routines, triggers, events and sequences of one database. */
 export async function mysqlObjects(run: Run, db: string): Promise<SchemaObjects> {
-  const names = async (sql: string) => (await run(sql)).map((r) => r[0] ?? "");
-  const s = lit(db);
-  return {
-    indexes: await names(`SELECT DISTINCT CONCAT(TABLE_NAME, '.', INDEX_NAME) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ${s} ORDER BY 1`),
-    foreign_keys: await names(`SELECT CONCAT(TABLE_NAME, '.', CONSTRAINT_NAME) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ${s} ORDER BY 1`),
-    views: await names(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${s} AND TABLE_TYPE = 'VIEW' ORDER BY 1`),
-    functions: await names(`SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ${s} ORDER BY 1`),
-    triggers: await names(`SELECT CONCAT(EVENT_OBJECT_TABLE, '.', TRIGGER_NAME) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ${s} ORDER BY 1`),
-    events: await names(`SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ${s} ORDER BY 1`),
-    sequences: await names(`SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${s} AND TABLE_TYPE = 'SEQUENCE' ORDER BY 1`),
-  };
+  const out: SchemaObjects = {};
+  for (const [kind, sql] of mysqlObjectQueries(db)) out[kind] = (await run(sql)).map((r) => r[0] ?? "");
+  return out;
 }
 
 export async function mysqlCatalog(run: Run, db: string): Promise<Catalog> {
