@@ -229,3 +229,21 @@ export function oneOffPlan(sourceUrl: string | undefined, storeUrls: string | st
     oneOff: true,
   };
 }
+
+/**
+ * The restore's question before it replaces what a target holds, asked once per run (a differential chain restores
+ * twice): lists what is there, goes on with --auto-confirm, refuses without a TTY, asks on one.
+ */
+export function replaceConfirmer(c: Context, o: { autoConfirm?: boolean; clear: () => void; source: string | (() => string) }): (objects: string[], what: string) => Promise<boolean> {
+  let confirmed = false;
+  return async (objects, what) => {
+    if (confirmed) return true;
+    const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
+    c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
+    if (o.autoConfirm) return (confirmed = true);
+    o.clear();
+    if (!c.interactive) return false;
+    if (await c.confirm(`Replace ${what} (${objects.length} tables/views) with ${typeof o.source === "string" ? o.source : o.source()}?`)) return (confirmed = true);
+    throw new DbkeepError("RESTORE_REFUSED", `restore cancelled: ${what} was not changed`);
+  };
+}

@@ -11,7 +11,7 @@ import { sweepTempDirs } from "../../core/tempdir.js";
 import { encryptionFromFlags, recipientsFor } from "../../crypto/settings.js";
 import type { Engine } from "../../engines/engine.js";
 import { ENGINES } from "../../engines/registry.js";
-import { oneOffPlan, type Context } from "../context.js";
+import { oneOffPlan, replaceConfirmer, type Context } from "../context.js";
 import { formatBytes } from "../format.js";
 import { BACKUP_TYPES, integer, isoDate, oneOf } from "../options.js";
 
@@ -286,7 +286,6 @@ export async function restoreDumpFile(c: Context, file: string, ref: string, fla
     const checked = await checkSource(src, c.signal);
     c.log.info({ file, what: d.what, check: checked }, `${file}: ${d.what}; ${checked}`);
     const progress = c.progress(`restoring ${file}`, { read: "read", written: "restored" });
-    let confirmed = false;
     try {
       const result = await restoreSource(src, {
         engine,
@@ -294,16 +293,7 @@ export async function restoreDumpFile(c: Context, file: string, ref: string, fla
         signal: c.signal,
         ...(flags.jobs ? { jobs: Number(flags.jobs) } : {}),
         onProgress: progress.update,
-        confirm: async (objects, what) => {
-          if (confirmed) return true;
-          const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
-          c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
-          if (flags.autoConfirm) return (confirmed = true);
-          progress.clear();
-          if (!c.interactive) return false;
-          if (await c.confirm(`Replace ${what} (${objects.length} tables/views) with ${file}?`)) return (confirmed = true);
-          throw new DbkeepError("RESTORE_REFUSED", `restore cancelled: ${what} was not changed`);
-        },
+        confirm: replaceConfirmer(c, { ...(flags.autoConfirm ? { autoConfirm: true } : {}), clear: () => progress.clear(), source: file }),
       });
       progress.clear();
       if (flags.json) process.stdout.write(JSON.stringify({ file, detected: d.what, format: d.format, target: result.target, seconds: result.seconds, bytes: result.storedBytes, replaced: result.replaced }, null, 2) + "\n");

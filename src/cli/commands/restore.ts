@@ -8,7 +8,7 @@ import type { Store } from "../../stores/store.js";
 import { runRestore } from "../../core/restore.js";
 import { sweepTempDirs } from "../../core/tempdir.js";
 import { encryptionFromFlags, identitiesFor } from "../../crypto/settings.js";
-import type { Context } from "../context.js";
+import { replaceConfirmer, type Context } from "../context.js";
 import { formatBytes, formatDuration } from "../format.js";
 import { openTarget, targetStores } from "./list.js";
 import { wholeNumber } from "../options.js";
@@ -72,7 +72,9 @@ is recognized by its content, read to its end and checked first, then restored t
       await sweepTempDirs();
       // A job with several stores: the first store, in the job's order, that holds the backup intact.
       const names = targetStores(c, target, flags.store);
-      let confirmed = false;
+      // Asked once for the whole run, whichever store the backup finally comes from.
+      let current: { id: string; clear: () => void } | undefined;
+      const confirm = replaceConfirmer(c, { ...(flags.autoConfirm ? { autoConfirm: true } : {}), clear: () => current?.clear(), source: () => `backup ${current?.id ?? ""}` });
       for (let i = 0; i < names.length; i++) {
         const last = i === names.length - 1;
         const { plan, store, prefix } = await openTarget(c, target, names[i]);
@@ -90,6 +92,7 @@ is recognized by its content, read to its end and checked first, then restored t
           }
           const engine = await openEngine(targetPlan(c, plan, flags.to));
           const progress = c.progress(`restoring ${m.id}`, { read: "read", written: "restored" });
+          current = { id: m.id, clear: () => progress.clear() };
           let result;
           try {
             result = await runRestore({
@@ -105,16 +108,7 @@ is recognized by its content, read to its end and checked first, then restored t
                 const own = encryptionFromFlags("--identity", { identity_file: flags.identity, passphrase_env: flags.passphraseEnv }) ?? plan.encryption;
                 return own ? identitiesFor(own, (w) => c.log.warn(w)) : [];
               },
-              confirm: async (objects, what) => {
-                if (confirmed) return true;
-                const list = objects.slice(0, 10).join(", ") + (objects.length > 10 ? `, ... (${objects.length} in all)` : "");
-                c.log.warn({ target: what, objects: objects.length }, `${what} already holds: ${list}`);
-                if (flags.autoConfirm) return (confirmed = true);
-                progress.clear();
-                if (!c.interactive) return false;
-                if (await c.confirm(`Replace ${what} (${objects.length} tables/views) with backup ${m.id}?`)) return (confirmed = true);
-                throw new DbkeepError("RESTORE_REFUSED", `restore cancelled: ${what} was not changed`);
-              },
+              confirm,
             });
           } catch (err) {
             // The engine left the target as it was; list and status show the copy as damaged from now on.
